@@ -1,0 +1,24 @@
+"""Gymnasium environments of the project, registered on ``import envs``.
+
+- ``CatGrid-v0``: a stochastic gridworld (a cat, brooms, a bathtub and meat) with an exact
+  optimum by value iteration; natively vectorized for ``gym.make_vec``.
+- ``TextGen-IMDB-v0``: text generation as an MDP (state = tokens so far, action = next token)
+  rewarded by a sentiment score with per-token KL shaping toward a frozen reference LM.
+"""
+
+from gymnasium.envs.registration import register, registry
+
+if "CatGrid-v0" not in registry:
+    register(
+        id="CatGrid-v0",
+        entry_point="envs.catgrid:CatGridEnv",
+        vector_entry_point="envs.catgrid_vector:CatGridVectorEnv",
+        max_episode_steps=50,
+    )
+
+if "TextGen-IMDB-v0" not in registry:
+    register(
+        id="TextGen-IMDB-v0",
+        entry_point="envs.textgen:TextGenEnv",
+        vector_entry_point="envs.textgen_vector:TextGenVectorEnv",
+    )
