@@ -1,0 +1,258 @@
+"""The one agent: PPO or REINFORCE on any policy/value network, for any environment.
+
+The agent sees a :class:`Rollout` — time-major ``(T, N)`` tensors from Gymnasium vector
+envs — and a :class:`~agents.networks.PolicyValueNet`. Nothing in here knows whether the
+observations are grid cells or tokens.
+
+REINFORCE (``algo="reinforce"``), as the lecture builds it, weights ``∇log π(a_t|s_t)`` by
+``Ψ_t``: the full-episode return ``G_0`` (``reinforce_return="episode"``), the reward-to-go
+``G_t`` (``"to_go"``), or the reward-to-go minus a learned baseline ``G_t - V(s_t)``
+(``reinforce_baseline=True``). It is Monte Carlo: steps whose episode does not finish inside
+the rollout are left out, and it takes one gradient step per rollout (minibatches only
+accumulate gradients). With ``norm_adv`` its weights are only rescaled by their std (no
+mean subtraction, which would be a hidden baseline).
+
+PPO (``algo="ppo"``) uses GAE(γ, λ) advantages, the clipped surrogate on the importance ratio
+``ρ = exp(log π_θ - log π_old)``, an optionally clipped value loss, an entropy bonus,
+several epochs of shuffled minibatches, advantage normalisation, global grad-norm clipping,
+optional early stop at ``target_kl`` and optional linear LR annealing. Defaults follow "The
+37 implementation details of PPO" (Adam eps 1e-5, clip 0.2, 4 epochs, 4 minibatches, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from agents import losses
+from agents.networks import Obs, PolicyValueNet, StepBatch
+from agents.returns import complete_episode_mask, episode_returns, gae, rewards_to_go
+
+
+@dataclass
+class AgentConfig:
+    """Hyperparameters of the agent (CleanRL names where they exist)."""
+
+    algo: Literal["ppo", "reinforce"] = "ppo"
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    learning_rate: float = 2.5e-4
+    adam_eps: float = 1e-5
+    anneal_lr: bool = True
+    update_epochs: int = 4
+    """PPO epochs over each rollout (REINFORCE always uses 1)."""
+    num_minibatches: int = 4
+    norm_adv: bool = True
+    clip_coef: float = 0.2
+    clip_vloss: bool = True
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: float | None = None
+    reinforce_return: Literal["episode", "to_go"] = "to_go"
+    reinforce_baseline: bool = True
+
+    def __post_init__(self) -> None:
+        checks = {
+            "algo must be 'ppo' or 'reinforce'": self.algo in ("ppo", "reinforce"),
+            "gamma must be in [0, 1]": 0.0 <= self.gamma <= 1.0,
+            "gae_lambda must be in [0, 1]": 0.0 <= self.gae_lambda <= 1.0,
+            "learning_rate must be > 0": self.learning_rate > 0,
+            "update_epochs must be >= 1": self.update_epochs >= 1,
+            "num_minibatches must be >= 1": self.num_minibatches >= 1,
+            "clip_coef must be > 0": self.clip_coef > 0,
+            "max_grad_norm must be > 0": self.max_grad_norm > 0,
+            "reinforce_return must be 'episode' or 'to_go'": self.reinforce_return in ("episode", "to_go"),
+            "target_kl must be None or > 0": self.target_kl is None or self.target_kl > 0,
+        }
+        bad = [msg for msg, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError("invalid AgentConfig: " + "; ".join(bad))
+
+
+@dataclass
+class Rollout:
+    """``T`` steps of ``N`` vector envs, on the agent's device.
+
+    ``values`` has ``T + 1`` rows: row ``T`` is ``V`` of the observation after the last step.
+    ``valid`` is False on reset steps (the step after an episode end, whose action the env
+    ignores). ``episode_start`` marks steps whose observation is the first of an episode.
+    ``rewards`` are the rewards the agent learns from (already shaped/scaled by the runner).
+    """
+
+    obs: Obs  # (T, N, ...)
+    actions: Tensor  # (T, N) long
+    logprobs: Tensor  # (T, N)
+    values: Tensor  # (T + 1, N)
+    rewards: Tensor  # (T, N)
+    terminated: Tensor  # (T, N) bool
+    truncated: Tensor  # (T, N) bool
+    episode_start: Tensor  # (T, N) bool
+    valid: Tensor  # (T, N) bool
+
+
+def _index_obs(obs: Obs, idx: Tensor) -> Obs:
+    if isinstance(obs, dict):
+        return {k: _index_obs(v, idx) for k, v in obs.items()}
+    return obs[idx]
+
+
+def _flatten_obs(obs: Obs) -> Obs:
+    """(T, N, ...) → (N*T, ...) in column-major order (env column first, then time)."""
+    if isinstance(obs, dict):
+        return {k: _flatten_obs(v) for k, v in obs.items()}
+    return obs.transpose(0, 1).reshape(-1, *obs.shape[2:])
+
+
+def chunk_ids(episode_start: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Chunk index of every step, flattened column-major ((N*T,) int64).
+
+    A chunk is a maximal run of consecutive steps of one env column inside one episode:
+    a new chunk begins at ``t = 0``, at an episode start, and at any change of ``valid``.
+    """
+    T, N = episode_start.shape
+    new = np.zeros((N, T), dtype=bool)
+    new[:, 0] = True
+    v = valid.T  # (N, T)
+    new[:, 1:] = episode_start.T[:, 1:] | (v[:, 1:] != v[:, :-1])
+    return np.cumsum(new.reshape(-1)) - 1
+
+
+class Agent:
+    """PPO / REINFORCE on a :class:`PolicyValueNet` (see the module docstring)."""
+
+    def __init__(self, net: PolicyValueNet, config: AgentConfig, total_updates: int | None = None) -> None:
+        self.net = net
+        self.config = config
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate, eps=config.adam_eps)
+        self.total_updates = total_updates
+        self.num_updates = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.net.device
+
+    # ------------------------------------------------------------------ acting
+    @staticmethod
+    def sample(logits: Tensor, greedy: bool = False) -> tuple[Tensor, Tensor]:
+        """Sample (or argmax) actions from logits (N, A); returns actions (N,) and log π (N,)."""
+        dist = torch.distributions.Categorical(logits=logits)
+        actions = logits.argmax(-1) if greedy else dist.sample()
+        return actions, dist.log_prob(actions)
+
+    @torch.no_grad()
+    def policy_step(self, obs: Any, episode_start: np.ndarray) -> tuple[Tensor, Tensor]:
+        """Logits (N, A) and values (N,) for one vector-env observation batch."""
+        return self.net.act(obs, episode_start)
+
+    # ------------------------------------------------------------------ learning
+    def advantages(self, ro: Rollout) -> tuple[Tensor, Tensor, Tensor]:
+        """Advantages Â, value targets and the loss mask, each (T, N)."""
+        c = self.config
+        if c.algo == "ppo":
+            adv, targets = gae(ro.rewards, ro.values, ro.terminated, ro.truncated, c.gamma, c.gae_lambda)
+            return adv, targets, ro.valid
+        if c.reinforce_return == "episode":
+            ret = episode_returns(ro.rewards, ro.terminated, ro.truncated, ro.episode_start, c.gamma)
+        else:
+            ret = rewards_to_go(ro.rewards, ro.terminated, ro.truncated, c.gamma)
+        mask = ro.valid & complete_episode_mask(
+            ro.terminated, ro.truncated, ro.episode_start, need_start=c.reinforce_return == "episode"
+        )
+        adv = ret - ro.values[:-1] if c.reinforce_baseline else ret
+        return adv, ret, mask
+
+    def _set_lr(self) -> None:
+        if self.config.anneal_lr and self.total_updates:
+            frac = 1.0 - self.num_updates / self.total_updates
+            for group in self.optimizer.param_groups:
+                group["lr"] = max(frac, 0.0) * self.config.learning_rate
+
+    def update(self, ro: Rollout) -> dict[str, float]:
+        """One learning step on a rollout; returns CleanRL-style loss statistics."""
+        c = self.config
+        self._set_lr()
+        adv, targets, mask = self.advantages(ro)  # (T, N) each
+        flat = lambda x: x.transpose(0, 1).reshape(-1)  # noqa: E731  (T, N) -> (N*T,)
+        adv, targets, mask = flat(adv), flat(targets), flat(mask)
+        old_logprob, old_values, actions = flat(ro.logprobs), flat(ro.values[:-1]), flat(ro.actions)
+        obs = _flatten_obs(ro.obs)
+        chunk = torch.as_tensor(
+            chunk_ids(ro.episode_start.cpu().numpy(), ro.valid.cpu().numpy()), device=self.device
+        )  # (N*T,)
+        learn_chunks = torch.unique(chunk[mask])  # chunks with at least one learnable step
+        stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")}
+        if learn_chunks.numel() == 0:
+            return {"skipped": 1.0}
+        adv = torch.where(mask, adv, 0.0)
+        if c.norm_adv and c.algo == "ppo":
+            adv[mask] = losses.normalize(adv[mask])
+        elif c.norm_adv and mask.sum() > 1:  # REINFORCE: rescale only, so no hidden mean baseline
+            adv[mask] = adv[mask] / (adv[mask].std() + 1e-8)
+        epochs = c.update_epochs if c.algo == "ppo" else 1
+        step_each_minibatch = c.algo == "ppo"
+        self.net.train()
+        for _ in range(epochs):
+            perm = learn_chunks[torch.randperm(learn_chunks.numel(), device=self.device)]
+            groups = torch.tensor_split(perm, min(c.num_minibatches, perm.numel()))
+            if not step_each_minibatch:
+                self.optimizer.zero_grad(set_to_none=True)
+            for group in groups:
+                in_group = torch.isin(chunk, group)
+                idx = torch.nonzero(in_group).squeeze(1)  # (B,) steps, chunk-contiguous
+                batch = self._make_batch(obs, actions, chunk, idx)
+                logits, values = self.net.evaluate(batch)  # (B, A), (B,)
+                m = mask[idx]
+                dist = torch.distributions.Categorical(logits=logits[m])
+                logprob = dist.log_prob(actions[idx][m])
+                entropy = dist.entropy().mean()
+                a = adv[idx][m]
+                v_loss = losses.value_loss(
+                    values[m], old_values[idx][m], targets[idx][m],
+                    c.clip_coef if (c.algo == "ppo" and c.clip_vloss) else None,
+                )
+                use_value = c.algo == "ppo" or c.reinforce_baseline
+                if c.algo == "ppo":
+                    pg_loss, ratio = losses.ppo_clip_loss(logprob, old_logprob[idx][m], a, c.clip_coef)
+                    with torch.no_grad():
+                        stats["approx_kl"].append(losses.approx_kl(logprob, old_logprob[idx][m]).item())
+                        stats["clipfrac"].append(losses.clip_fraction(ratio, c.clip_coef).item())
+                else:
+                    pg_loss = losses.reinforce_loss(logprob, a)
+                loss = pg_loss - c.ent_coef * entropy + (c.vf_coef * v_loss if use_value else 0.0)
+                weight = 1.0 if step_each_minibatch else m.sum() / mask.sum()
+                if step_each_minibatch:
+                    self.optimizer.zero_grad(set_to_none=True)
+                (loss * weight).backward()
+                if step_each_minibatch:
+                    torch.nn.utils.clip_grad_norm_(self.net.parameters(), c.max_grad_norm)
+                    self.optimizer.step()
+                stats["policy_loss"].append(pg_loss.item())
+                stats["value_loss"].append(v_loss.item())
+                stats["entropy"].append(entropy.item())
+            if not step_each_minibatch:
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), c.max_grad_norm)
+                self.optimizer.step()
+            if c.target_kl is not None and stats["approx_kl"] and np.mean(stats["approx_kl"][-len(groups):]) > c.target_kl:
+                break
+        self.num_updates += 1
+        self.net.eval()
+        out = {k: float(np.mean(v)) for k, v in stats.items() if v}
+        out["explained_variance"] = losses.explained_variance(old_values[mask], targets[mask])
+        out["learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        return out
+
+    @staticmethod
+    def _make_batch(obs: Obs, actions: Tensor, chunk: Tensor, idx: Tensor) -> StepBatch:
+        """Gather steps ``idx`` (whole chunks, column-major order) into a :class:`StepBatch`."""
+        c = chunk[idx]  # (B,) global chunk ids, non-decreasing
+        _, local = torch.unique_consecutive(c, return_inverse=True)  # (B,) in [0, C)
+        is_last = torch.ones_like(c, dtype=torch.bool)
+        is_last[:-1] = c[1:] != c[:-1]
+        chunk_last = torch.nonzero(is_last).squeeze(1)  # (C,)
+        steps_to_end = chunk_last[local] - torch.arange(c.numel(), device=c.device)  # (B,)
+        return StepBatch(_index_obs(obs, idx), actions[idx], local, steps_to_end, chunk_last)

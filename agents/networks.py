@@ -1,0 +1,211 @@
+"""Shared policy/value transformers: one causal trunk, a policy head and a value head.
+
+Every network the agent trains implements the same two calls, so the algorithm code never
+asks which environment it is solving:
+
+- ``act(obs, episode_start) -> (logits (N, A), values (N,))`` for one vector-env step. It may
+  keep state between calls (the LM keeps a KV cache); ``episode_start`` (N,) tells it which
+  rows begin a new episode.
+- ``evaluate(batch: StepBatch) -> (logits (B, A), values (B,))`` for the update, with
+  gradients. Steps arrive grouped in *chunks*: consecutive steps of one episode in one env
+  column. A network whose observation is the whole history (the LM) evaluates each chunk in
+  one teacher-forced forward pass; a Markov one (the grid) evaluates each step on its own.
+
+``GridTransformer`` reads a ``MultiDiscrete``/``Discrete`` observation as a short token
+sequence (one token per component, e.g. an x token and a y token) through a small GPT-2
+trunk. ``CausalLMPolicy`` plugs a pretrained causal LM: its trunk, its LM head as the policy
+head and a new linear value head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+from transformers import GPT2Config, GPT2Model, PreTrainedModel
+
+Obs = Any  # a (N, ...) tensor, or a dict of them for Dict observation spaces
+
+
+@dataclass
+class StepBatch:
+    """A minibatch of ``B`` steps grouped into ``C`` chunks (see the module docstring).
+
+    Attributes:
+        obs: observations (B, ...) (dict of tensors for Dict spaces), on the device.
+        actions: (B,) long.
+        chunk: (B,) long, chunk index of each step in ``[0, C)``.
+        steps_to_end: (B,) long, how many steps of its chunk follow the step.
+        chunk_last: (C,) long, batch index of each chunk's last step.
+    """
+
+    obs: Obs
+    actions: Tensor
+    chunk: Tensor
+    steps_to_end: Tensor
+    chunk_last: Tensor
+
+
+def obs_to_tensor(obs: Any, device: torch.device) -> Obs:
+    """numpy (or dict of numpy) observation → tensor(s) on ``device`` (int64 stays int64)."""
+    if isinstance(obs, dict):
+        return {k: obs_to_tensor(v, device) for k, v in obs.items()}
+    return torch.as_tensor(np.asarray(obs), device=device)
+
+
+class PolicyValueNet(nn.Module):
+    """Interface of the agent's networks (see the module docstring)."""
+
+    def act(self, obs: Any, episode_start: np.ndarray) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def evaluate(self, batch: StepBatch) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def init_kwargs(self) -> dict[str, Any]:
+        """JSON-serialisable arguments that rebuild this network (for checkpoints)."""
+        raise NotImplementedError
+
+
+class GridTransformer(PolicyValueNet):
+    """Policy/value transformer over small discrete observations.
+
+    Component ``i`` of a ``MultiDiscrete(nvec)`` observation with value ``v`` becomes token
+    ``offset_i + v`` at position ``i``; a ``Discrete(n)`` observation is one token. The last
+    position's hidden state feeds both heads.
+    """
+
+    def __init__(
+        self, nvec: list[int], num_actions: int, d_model: int = 64, n_layer: int = 2, n_head: int = 4
+    ) -> None:
+        super().__init__()
+        self.nvec = [int(n) for n in nvec]
+        self.num_actions = int(num_actions)
+        self.d_model, self.n_layer, self.n_head = d_model, n_layer, n_head
+        config = GPT2Config(
+            vocab_size=sum(self.nvec), n_positions=len(self.nvec), n_embd=d_model,
+            n_layer=n_layer, n_head=n_head, bos_token_id=None, eos_token_id=None,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        )
+        self.trunk = GPT2Model(config)
+        self.policy_head = nn.Linear(d_model, self.num_actions)
+        self.value_head = nn.Linear(d_model, 1)
+        nn.init.orthogonal_(self.policy_head.weight, gain=0.01)  # near-uniform initial policy
+        nn.init.zeros_(self.policy_head.bias)
+        nn.init.orthogonal_(self.value_head.weight, gain=1.0)
+        nn.init.zeros_(self.value_head.bias)
+        self.register_buffer("offsets", torch.tensor(np.cumsum([0] + self.nvec[:-1])), persistent=False)
+
+    @classmethod
+    def from_spaces(
+        cls, observation_space: gym.Space, action_space: gym.Space, **kwargs: Any
+    ) -> "GridTransformer":
+        if isinstance(observation_space, gym.spaces.Discrete):
+            nvec = [int(observation_space.n)]
+        elif isinstance(observation_space, gym.spaces.MultiDiscrete) and observation_space.nvec.ndim == 1:
+            nvec = [int(n) for n in observation_space.nvec]
+        else:
+            raise TypeError(
+                f"GridTransformer needs a Discrete or 1-D MultiDiscrete observation space, got {observation_space}"
+            )
+        if not isinstance(action_space, gym.spaces.Discrete):
+            raise TypeError(f"the agent needs a Discrete action space, got {action_space}")
+        return cls(nvec, int(action_space.n), **kwargs)
+
+    def init_kwargs(self) -> dict[str, Any]:
+        return dict(nvec=self.nvec, num_actions=self.num_actions, d_model=self.d_model,
+                    n_layer=self.n_layer, n_head=self.n_head)
+
+    def _forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        obs = obs.reshape(obs.shape[0], -1).long()  # (B, K)
+        tokens = obs + self.offsets  # (B, K)
+        hidden = self.trunk(input_ids=tokens).last_hidden_state[:, -1]  # (B, D)
+        return self.policy_head(hidden), self.value_head(hidden).squeeze(-1)  # (B, A), (B,)
+
+    def act(self, obs: Any, episode_start: np.ndarray) -> tuple[Tensor, Tensor]:
+        return self._forward(obs_to_tensor(obs, self.device))
+
+    def evaluate(self, batch: StepBatch) -> tuple[Tensor, Tensor]:
+        return self._forward(batch.obs)
+
+
+class CausalLMPolicy(PolicyValueNet):
+    """A pretrained causal LM as policy (its LM head) plus a linear value head.
+
+    Observations are ``{"input_ids": (N, L), "attention_mask": (N, L)}``, left padded, as
+    TextGen-IMDB-v0 returns them; actions are token ids. Rollouts decode incrementally with a
+    KV cache (one new token per row per step; a row's prompt is prefilled only when its
+    episode starts). The update reads a chunk's whole sequence (its last observation plus
+    its last action) in one teacher-forced pass and picks the logits/values of its steps.
+    """
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        super().__init__()
+        self.lm = model
+        self.trunk = model.base_model
+        self.policy_head = model.get_output_embeddings()
+        hidden = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd
+        self.value_head = nn.Linear(hidden, 1)
+        nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1))
+        nn.init.zeros_(self.value_head.bias)
+        self._decoder = None  # IncrementalLM, built lazily for the number of env rows
+
+    def init_kwargs(self) -> dict[str, Any]:
+        return {"model_config": self.lm.config.to_dict()}
+
+    def act(self, obs: Any, episode_start: np.ndarray) -> tuple[Tensor, Tensor]:
+        from envs.lm import IncrementalLM  # the shared KV-cached decoder
+
+        input_ids, attention_mask = obs["input_ids"], obs["attention_mask"]  # (N, L)
+        n = input_ids.shape[0]
+        if self._decoder is None or self._decoder.num_rows != n:
+            self._decoder = IncrementalLM(self.lm, n)
+            episode_start = np.ones(n, dtype=bool)
+        restart = np.asarray(episode_start, dtype=bool)
+        tokens = None
+        if not restart.all():
+            tokens = torch.as_tensor(np.asarray(input_ids)[:, -1], device=self.device)  # (N,)
+        hidden = self._decoder.step(tokens, restart, input_ids, attention_mask)  # (N, D)
+        return self.policy_head(hidden), self.value_head(hidden).squeeze(-1)
+
+    def reset_state(self) -> None:
+        """Forget the rollout KV cache (after weights change it is stale)."""
+        self._decoder = None
+
+    def evaluate(self, batch: StepBatch) -> tuple[Tensor, Tensor]:
+        ids = batch.obs["input_ids"][batch.chunk_last]  # (C, L)
+        mask = batch.obs["attention_mask"][batch.chunk_last]  # (C, L)
+        last_action = batch.actions[batch.chunk_last].unsqueeze(1)  # (C, 1)
+        seq = torch.cat([ids, last_action.to(ids.dtype)], dim=1)  # (C, L+1)
+        seq_mask = torch.cat([mask, torch.ones_like(last_action, dtype=mask.dtype)], dim=1)
+        position_ids = (seq_mask.cumsum(1) - 1).clamp(min=0)  # (C, L+1)
+        hidden = self.trunk(
+            input_ids=seq, attention_mask=seq_mask, position_ids=position_ids
+        ).last_hidden_state  # (C, L+1, D)
+        L = ids.shape[1]
+        pos = L - 1 - batch.steps_to_end  # (B,) position whose output predicts the step's action
+        h = hidden[batch.chunk, pos]  # (B, D)
+        return self.policy_head(h), self.value_head(h).squeeze(-1)  # (B, V), (B,)
+
+
+def build_network(
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    lm: PreTrainedModel | None = None,
+    **grid_kwargs: Any,
+) -> PolicyValueNet:
+    """The policy/value network for a pair of spaces: a causal LM for token-sequence
+    observations (``lm`` required), a small grid transformer for discrete ones."""
+    if isinstance(observation_space, gym.spaces.Dict) and "input_ids" in observation_space.spaces:
+        if lm is None:
+            raise ValueError("token-sequence observations need a causal LM: pass lm=<PreTrainedModel>")
+        return CausalLMPolicy(lm)
+    return GridTransformer.from_spaces(observation_space, action_space, **grid_kwargs)

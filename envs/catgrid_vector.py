@@ -1,0 +1,172 @@
+"""Numpy-native vector version of CatGrid-v0: all N cats are stepped at once.
+
+Used by ``gym.make_vec("CatGrid-v0", num_envs=N)`` (``vector_entry_point``), which passes the
+registered ``max_episode_steps=50`` as a keyword argument. Map parsing and the per-state
+transition arrays come from :mod:`envs.catgrid`, so both envs share one MDP definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from envs.catgrid import (
+    MOVES,
+    TransitionTable,
+    build_transition_table,
+    make_tables,
+    optimal_start_value,
+    render_ansi,
+    render_rgb,
+    value_iteration,
+)
+
+
+class CatGridVectorEnv(VectorEnv):
+    """``num_envs`` independent CatGrid-v0 cats stepped with vectorised numpy.
+
+    Same dynamics, rewards and constructor arguments as :class:`envs.catgrid.CatGridEnv`, plus
+    ``num_envs`` and ``max_episode_steps`` (``None``: no time limit; ``gym.make_vec`` passes 50).
+
+    - Actions: int array (N,) with values in {0=up, 1=down, 2=left, 3=right}.
+    - Observations: int64 array (N, 2) of positions ``(x, y)``.
+    - Rewards (N,) float64, terminations / truncations (N,) bool; truncation follows
+      ``TimeLimit`` (``True`` once an episode has lasted ``max_episode_steps`` steps).
+    - Autoreset: ``AutoresetMode.NEXT_STEP``. A row that ended on the previous step is reset on
+      this step (its action is ignored): it returns the start observation, reward 0 and
+      ``terminated = truncated = False``.
+    - Info: always ``{}`` (keeps stepping cheap); ``RecordEpisodeStatistics`` adds ``episode``.
+    - Randomness: one uniform draw per env per step from ``self.np_random`` decides slips.
+    - ``reset(options={"reset_mask": mask})`` resets only the rows where ``mask`` (N,) is True.
+    - ``render()`` returns one frame (str or (H, W, 3) uint8) per env, as ``SyncVectorEnv`` does.
+    """
+
+    metadata = {
+        "render_modes": ["ansi", "rgb_array"],
+        "render_fps": 4,
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        max_episode_steps: int | None = None,
+        render_mode: str | None = None,
+        desc: Sequence[str] | None = None,
+        map_name: str = "5x5",
+        slip: float = 0.2,
+        terminal: str = "MT",
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        if max_episode_steps is not None and (
+            isinstance(max_episode_steps, bool)
+            or not isinstance(max_episode_steps, (int, np.integer))
+            or max_episode_steps < 1
+        ):
+            raise ValueError(f"max_episode_steps must be a positive int or None, got {max_episode_steps!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
+        self.num_envs = int(num_envs)
+        self.max_episode_steps = max_episode_steps
+        self.render_mode = render_mode
+        self.tables = make_tables(desc=desc, map_name=map_name, slip=slip, terminal=terminal)
+        self.start_state = self.tables.start
+        self._P: TransitionTable | None = None
+
+        self.single_action_space = spaces.Discrete(len(MOVES))
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.single_observation_space = spaces.MultiDiscrete(
+            [self.tables.width, self.tables.height], dtype=np.int64
+        )
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+
+        n = self.num_envs
+        self.states = np.full(n, self.tables.start, dtype=np.int64)  # (N,)
+        self.elapsed = np.zeros(n, dtype=np.int64)  # (N,) steps in the current episode
+        self.prev_done = np.zeros(n, dtype=bool)  # (N,) episode ended on the previous step
+        self.last_actions: np.ndarray | None = None
+
+    @property
+    def P(self) -> TransitionTable:
+        """The explicit table ``P[s][a]`` built from the shared per-state arrays (cached)."""
+        if self._P is None:
+            self._P = build_transition_table(self.tables)
+        return self._P
+
+    def optimal_values(self, gamma: float = 0.99, tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+        """``(V*, greedy policy)`` per state index (infinite horizon; time limit ignored)."""
+        return value_iteration(self.P, gamma=gamma, tol=tol)
+
+    def optimal_start_value(self, gamma: float = 0.99) -> float:
+        """``V*(start)``: the exact optimal discounted return from the start cell."""
+        return optimal_start_value(self, gamma)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        mask = np.ones(self.num_envs, dtype=bool)  # (N,)
+        if options is not None and "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"])
+            if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
+                raise ValueError(
+                    f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), "
+                    f"got dtype {mask.dtype} shape {mask.shape}"
+                )
+        self.states[mask] = self.tables.start
+        self.elapsed[mask] = 0
+        self.prev_done[mask] = False
+        return self.tables.xy[self.states], {}
+
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        a = np.asarray(actions)
+        if a.shape != (self.num_envs,):
+            raise ValueError(
+                f"actions must have shape ({self.num_envs},) (one per env), got shape {a.shape}"
+            )
+        if not np.issubdtype(a.dtype, np.integer):
+            raise TypeError(f"actions must be an integer array (0=up, 1=down, 2=left, 3=right), got dtype {a.dtype}")
+        if a.min() < 0 or a.max() >= len(MOVES):
+            raise ValueError(f"actions must be in {{0, 1, 2, 3}}, got values in [{a.min()}, {a.max()}]")
+        return a
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        a = self._check_actions(actions)  # (N,)
+        t, s, reset_rows = self.tables, self.states, self.prev_done
+        slipped = self.np_random.random(self.num_envs) < t.slip  # (N,)
+        nxt = np.where(slipped, s, t.succ[s, a])  # (N,)
+        nxt[reset_rows] = t.start
+        reward = t.reward[nxt]  # (N,) fresh copy
+        reward[reset_rows] = 0.0
+        terminated = t.done[nxt]  # (N,)
+        terminated[reset_rows] = False
+        self.elapsed += 1
+        self.elapsed[reset_rows] = 0
+        if self.max_episode_steps is None:
+            truncated = np.zeros(self.num_envs, dtype=bool)
+        else:
+            truncated = self.elapsed >= self.max_episode_steps  # (N,)
+        self.states, self.last_actions = nxt, a.copy()
+        self.last_actions[reset_rows] = -1  # no action was applied to rows being reset
+        self.prev_done = terminated | truncated
+        return t.xy[nxt], reward, terminated, truncated, {}
+
+    def render(self) -> tuple[Any, ...] | None:
+        if self.render_mode is None:
+            gym.logger.warn('render() called without a render_mode; pass render_mode="rgb_array" to make_vec')
+            return None
+        if self.render_mode == "rgb_array":
+            return tuple(render_rgb(self.tables, self.states))
+        acts = self.last_actions if self.last_actions is not None else np.full(self.num_envs, -1)
+        return tuple(
+            render_ansi(self.tables, int(s), int(a) if a >= 0 else None) for s, a in zip(self.states, acts)
+        )

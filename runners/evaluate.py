@@ -1,0 +1,148 @@
+"""Evaluate a trained agent: greedy and sampled success rate and mean discounted return.
+
+For CatGrid the result is printed next to the exact optimum ``V*(start)`` from value
+iteration. Usable in-process (:func:`evaluate`) or as a command::
+
+    python -m runners.evaluate runs/CatGrid-v0__ppo__0__<time>/checkpoint --episodes 500
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents.agent import Agent
+from runners.rollout import env_attr
+
+
+def evaluate(
+    agent: Agent,
+    envs: gym.vector.VectorEnv,
+    episodes: int,
+    gamma: float,
+    greedy: bool,
+    seed: int | None = None,
+) -> dict[str, float]:
+    """Run exactly ``ceil(episodes / N)`` episodes in each of the ``N`` rows (so short
+    episodes are not over-represented) and average the first ``episodes`` of them.
+
+    Success is ``info["is_success"]`` at the episode end when the env reports it, else
+    "terminated with a positive last reward".
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    n = envs.num_envs
+    quota = -(-episodes // n)
+    obs, _ = envs.reset(seed=seed)
+    if hasattr(agent.net, "reset_state"):
+        agent.net.reset_state()
+    start = np.ones(n, dtype=bool)
+    valid = np.ones(n, dtype=bool)
+    disc = np.zeros(n)
+    undisc = np.zeros(n)
+    steps = np.zeros(n, dtype=int)
+    done_count = np.zeros(n, dtype=int)
+    results: list[tuple[int, float, float, float, int]] = []  # (row order, G_disc, G, success, length)
+    while (done_count < quota).any():
+        logits, _ = agent.policy_step(obs, start)
+        action, _ = Agent.sample(logits, greedy=greedy)
+        obs, reward, term, trunc, info = envs.step(action.cpu().numpy())
+        reward = np.asarray(reward, dtype=np.float64)
+        disc += np.where(valid, gamma**steps * reward, 0.0)
+        undisc += np.where(valid, reward, 0.0)
+        steps += valid
+        done = np.logical_or(term, trunc) & valid
+        success = np.asarray(info["is_success"], dtype=float) if "is_success" in info else (term & (reward > 0)).astype(float)
+        for i in np.flatnonzero(done & (done_count < quota)):
+            results.append((int(done_count[i]) * n + i, disc[i], undisc[i], float(success[i]), int(steps[i])))
+            done_count[i] += 1
+        start = ~valid
+        valid = ~done
+        disc[done], undisc[done], steps[done] = 0.0, 0.0, 0
+    results.sort()
+    arr = np.array([r[1:] for r in results[:episodes]])
+    return {
+        "discounted_return": float(arr[:, 0].mean()),
+        "discounted_return_std": float(arr[:, 0].std()),
+        "return": float(arr[:, 1].mean()),
+        "success_rate": float(arr[:, 2].mean()),
+        "length": float(arr[:, 3].mean()),
+        "episodes": float(len(arr)),
+    }
+
+
+def optimal_start_value(envs: gym.vector.VectorEnv, gamma: float) -> float | None:
+    """``V*(start)`` when the env can compute its exact optimum (CatGrid), else None."""
+    try:
+        fn = env_attr(envs, "optimal_start_value")
+    except AttributeError:
+        return None
+    return float(fn(gamma)) if callable(fn) else None
+
+
+def evaluate_report(agent: Agent, envs: gym.vector.VectorEnv, episodes: int, gamma: float, seed: int) -> dict[str, Any]:
+    """Greedy and sampled evaluation plus ``V*(start)`` and the ratios to it."""
+    report: dict[str, Any] = {"v_star_start": optimal_start_value(envs, gamma)}
+    for mode in ("greedy", "sampled"):
+        res = evaluate(agent, envs, episodes, gamma, greedy=mode == "greedy", seed=seed)
+        report[mode] = res
+        if report["v_star_start"]:
+            res["ratio_to_v_star"] = res["discounted_return"] / report["v_star_start"]
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = []
+    v_star = report.get("v_star_start")
+    for mode in ("greedy", "sampled"):
+        r = report[mode]
+        line = (
+            f"{mode:>8}: discounted return {r['discounted_return']:8.3f} ± {r['discounted_return_std']:.2f}"
+            f" | success {r['success_rate']:.3f} | length {r['length']:.1f} | episodes {int(r['episodes'])}"
+        )
+        if v_star:
+            line += f" | V*(start) {v_star:.3f} | ratio {r['ratio_to_v_star']:.4f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+@dataclass
+class EvalArgs:
+    """Evaluate a checkpoint written by runners.train."""
+
+    checkpoint: Path
+    """checkpoint directory (or a run directory containing checkpoint/)"""
+    episodes: int = 500
+    seed: int = 12345
+    num_envs: int | None = None
+    device: str = "auto"
+
+
+def main(args: EvalArgs | None = None) -> dict[str, Any]:
+    import tyro
+
+    from runners.checkpoint import load_checkpoint, read_state
+    from runners.train import TrainConfig, build_agent, make_envs
+
+    args = args or tyro.cli(EvalArgs)
+    path = args.checkpoint / "checkpoint" if (args.checkpoint / "checkpoint").is_dir() else args.checkpoint
+    state = read_state(path)
+    cfg = TrainConfig.from_dict(state["config"])
+    cfg.device = args.device
+    envs = make_envs(cfg, num_envs=args.num_envs or cfg.num_envs, eval_mode=True)
+    agent = build_agent(cfg, envs, total_updates=None)
+    load_checkpoint(path, agent, load_optimizer=False)
+    with torch.no_grad():
+        report = evaluate_report(agent, envs, args.episodes, cfg.agent.gamma, args.seed)
+    print(format_report(report))
+    envs.close()
+    return report
+
+
+if __name__ == "__main__":
+    main()

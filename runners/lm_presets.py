@@ -1,0 +1,194 @@
+"""Tiny offline language-model building blocks (no hub download needed).
+
+Used by the tests, the benchmarks, the TextGen environment and the SFT / reward-model
+runners' ``--preset tiny``:
+
+- :func:`train_tokenizer`: a byte-level BPE tokenizer trained with the ``tokenizers``
+  library, wrapped as a ``transformers`` fast tokenizer. ``<|endoftext|>`` is eos, bos and
+  unk (as in GPT-2); ``<|pad|>`` is a *separate* pad token, so padding never hides an eos,
+  and padding is on the left, as batched generation expects.
+- :func:`tiny_gpt2_config` / :func:`make_tiny_lm`: a small, seeded GPT-2.
+- :func:`save_pretrained_atomic`: write a Hugging Face model directory so that a crash
+  never leaves a half-written one behind.
+- :func:`resolve_device` and :func:`cli_with_presets`: shared by the SFT and reward runners.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+import tyro
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
+T = TypeVar("T")
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int = 8192,
+    min_frequency: int = 2,
+    model_max_length: int = 1024,
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on ``texts`` (eos/bos/unk ``<|endoftext|>``, pad ``<|pad|>``).
+
+    The vocabulary holds the two special tokens, the 256 byte symbols and up to
+    ``vocab_size - 258`` merges; fewer when the corpus has too few pairs seen
+    ``min_frequency`` times, so check ``len(tokenizer)``.
+    """
+    if vocab_size < 258 + 1:
+        raise ValueError(f"vocab_size must exceed 258 (2 special tokens + 256 bytes), got {vocab_size}")
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOS_TOKEN, PAD_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    n_texts = 0
+
+    def counted() -> Iterable[str]:
+        nonlocal n_texts
+        for text in texts:
+            n_texts += 1
+            yield text
+
+    backend.train_from_iterator(counted(), trainer=trainer)
+    if n_texts == 0:
+        raise ValueError("train_tokenizer got no texts; pass at least one string")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=EOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        unk_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        padding_side="left",
+        model_max_length=model_max_length,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def tiny_gpt2_config(
+    tokenizer: PreTrainedTokenizerBase,
+    n_layer: int = 2,
+    n_head: int = 4,
+    n_embd: int = 128,
+    n_positions: int = 256,
+    **kwargs,
+) -> GPT2Config:
+    """A small GPT-2 config whose vocabulary and bos/eos/pad ids match ``tokenizer``."""
+    if n_embd % n_head:
+        raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos token; train one with train_tokenizer() or set eos_token")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        bos_token_id=bos_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=pad_id,
+        **kwargs,
+    )
+
+
+def make_tiny_lm(tokenizer: PreTrainedTokenizerBase, seed: int = 0, **config_kw) -> GPT2LMHeadModel:
+    """A randomly initialised GPT-2 (see :func:`tiny_gpt2_config`); same seed, same weights.
+
+    The global torch RNG is left untouched.
+    """
+    config = tiny_gpt2_config(tokenizer, **config_kw)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(config)
+    generation_config = model.generation_config
+    generation_config.pad_token_id = config.pad_token_id
+    generation_config.eos_token_id = config.eos_token_id
+    generation_config.bos_token_id = config.bos_token_id
+    return model
+
+
+def save_pretrained_atomic(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase | None,
+    path: str | os.PathLike,
+    extra: Callable[[Path], None] | None = None,
+) -> Path:
+    """Save ``model`` (safetensors) and ``tokenizer`` to ``path`` all at once.
+
+    Everything is written to a temporary directory next to ``path`` (``extra(tmp_dir)`` may
+    add files such as a training state) and then renamed into place; an existing directory
+    is first renamed aside and deleted afterwards. A crash leaves either the old or the new
+    directory complete (at worst under its temporary name), never a half-written one.
+    """
+    target = Path(path).expanduser().resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            extra(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not target.exists():
+        os.replace(tmp, target)
+        return target
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, old / "d")
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(old / "d", target)  # put the previous version back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r} ({e}); use 'auto', 'cpu' or 'cuda[:N]'") from None
+
+
+def cli_with_presets(cls: type[T], presets: dict[str, T], argv: list[str] | None = None,
+                     description: str | None = None) -> T:
+    """Parse a config dataclass with tyro, using ``presets[--preset]`` as the defaults.
+
+    ``--preset tiny --max-minutes 5`` therefore means "the tiny preset, but 5 minutes", and
+    ``--preset tiny --help`` shows the preset's defaults.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    name = None
+    for i, arg in enumerate(args):
+        if arg == "--preset" and i + 1 < len(args):
+            name = args[i + 1]
+        elif arg.startswith("--preset="):
+            name = arg.split("=", 1)[1]
+    default = presets.get(name, cls()) if name is not None else cls()
+    return tyro.cli(cls, args=args, default=default, description=description)

@@ -1,0 +1,192 @@
+"""Vectorized rollouts through any Gymnasium 1.x ``VectorEnv`` (sync, async or native).
+
+Gymnasium 1.x vector envs autoreset on the NEXT step: when row ``i`` ends at step ``t``, the
+observation returned is the true final observation, and at step ``t+1`` the env ignores the
+action of row ``i``, resets it and returns the first observation of the new episode with
+reward 0. The collector therefore
+
+- marks step ``t+1`` of that row invalid (masked out of the loss),
+- marks step ``t+2`` as an episode start (networks with memory restart the row),
+- computes ``V(final obs)`` for free: it is the value the network returns at step ``t+1``,
+  which GAE uses to bootstrap a truncation (and ignores after a termination).
+
+The network is queried exactly once per observation: the output for the observation after
+the last step both bootstraps this rollout and acts first in the next one.
+
+KL shaping: if the env declares a ``kl_coef`` attribute β (TextGen-IMDB-v0 does), its reward
+is ``β·log π_ref(a_t|s_t)`` (+ the score on the last token) and the collector adds the
+agent's half, ``-β·log π_θ(a_t|s_t)`` from the sampling log-prob, so the learner sees
+``score - β·(log π_θ - log π_ref)`` per token, as TRL's PPO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents.agent import Agent, Rollout
+from agents.networks import obs_to_tensor
+
+
+def _is_wrapping_vector(base: gym.vector.VectorEnv) -> bool:
+    return isinstance(base, (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv))
+
+
+def env_attr(envs: gym.vector.VectorEnv, name: str) -> Any:
+    """Attribute ``name`` of a native vector env, or of the first sub-env of a sync/async one.
+
+    Raises AttributeError when the env does not have it.
+    """
+    base = envs.unwrapped
+    if _is_wrapping_vector(base):
+        return base.get_attr(name)[0]
+    return getattr(base, name)
+
+
+def set_env_attr(envs: gym.vector.VectorEnv, name: str, value: Any) -> None:
+    """Set attribute ``name`` on a native vector env or on every sub-env."""
+    base = envs.unwrapped
+    if _is_wrapping_vector(base):
+        base.set_attr(name, value)
+    else:
+        setattr(base, name, value)
+
+
+def get_kl_coef(envs: gym.vector.VectorEnv) -> float | None:
+    """β if the env declares ``kl_coef`` (KL shaping split between env and agent), else None."""
+    try:
+        return float(env_attr(envs, "kl_coef"))
+    except AttributeError:
+        return None
+
+
+@dataclass
+class EpisodeLog:
+    """Statistics of the episodes that finished during one rollout (env rewards, unscaled)."""
+
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    kls: list[float] = field(default_factory=list)
+    successes: list[float] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+
+
+class RolloutCollector:
+    """Collects :class:`~agents.agent.Rollout` batches of ``num_steps`` steps from ``envs``.
+
+    ``envs`` should be wrapped in ``gymnasium.wrappers.vector.RecordEpisodeStatistics`` for
+    episode returns/lengths. ``reward_scale`` multiplies the (shaped) learning reward only.
+    """
+
+    def __init__(
+        self,
+        envs: gym.vector.VectorEnv,
+        agent: Agent,
+        num_steps: int,
+        reward_scale: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        self.envs, self.agent, self.num_steps, self.reward_scale = envs, agent, num_steps, reward_scale
+        self.num_envs = envs.num_envs
+        self.device = agent.device
+        self.global_step = 0
+        obs, _ = envs.reset(seed=seed)
+        self.obs = obs
+        self.episode_start = np.ones(self.num_envs, dtype=bool)
+        self.valid = np.ones(self.num_envs, dtype=bool)  # False: next step is a reset step
+        self._ep_logp = np.zeros(self.num_envs)  # Σ log π_θ over the running episode
+        self._ep_ref = np.zeros(self.num_envs)  # Σ log π_ref over the running episode
+        self.pending = agent.policy_step(obs, self.episode_start)
+
+    def refresh(self) -> None:
+        """Recompute the pending policy output after the weights changed (new rollout)."""
+        if hasattr(self.agent.net, "reset_state"):
+            self.agent.net.reset_state()
+            self.pending = self.agent.policy_step(self.obs, np.ones(self.num_envs, dtype=bool))
+        else:
+            self.pending = self.agent.policy_step(self.obs, self.episode_start)
+
+    def collect(self) -> tuple[Rollout, EpisodeLog]:
+        T, N, dev = self.num_steps, self.num_envs, self.device
+        self.refresh()
+        obs_buf: list = []
+        actions = torch.zeros((T, N), dtype=torch.long, device=dev)
+        logprobs = torch.zeros((T, N), device=dev)
+        values = torch.zeros((T + 1, N), device=dev)
+        rewards = np.zeros((T, N), dtype=np.float32)
+        terminated = np.zeros((T, N), dtype=bool)
+        truncated = np.zeros((T, N), dtype=bool)
+        starts = np.zeros((T, N), dtype=bool)
+        valid = np.zeros((T, N), dtype=bool)
+        beta = get_kl_coef(self.envs)
+        log = EpisodeLog()
+        for t in range(T):
+            logits, value = self.pending
+            action, logprob = Agent.sample(logits)
+            obs_buf.append(obs_to_tensor(self.obs, dev))
+            actions[t], logprobs[t], values[t] = action, logprob, value
+            starts[t], valid[t] = self.episode_start, self.valid
+            next_obs, reward, term, trunc, info = self.envs.step(action.cpu().numpy())
+            reward = np.asarray(reward, dtype=np.float64)
+            if beta is not None:
+                logp = logprobs[t].cpu().numpy().astype(np.float64)
+                self._track_kl(logp, reward, beta, info, np.logical_or(term, trunc), log)
+                reward = reward - beta * logp * self.valid
+            rewards[t] = reward * self.reward_scale
+            terminated[t], truncated[t] = term, trunc
+            self._log_episodes(info, log)
+            done = np.logical_or(term, trunc)
+            self.episode_start = ~self.valid  # the obs after a reset step starts an episode
+            self.valid = ~done
+            self.obs = next_obs
+            self.pending = self.agent.policy_step(next_obs, self.episode_start)
+        values[T] = self.pending[1]
+        self.global_step += T * N
+        as_t = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
+        obs = (
+            {k: torch.stack([o[k] for o in obs_buf]) for k in obs_buf[0]}
+            if isinstance(obs_buf[0], dict)
+            else torch.stack(obs_buf)
+        )
+        rollout = Rollout(
+            obs=obs, actions=actions, logprobs=logprobs, values=values, rewards=as_t(rewards),
+            terminated=as_t(terminated), truncated=as_t(truncated), episode_start=as_t(starts), valid=as_t(valid),
+        )
+        return rollout, log
+
+    def _track_kl(
+        self, logp: np.ndarray, reward: np.ndarray, beta: float, info: dict, done: np.ndarray, log: EpisodeLog
+    ) -> None:
+        """Accumulate Σ(log π_θ − log π_ref) per episode; log it when the episode ends."""
+        if "ref_logprob" in info:
+            ref = np.asarray(info["ref_logprob"], dtype=np.float64)
+        else:  # the env reward is β·log π_ref (+ score on the last token)
+            score = np.where(info.get("_score", np.zeros_like(self.valid)), info.get("score", 0.0), 0.0)
+            ref = (reward - score) / beta if beta > 0 else np.zeros_like(reward)
+        self._ep_logp += np.where(self.valid, logp, 0.0)
+        self._ep_ref += np.where(self.valid, ref, 0.0)
+        for i in np.flatnonzero(done & self.valid):
+            log.kls.append(float(self._ep_logp[i] - self._ep_ref[i]))
+        reset = ~self.valid
+        self._ep_logp[reset] = 0.0
+        self._ep_ref[reset] = 0.0
+
+    @staticmethod
+    def _log_episodes(info: dict, log: EpisodeLog) -> None:
+        if "_episode" in info:
+            ended = np.flatnonzero(info["_episode"])
+            log.returns.extend(float(r) for r in np.asarray(info["episode"]["r"])[ended])
+            log.lengths.extend(int(n) for n in np.asarray(info["episode"]["l"])[ended])
+        for key, target in (("score", log.scores), ("is_success", log.successes)):
+            if f"_{key}" in info:
+                ended = np.flatnonzero(info[f"_{key}"])
+                target.extend(float(x) for x in np.asarray(info[key])[ended])
+        if "_text" in info:
+            log.texts.extend(str(x) for x in np.asarray(info["text"], dtype=object)[np.flatnonzero(info["_text"])])

@@ -1,0 +1,251 @@
+"""Train the agent (PPO or REINFORCE) on CatGrid-v0 or TextGen-IMDB-v0.
+
+    python -m runners.train --env CatGrid-v0 --algo ppo --seed 0
+    python -m runners.train --env CatGrid-v0 --algo reinforce --map-name 8x8
+    python -m runners.train --env TextGen-IMDB-v0 --model PATH --reward-model PATH|vader
+    python -m runners.train --resume runs/CatGrid-v0__ppo__0__1732450000
+
+Every hyperparameter lives in :class:`TrainConfig` (parsed by tyro; ``--help`` lists them
+with the defaults of the chosen ``--env``). TensorBoard logs go to
+``runs/<env>__<algo>__<seed>__<time>`` with CleanRL's tag names; the run directory also holds
+``checkpoint/`` (safetensors + JSON, written atomically) and ``eval.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+import envs as _registered_envs  # noqa: F401  (registers the environments)
+from agents.agent import Agent, AgentConfig
+from agents.kl import AdaptiveKLController
+from agents.networks import build_network
+from runners import logging_utils
+from runners.checkpoint import load_checkpoint, read_state, save_checkpoint
+from runners.evaluate import evaluate_report, format_report
+from runners.rollout import RolloutCollector, get_kl_coef, set_env_attr
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults depend on ``--env`` (see :func:`preset`)."""
+
+    env: Literal["CatGrid-v0", "TextGen-IMDB-v0"] = "CatGrid-v0"
+    algo: Literal["ppo", "reinforce"] = "ppo"
+    seed: int = 0
+    total_timesteps: int = 300_000
+    """env steps (T x N per rollout, reset steps included)"""
+    num_envs: int = 16
+    num_steps: int = 128
+    """rollout length T per env"""
+    vectorization_mode: Literal["vector_entry_point", "sync", "async"] = "vector_entry_point"
+    reward_scale: float = 0.01
+    """multiplies the learning reward (not the logged returns)"""
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    # --- network of the grid env
+    d_model: int = 64
+    n_layer: int = 2
+    n_head: int = 4
+    # --- CatGrid-v0
+    map_name: str = "5x5"
+    slip: float = 0.2
+    # --- TextGen-IMDB-v0
+    model: str = "lvwerra/gpt2-imdb"
+    reward_model: str = "lvwerra/distilbert-imdb"
+    dataset: str | None = None
+    max_new_tokens: int = 16
+    kl_coef: float = 0.2
+    adaptive_kl: bool = True
+    kl_target: float = 6.0
+    kl_horizon: float = 10000.0
+    # --- logging, checkpoints, evaluation
+    log_dir: str = "runs"
+    run_name: str | None = None
+    """default: <env>__<algo>__<seed>__<unix time>"""
+    checkpoint_every: int = 50
+    """updates between checkpoints (a final one is always written)"""
+    resume: str | None = None
+    """run directory (or its checkpoint/) to continue"""
+    eval_episodes: int = 500
+    sample_every: int = 10
+    """updates between TensorBoard text tables of samples (text envs)"""
+    device: str = "auto"
+    threads: int | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        d["agent"] = AgentConfig(**d.get("agent", {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+    @property
+    def num_updates(self) -> int:
+        return max(1, self.total_timesteps // (self.num_envs * self.num_steps))
+
+
+def preset(env: str, algo: str = "ppo") -> TrainConfig:
+    """Default configuration for an environment and algorithm."""
+    if env == "CatGrid-v0":
+        if algo == "reinforce":
+            return TrainConfig(env=env, algo=algo, total_timesteps=600_000, num_envs=16, num_steps=256,
+                               agent=AgentConfig(algo="reinforce", learning_rate=1e-3, num_minibatches=1,
+                                                 anneal_lr=True, ent_coef=0.01))
+        return TrainConfig(env=env, algo=algo)
+    if env == "TextGen-IMDB-v0":
+        agent = AgentConfig(algo=algo, gamma=1.0, gae_lambda=0.95, learning_rate=1.41e-5, anneal_lr=False,
+                            update_epochs=4 if algo == "ppo" else 1, num_minibatches=4, ent_coef=0.0,
+                            vf_coef=0.1, max_grad_norm=1.0, norm_adv=True)
+        return TrainConfig(env=env, algo=algo, total_timesteps=64 * 17 * 100, num_envs=64, num_steps=17,
+                           reward_scale=1.0, agent=agent, checkpoint_every=20, eval_episodes=0)
+    raise ValueError(f"unknown env {env!r}: choose CatGrid-v0 or TextGen-IMDB-v0")
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """``--env``/``--algo`` pick the preset, tyro parses the rest on top of it."""
+    import argparse
+
+    import tyro
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--env", default="CatGrid-v0")
+    pre.add_argument("--algo", default="ppo")
+    pre.add_argument("--resume", default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.resume:
+        default = TrainConfig.from_dict(read_state(_checkpoint_dir(Path(known.resume)))["config"])
+    else:
+        default = preset(known.env, known.algo)
+    cfg = tyro.cli(TrainConfig, default=default, args=argv)
+    cfg.agent.algo = cfg.algo
+    return cfg
+
+
+def _checkpoint_dir(path: Path) -> Path:
+    return path / "checkpoint" if (path / "checkpoint").is_dir() else path
+
+
+def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    if cfg.env == "CatGrid-v0":
+        return {"map_name": cfg.map_name, "slip": cfg.slip}
+    kw = {"model": cfg.model, "reward_model": cfg.reward_model, "max_new_tokens": cfg.max_new_tokens,
+          "kl_coef": cfg.kl_coef, "device": cfg.device}
+    if cfg.dataset:
+        kw["dataset"] = cfg.dataset
+    return kw
+
+
+def make_envs(cfg: TrainConfig, num_envs: int | None = None, eval_mode: bool = False) -> gym.vector.VectorEnv:
+    """The vector env of a run, wrapped in RecordEpisodeStatistics."""
+    envs = gym.make_vec(cfg.env, num_envs=num_envs or cfg.num_envs,
+                        vectorization_mode=cfg.vectorization_mode, **env_kwargs(cfg))
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+
+def build_agent(cfg: TrainConfig, envs: gym.vector.VectorEnv, total_updates: int | None) -> Agent:
+    from envs.lm import resolve_device
+
+    device = resolve_device(cfg.device)
+    lm = None
+    if isinstance(envs.single_observation_space, gym.spaces.Dict):
+        from envs.lm import load_causal_lm
+
+        lm, _ = load_causal_lm(cfg.model, device=device)
+    net = build_network(envs.single_observation_space, envs.single_action_space, lm=lm,
+                        d_model=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head).to(device)
+    net.eval()
+    return Agent(net, cfg.agent, total_updates=total_updates)
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run training; returns final statistics (and the evaluation report when enabled)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    cfg.agent.algo = cfg.algo
+    resume_state = None
+    if cfg.resume:
+        run_dir = Path(cfg.resume)
+        run_dir = run_dir.parent if run_dir.name == "checkpoint" else run_dir
+        resume_state = read_state(_checkpoint_dir(run_dir))
+    else:
+        name = cfg.run_name or f"{cfg.env}__{cfg.algo}__{cfg.seed}__{int(time.time())}"
+        run_dir = Path(cfg.log_dir) / name
+    envs = make_envs(cfg)
+    agent = build_agent(cfg, envs, total_updates=cfg.num_updates)
+    global_step, start_update = 0, 0
+    if resume_state is not None:
+        load_checkpoint(_checkpoint_dir(run_dir), agent)
+        global_step, start_update = resume_state["global_step"], agent.num_updates
+    writer = SummaryWriter(str(run_dir))
+    if resume_state is None:
+        writer.add_text("config", logging_utils.config_table(dataclasses.asdict(cfg)))
+    kl_ctl = None
+    if get_kl_coef(envs) is not None and cfg.adaptive_kl:
+        beta = resume_state.get("kl_coef", cfg.kl_coef) if resume_state else cfg.kl_coef
+        kl_ctl = AdaptiveKLController(beta, cfg.kl_target, cfg.kl_horizon)
+        set_env_attr(envs, "kl_coef", beta)
+    collector = RolloutCollector(envs, agent, cfg.num_steps, cfg.reward_scale, seed=cfg.seed + start_update)
+    collector.global_step = global_step
+    recent: dict[str, list[float]] = {"return": [], "score": [], "kl": []}
+    t0, steps0 = time.time(), global_step
+    bar = tqdm(range(start_update, cfg.num_updates), disable=not cfg.progress, desc=run_dir.name,
+               initial=start_update, total=cfg.num_updates)
+    for update in bar:
+        rollout, log = collector.collect()
+        stats = agent.update(rollout)
+        step = collector.global_step
+        stats["SPS"] = (step - steps0) / max(time.time() - t0, 1e-9)
+        logging_utils.log_update(writer, step, stats, log)
+        recent = logging_utils.update_recent(recent, log)
+        if kl_ctl is not None:
+            if log.kls:
+                set_env_attr(envs, "kl_coef", kl_ctl.update(float(np.mean(log.kls)), len(log.kls)))
+            writer.add_scalar("objective/kl_coef", kl_ctl.value, step)
+        if log.texts and (update % cfg.sample_every == 0):
+            writer.add_text("samples", logging_utils.samples_table(log), step)
+        bar.set_postfix(logging_utils.postfix(recent), refresh=False)
+        if (update + 1) % cfg.checkpoint_every == 0 or update + 1 == cfg.num_updates:
+            extra = {"kl_coef": kl_ctl.value} if kl_ctl else {}
+            save_checkpoint(run_dir / "checkpoint", agent, dataclasses.asdict(cfg) | {"resume": None}, step, **extra)
+    result: dict[str, Any] = {"run_dir": str(run_dir), "global_step": collector.global_step,
+                              "wall_time": time.time() - t0,
+                              **{f"recent_{k}": float(np.mean(v)) for k, v in recent.items() if v}}
+    envs.close()
+    if cfg.eval_episodes > 0:
+        eval_envs = make_envs(cfg, eval_mode=True)
+        with torch.no_grad():
+            report = evaluate_report(agent, eval_envs, cfg.eval_episodes, cfg.agent.gamma, seed=10_000 + cfg.seed)
+        eval_envs.close()
+        print(format_report(report))
+        logging_utils.log_eval(writer, collector.global_step, report)
+        logging_utils.log_rendered_episode(writer, cfg, agent, env_kwargs(cfg), collector.global_step)
+        (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
+        result["eval"] = report
+    writer.close()
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    return train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
