@@ -100,7 +100,7 @@ class GridTransformer(PolicyValueNet):
         self.value_head = nn.Linear(d_model, 1)
         nn.init.orthogonal_(self.policy_head.weight, gain=0.01)  # near-uniform initial policy
         nn.init.zeros_(self.policy_head.bias)
-        nn.init.orthogonal_(self.value_head.weight, gain=1.0)
+        nn.init.orthogonal_(self.value_head.weight, gain=0.01)  # V ≈ 0 at first: no optimism bias
         nn.init.zeros_(self.value_head.bias)
         self.register_buffer("offsets", torch.tensor(np.cumsum([0] + self.nvec[:-1])), persistent=False)
 

@@ -38,14 +38,14 @@ MAPS: dict[str, list[str]] = {
     ],
     # Bathtubs scattered over the board; the optimum takes a shortcut over one broom (-1).
     "8x8": [
-        "C..B....",
-        ".T..B.T.",
-        "...T....",
-        "BT...B.T",
-        "..B.T...",
-        ".T..T.B.",
-        "..B..T..",
-        "T...B.TM",
+        "C.B.B...",
+        ".T......",
+        "..BBB.T.",
+        ".B...B..",
+        "...T.B..",
+        "B..B.M..",
+        ".T......",
+        "....B..T",
     ],
 }
 

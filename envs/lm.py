@@ -39,9 +39,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def offline_hint(name: str) -> str:
     """Message explaining how to run without the Hugging Face hub."""
+    if name.startswith((".", "/", "~")):
+        where = f"Could not load {name!r}: no model directory there."
+    else:
+        where = (f"Could not load {name!r}: it is not a local directory and the Hugging Face hub is unreachable or "
+                 "offline (HF_HUB_OFFLINE).")
     return (
-        f"Could not load {name!r}: it is not a local directory and the Hugging Face hub is unreachable or offline "
-        "(HF_HUB_OFFLINE). To run offline, pass a local directory instead (e.g. one made by "
+        f"{where} To run offline, pass a local directory instead (e.g. one made by "
         "`python -m runners.sft --preset tiny`, or any dir saved with save_pretrained), pass ready "
         "model/tokenizer objects, or download the model once while online so that the cache serves it with "
         "HF_HUB_OFFLINE=1."

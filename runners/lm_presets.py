@@ -10,11 +10,12 @@ runners' ``--preset tiny``:
 - :func:`tiny_gpt2_config` / :func:`make_tiny_lm`: a small, seeded GPT-2.
 - :func:`save_pretrained_atomic`: write a Hugging Face model directory so that a crash
   never leaves a half-written one behind.
-- :func:`resolve_device` and :func:`cli_with_presets`: shared by the SFT and reward runners.
+- :func:`resolve_device`, :func:`cli_with_presets` and :class:`BudgetBar`: shared by the SFT and reward runners.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -26,6 +27,7 @@ from typing import TypeVar
 import torch
 import tyro
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 EOS_TOKEN = "<|endoftext|>"
@@ -192,3 +194,31 @@ def cli_with_presets(cls: type[T], presets: dict[str, T], argv: list[str] | None
             name = arg.split("=", 1)[1]
     default = presets.get(name, cls()) if name is not None else cls()
     return tyro.cli(cls, args=args, default=default, description=description)
+
+
+class BudgetBar:
+    """A tqdm bar for a step budget and an optional wall-clock budget.
+
+    With a time budget the bar counts percent of whichever budget is closer to done, so it
+    ends at 100% when training stops; otherwise it counts steps.
+    """
+
+    def __init__(self, max_steps: int, budget_s: float, step: int = 0, elapsed_s: float = 0.0, desc: str = ""):
+        self.max_steps, self.budget_s = max_steps, budget_s
+        self.timed = math.isfinite(budget_s)
+        self.bar = tqdm(total=100 if self.timed else max_steps, unit="%" if self.timed else "step",
+                        desc=desc, dynamic_ncols=True)
+        self.update(step, elapsed_s)
+
+    def update(self, step: int, elapsed_s: float, **postfix: object) -> None:
+        if self.timed:
+            n = min(100, int(100 * max(step / self.max_steps, elapsed_s / self.budget_s)))
+            postfix = {"step": step, **postfix}
+        else:
+            n = step
+        if postfix:
+            self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(n - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()

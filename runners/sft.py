@@ -30,11 +30,10 @@ from typing import Literal
 import torch
 import tyro
 from torch.utils.tensorboard import SummaryWriter
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from envs.imdb import load_imdb
-from runners.lm_presets import make_tiny_lm, resolve_device, save_pretrained_atomic, train_tokenizer
+from runners.lm_presets import BudgetBar, make_tiny_lm, resolve_device, save_pretrained_atomic, train_tokenizer
 
 STATE_FILE = "training_state.pt"
 
@@ -49,7 +48,8 @@ class SFTConfig:
     """'tiny': offline from-scratch preset (own tokenizer + small GPT-2, ~10 min on 2 cores)."""
     output_dir: str = "artifacts/sft"
     data: str | None = None
-    """IMDB source: None (local copy, else hub), a dir with {split}.jsonl.gz, a .jsonl[.gz] file, a hub id."""
+    """IMDB source: None (local copy, else hub), a dir with {split}.jsonl.gz, a .jsonl[.gz] file
+    (eval_reviews of it held out), or a hub id."""
     train_splits: tuple[str, ...] = ("train", "unsup")
     eval_split: str = "test"
     max_train_reviews: int | None = None
@@ -156,13 +156,25 @@ def load_model_and_tokenizer(name_or_path: str) -> tuple[PreTrainedModel, PreTra
     return model, tokenizer
 
 
-def _review_texts(cfg: SFTConfig, splits: tuple[str, ...], limit: int | None, seed: int) -> list[str]:
-    texts: list[str] = []
-    source_is_file = cfg.data is not None and Path(cfg.data).expanduser().is_file()
-    for split in splits[:1] if source_is_file else splits:
-        texts += [row["text"] for row in load_imdb(split, source=cfg.data)]
-    random.Random(seed).shuffle(texts)
-    return texts[:limit] if limit is not None else texts
+def _train_eval_texts(cfg: SFTConfig) -> tuple[list[str], list[str]]:
+    """Shuffled training and held-out review texts (a single file is split: eval_reviews held out)."""
+    def shuffled(texts: list[str], seed: int) -> list[str]:
+        random.Random(seed).shuffle(texts)
+        return texts
+
+    if cfg.data is not None and Path(cfg.data).expanduser().is_file():
+        texts = shuffled([row["text"] for row in load_imdb(source=cfg.data)], cfg.seed)
+        eval_texts, train_texts = texts[: cfg.eval_reviews], texts[cfg.eval_reviews :]
+    else:
+        train_texts = shuffled([r["text"] for s in cfg.train_splits for r in load_imdb(s, source=cfg.data)], cfg.seed)
+        eval_texts = shuffled([r["text"] for r in load_imdb(cfg.eval_split, source=cfg.data)], cfg.seed + 1)
+        eval_texts = eval_texts[: cfg.eval_reviews]
+    if cfg.max_train_reviews is not None:
+        train_texts = train_texts[: cfg.max_train_reviews]
+    if not train_texts or not eval_texts:
+        raise ValueError(f"need training and held-out reviews, got {len(train_texts)} and {len(eval_texts)}; "
+                         "add data or lower --eval-reviews")
+    return train_texts, eval_texts
 
 
 def _build(cfg: SFTConfig, out: Path, resuming: bool, train_texts: list[str]):
@@ -208,8 +220,7 @@ def run_sft(cfg: SFTConfig) -> dict:
             raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; run once without --resume first")
         state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
 
-    train_texts = _review_texts(cfg, cfg.train_splits, cfg.max_train_reviews, cfg.seed)
-    eval_texts = _review_texts(cfg, (cfg.eval_split,), cfg.eval_reviews, cfg.seed + 1)
+    train_texts, eval_texts = _train_eval_texts(cfg)
     model, tokenizer = _build(cfg, out, resuming, train_texts)
     n_positions = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     if n_positions is not None and cfg.block_size > n_positions:
@@ -217,7 +228,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     model.to(device).train()
 
     def encode(texts: list[str]) -> list[list[int]]:
-        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
 
     train_blocks = pack_blocks(encode(train_texts), tokenizer.eos_token_id, cfg.block_size)  # (N, L)
     eval_blocks = pack_blocks(encode(eval_texts), tokenizer.eos_token_id, cfg.block_size)  # (M, L)
@@ -259,7 +270,7 @@ def run_sft(cfg: SFTConfig) -> dict:
 
         save_pretrained_atomic(model, tokenizer, out, extra=extra)
 
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="sft", dynamic_ncols=True)
+    bar = BudgetBar(cfg.max_steps, budget_s, step, elapsed_before, desc="sft")
     running = None
     while step < cfg.max_steps and elapsed() < budget_s:
         progress = max(step / cfg.max_steps, elapsed() / budget_s)
@@ -278,8 +289,9 @@ def run_sft(cfg: SFTConfig) -> dict:
             running = value if running is None else 0.9 * running + 0.1 * value
             writer.add_scalar("train/loss", value, step)
             writer.add_scalar("train/lr", lr, step)
-            bar.set_postfix(loss=f"{running:.3f}", lr=f"{lr:.1e}")
-        bar.update(1)
+            bar.update(step, elapsed(), loss=f"{running:.3f}", lr=f"{lr:.1e}")
+        else:
+            bar.update(step, elapsed())
         if step % cfg.eval_every == 0:
             eval_loss, ppl = evaluate_perplexity(model, eval_blocks, cfg.batch_size)
             writer.add_scalar("eval/loss", eval_loss, step)

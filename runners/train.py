@@ -46,8 +46,8 @@ class TrainConfig:
     seed: int = 0
     total_timesteps: int = 300_000
     """env steps (T x N per rollout, reset steps included)"""
-    num_envs: int = 16
-    num_steps: int = 128
+    num_envs: int = 64
+    num_steps: int = 64
     """rollout length T per env"""
     vectorization_mode: Literal["vector_entry_point", "sync", "async"] = "vector_entry_point"
     reward_scale: float = 0.01

@@ -1,0 +1,335 @@
+"""``TextGen-IMDB-v0``: continuing IMDB reviews, one token per step, as a Gymnasium environment.
+
+An episode continues one review: :meth:`reset` samples a prompt (the first ``k`` tokens of a cleaned IMDB
+review, ``k ~ U[prompt_min_len, prompt_max_len]``), each :meth:`step` appends the action token, and the episode
+terminates on EOS or after ``max_new_tokens`` new tokens. Rewards follow TRL's PPO with the KL penalty split
+between env and agent (see :class:`TextGenCore`). :class:`TextGenCore` is the batched engine shared by
+:class:`TextGenEnv` (one row) and :class:`envs.textgen_vector.TextGenVectorEnv` (N rows in one call), so both
+give identical rewards for identical token sequences.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from itertools import islice
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from envs.lm import DEFAULT_REWARD_MODEL, IncrementalLM, freeze, load_causal_lm, make_reward_fn, resolve_device
+
+DEFAULT_MODEL = "lvwerra/gpt2-imdb"
+_WORD = re.compile(r"\S+")
+_PROBE = 32  # texts on which head-of-text tokenization is checked against full tokenization
+
+ModelArg = str | os.PathLike | PreTrainedModel
+DatasetArg = str | os.PathLike | Sequence[str] | Sequence[dict] | None
+
+
+def _head_words(text: str, n_words: int) -> str:
+    """The text up to the end of its ``n_words``-th whitespace-separated word (whole words only)."""
+    end = 0
+    for match in islice(_WORD.finditer(text), n_words):
+        end = match.end()
+    return text[:end]
+
+
+def tokenize_prompts(
+    texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_len: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """First ``max_len`` tokens of every text: ids (M, max_len) right-padded with pad, and lengths (M,).
+
+    Only the first ``max_len + 1`` whole words are tokenized (every word is at least one token, and a cut between
+    words leaves the tokens before it unchanged for word-level pre-tokenizers such as GPT-2's); a probe on the
+    first texts falls back to full tokenization for tokenizers where that does not hold.
+    """
+    heads = [_head_words(t, max_len + 1) for t in texts]
+    encode: Callable[[list[str]], list[list[int]]] = lambda xs: tokenizer(xs, add_special_tokens=False)["input_ids"]
+    ids = encode(heads)
+    probe = list(range(min(_PROBE, len(texts))))
+    full = encode([texts[i] for i in probe])
+    if any(full[j][:max_len] != ids[j][:max_len] for j in probe):
+        ids = encode(list(texts))
+    table = np.full((len(texts), max_len), tokenizer.pad_token_id, dtype=np.int64)
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    for i, row in enumerate(ids):
+        row = row[:max_len]
+        table[i, : len(row)] = row
+        lengths[i] = len(row)
+    return table, lengths
+
+
+def load_texts(dataset: DatasetArg, split: str) -> list[str]:
+    """Review texts from a local IMDB file/dir or hub id (via :func:`envs.imdb.load_imdb`, cleaned) or a list."""
+    if dataset is None or isinstance(dataset, (str, os.PathLike)):
+        from envs.imdb import load_imdb
+
+        return [row["text"] for row in load_imdb(split=split, source=dataset)]
+    texts = [row["text"] if isinstance(row, dict) else row for row in dataset]
+    if not all(isinstance(t, str) for t in texts):
+        raise TypeError("dataset must be a path, an HF dataset id, or a sequence of strings / {'text': ...} dicts.")
+    return texts
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+    return int(value)
+
+
+def check_kl_coef(value: Any) -> float:
+    """A finite float >= 0 (0 disables the reference model's work)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"kl_coef must be a finite number >= 0, got {value!r}.")
+    return float(value)
+
+
+def _reference_model(
+    model: ModelArg, tokenizer: Any, ref_model: ModelArg | None, device: torch.device
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Frozen reference LM (default: a copy of the initial ``model``) and the tokenizer."""
+    source = model if ref_model is None else ref_model
+    if tokenizer is None and ref_model is not None and isinstance(model, (str, os.PathLike)):
+        tokenizer = model  # the policy's tokenizer
+    if isinstance(source, PreTrainedModel):
+        source = copy.deepcopy(source)  # never freeze or move the caller's (trainable) model
+    ref, tok = load_causal_lm(source, tokenizer, device)
+    return freeze(ref), tok
+
+
+class TextGenCore:
+    """Batched episodes of review continuation over ``num_rows`` rows (host token buffers + reference cache).
+
+    Reward (TRL's PPO objective, split exactly between env and agent). TRL rewards token ``a_t`` with
+    ``r_t = -β·(log π_θ(a_t|s_t) - log π_ref(a_t|s_t)) + 1[t = last]·score(prompt + response)``. The env owns the
+    frozen reference ``π_ref`` but not the acting policy, so it returns
+
+        ``r_t^env = β·log π_ref(a_t|s_t) + 1[t = last]·score``
+
+    and the agent adds ``-β·log π_θ(a_t|s_t)`` from its own sampling log-prob whenever the env has ``kl_coef``.
+    ``β = kl_coef`` (default 0.2, TRL's initial value) is mutable, e.g. for an adaptive KL controller; with
+    ``kl_coef == 0`` the reference model does no work. ``score`` is the reward function on the decoded
+    prompt + response (as TRL scores query + response), special tokens (EOS) skipped.
+    """
+
+    def __init__(
+        self,
+        num_rows: int,
+        model: ModelArg = DEFAULT_MODEL,
+        tokenizer: str | os.PathLike | PreTrainedTokenizerBase | None = None,
+        ref_model: ModelArg | None = None,
+        reward_model: Any = DEFAULT_REWARD_MODEL,
+        dataset: DatasetArg = None,
+        split: str = "train",
+        max_new_tokens: int = 16,
+        prompt_min_len: int = 2,
+        prompt_max_len: int = 8,
+        kl_coef: float = 0.2,
+        device: str | torch.device = "auto",
+    ) -> None:
+        self.num_rows = _check_int("num_rows", num_rows, 1)
+        self.max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 1)
+        self.prompt_min_len = _check_int("prompt_min_len", prompt_min_len, 1)
+        self.prompt_max_len = _check_int("prompt_max_len", prompt_max_len, self.prompt_min_len)
+        self.kl_coef = kl_coef
+        self.seq_len = self.prompt_max_len + self.max_new_tokens  # L
+        self.device = resolve_device(device)
+        self.ref_model, self.tokenizer = _reference_model(model, tokenizer, ref_model, self.device)
+        self.vocab_size = int(self.ref_model.get_output_embeddings().weight.shape[0])  # V
+        self._check_model()
+        self.pad_token_id, self.eos_token_id = int(self.tokenizer.pad_token_id), int(self.tokenizer.eos_token_id)
+        self.reward_fn = make_reward_fn(reward_model, device=self.device)
+        texts = load_texts(dataset, split)
+        table, lengths = tokenize_prompts(texts, self.tokenizer, self.prompt_max_len) if texts else (None, None)
+        if table is None or not (lengths >= self.prompt_min_len).any():
+            raise ValueError(
+                f"The dataset has no review with at least prompt_min_len={self.prompt_min_len} tokens "
+                f"({len(texts)} texts); pass a non-empty dataset."
+            )
+        keep = lengths >= self.prompt_min_len
+        self.prompt_table, self.prompt_lengths = table[keep], lengths[keep]  # (M, P), (M,)
+        self.observation_space = spaces.Dict(
+            input_ids=spaces.Box(0, self.vocab_size - 1, (self.seq_len,), np.int64),
+            attention_mask=spaces.Box(0, 1, (self.seq_len,), np.int64),
+        )
+        self.action_space = spaces.Discrete(self.vocab_size)
+        self.ref_lm = IncrementalLM(self.ref_model, self.num_rows)
+        self.input_ids = np.full((self.num_rows, self.seq_len), self.pad_token_id, dtype=np.int64)  # (N, L) left pad
+        self.lengths = np.zeros(self.num_rows, dtype=np.int64)  # real tokens per row
+        self.prompt_len = np.zeros(self.num_rows, dtype=np.int64)
+        self.new_tokens = np.zeros(self.num_rows, dtype=np.int64)
+        self._ref_hidden: torch.Tensor | None = None  # (N, D) reference state of each row, None = not in sync
+
+    def _check_model(self) -> None:
+        config = self.ref_model.config
+        n_ctx = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+        if n_ctx is not None and self.seq_len > n_ctx:
+            raise ValueError(
+                f"prompt_max_len + max_new_tokens = {self.seq_len} exceeds the model context ({n_ctx} positions); "
+                "shorten prompts or responses."
+            )
+        if len(self.tokenizer) > self.vocab_size:
+            raise ValueError(f"The tokenizer has {len(self.tokenizer)} tokens but the LM head only {self.vocab_size}.")
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError("The tokenizer needs an EOS token (episodes end on it).")
+
+    @property
+    def kl_coef(self) -> float:
+        return self._kl_coef
+
+    @kl_coef.setter
+    def kl_coef(self, value: float) -> None:
+        self._kl_coef = check_kl_coef(value)
+
+    @property
+    def attention_mask(self) -> np.ndarray:
+        """(N, L) int64: 1 on the real (rightmost) tokens of each row."""
+        return (np.arange(self.seq_len) >= self.seq_len - self.lengths[:, None]).astype(np.int64)
+
+    def observation(self) -> dict[str, np.ndarray]:
+        """Batched observation (fresh arrays): left-padded ``input_ids`` and ``attention_mask``, (N, L)."""
+        return {"input_ids": self.input_ids.copy(), "attention_mask": self.attention_mask}
+
+    def _start(self, rows: np.ndarray, rng: np.random.Generator) -> None:
+        """New prompts in ``rows`` (indices): a random review's first k tokens, left padded."""
+        pick = rng.integers(len(self.prompt_table), size=rows.size)
+        k = np.minimum(rng.integers(self.prompt_min_len, self.prompt_max_len + 1, size=rows.size),
+                       self.prompt_lengths[pick])  # (R,)
+        src = np.arange(self.seq_len) - (self.seq_len - k)[:, None]  # (R, L) index into the prompt
+        prompts = np.take_along_axis(self.prompt_table[pick], np.clip(src, 0, self.prompt_max_len - 1), axis=1)
+        self.input_ids[rows] = np.where(src >= 0, prompts, self.pad_token_id)
+        self.lengths[rows] = self.prompt_len[rows] = k
+        self.new_tokens[rows] = 0
+
+    def reset(self, rng: np.random.Generator) -> None:
+        """Start every row with a new prompt (and prefill the reference cache)."""
+        self._start(np.arange(self.num_rows), rng)
+        self._ref_hidden = None
+        if self.kl_coef > 0:
+            self._ref_hidden = self.ref_lm.step(None, None, self.input_ids, self.attention_mask)
+
+    def step(
+        self, actions: np.ndarray, restart: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Append ``actions`` (N,) to the rows not in ``restart`` (N,) bool; restart the others (reward 0).
+
+        Returns rewards (N,) float64, terminated (N,) bool and vector-style info arrays (``key`` + ``_key``).
+        """
+        beta, active = self.kl_coef, ~restart
+        if beta > 0 and self._ref_hidden is None:  # kl_coef was 0: bring the reference up to date
+            self._ref_hidden = self.ref_lm.step(None, None, self.input_ids, self.attention_mask)
+        actions_t = torch.as_tensor(actions, device=self.device)
+        if beta > 0:
+            with torch.no_grad():
+                logits = self.ref_lm.head(self._ref_hidden).float()  # (N, V)
+                ref_logp_t = -F.cross_entropy(logits, actions_t, reduction="none")  # (N,) log π_ref(a|s), fused
+        shift = np.flatnonzero(active)
+        self.input_ids[shift, :-1] = self.input_ids[shift, 1:]
+        self.input_ids[shift, -1] = actions[shift]
+        self.lengths[shift] += 1
+        self.new_tokens[shift] += 1
+        if restart.any():
+            self._start(np.flatnonzero(restart), rng)
+        terminated = active & ((actions == self.eos_token_id) | (self.new_tokens >= self.max_new_tokens))
+        info = {"prompt_len": self.prompt_len.copy(), "new_tokens": self.new_tokens.copy()}
+        rewards = np.zeros(self.num_rows)
+        if beta > 0:
+            self._ref_hidden = self.ref_lm.step(actions_t, restart, self.input_ids, self.attention_mask)
+            ref_logp = np.where(active, ref_logp_t.double().cpu().numpy(), 0.0)
+            rewards += beta * ref_logp
+            info["ref_logprob"], info["_ref_logprob"] = ref_logp, active.copy()
+        else:
+            self._ref_hidden = None
+        info = {**info, "_prompt_len": np.ones(self.num_rows, bool), "_new_tokens": np.ones(self.num_rows, bool)}
+        if terminated.any():
+            done = np.flatnonzero(terminated)
+            texts = self.texts(done)
+            scores = self.reward_fn(texts)
+            rewards[done] += scores
+            info["score"], info["_score"] = np.zeros(self.num_rows), terminated.copy()
+            info["score"][done] = scores
+            info["text"], info["_text"] = np.full(self.num_rows, None, dtype=object), terminated.copy()
+            info["text"][done] = texts
+        return rewards, terminated, info
+
+    def texts(self, rows: np.ndarray | Sequence[int], skip_special_tokens: bool = True) -> list[str]:
+        """Decoded prompt + response of ``rows``."""
+        seqs = [self.input_ids[r, self.seq_len - self.lengths[r] :].tolist() for r in rows]
+        return self.tokenizer.batch_decode(seqs, skip_special_tokens=skip_special_tokens)
+
+
+def check_render_mode(render_mode: str | None, allowed: Sequence[str]) -> str | None:
+    if render_mode is not None and render_mode not in allowed:
+        raise ValueError(f"render_mode must be None or one of {list(allowed)}, got {render_mode!r}.")
+    return render_mode
+
+
+class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
+    """Review continuation with a sentiment reward and per-token KL shaping (see :class:`TextGenCore`).
+
+    Observation: ``Dict(input_ids=Box(0, V-1, (L,), int64), attention_mask=Box(0, 1, (L,), int64))`` with
+    ``L = prompt_max_len + max_new_tokens``: the prompt and the tokens generated so far, LEFT padded with
+    ``pad_token_id`` (mask 0 on padding). Action: ``Discrete(V)``, a token id (V = the LM head's size).
+    Reward: ``kl_coef·log π_ref(a_t|s_t)``, plus the sentiment score on the last token; terminated on EOS or after
+    ``max_new_tokens`` tokens (never truncated). Info: ``prompt_len``, ``new_tokens``, ``ref_logprob`` (when
+    ``kl_coef > 0``) and, at the end, ``score`` and ``text`` (prompt + response).
+
+    Arguments: ``model`` (HF id / local dir / PreTrainedModel + ``tokenizer``; the initial policy, whose frozen
+    copy is the reference unless ``ref_model`` is given), ``reward_model`` (see :func:`envs.lm.make_reward_fn`),
+    ``dataset`` (IMDB .jsonl[.gz] file/dir, hub id, or a list of texts; default: the local copy, else
+    ``stanfordnlp/imdb``), ``split``, ``max_new_tokens``, ``prompt_min_len``, ``prompt_max_len``, ``kl_coef``,
+    ``device`` and ``render_mode`` (None or ``"ansi"``: the text so far).
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
+        self.core = TextGenCore(1, **kwargs)
+        self.observation_space = self.core.observation_space
+        self.action_space = self.core.action_space
+        self.tokenizer = self.core.tokenizer
+        self._done = True
+
+    @property
+    def kl_coef(self) -> float:
+        return self.core.kl_coef
+
+    @kl_coef.setter
+    def kl_coef(self, value: float) -> None:
+        self.core.kl_coef = value
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {k: v[0] for k, v in self.core.observation().items()}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        self.core.reset(self.np_random)
+        self._done = False
+        return self._obs(), {"prompt_len": int(self.core.prompt_len[0]), "new_tokens": 0}
+
+    def step(self, action: int) -> tuple[dict, float, bool, bool, dict]:
+        if self._done:
+            raise RuntimeError("step() called on a finished (or never reset) episode; call reset() first.")
+        a = np.asarray(action)
+        if a.shape != () or a.dtype.kind not in "iu" or not 0 <= int(a) < self.core.vocab_size:
+            raise ValueError(f"action must be an integer token id in [0, {self.core.vocab_size}), got {action!r}.")
+        rewards, terminated, info = self.core.step(a.reshape(1).astype(np.int64), np.zeros(1, bool), self.np_random)
+        self._done = bool(terminated[0])
+        single = {k: (v[0].item() if isinstance(v[0], np.generic) else v[0])
+                  for k, v in info.items() if not k.startswith("_") and info[f"_{k}"][0]}
+        return self._obs(), float(rewards[0]), self._done, False, single
+
+    def render(self) -> str | None:
+        if self.render_mode == "ansi":
+            return self.core.texts([0], skip_special_tokens=False)[0]
+        return None

@@ -1,0 +1,106 @@
+"""Native vector version of ``TextGen-IMDB-v0``: N review continuations stepped in one batched call.
+
+``gym.make_vec("TextGen-IMDB-v0", num_envs=N, vectorization_mode="vector_entry_point", **kwargs)`` builds
+:class:`TextGenVectorEnv`. Every step runs one batched reference-model forward over all rows (one new token per row
+from a shared KV cache, see :class:`envs.lm.IncrementalLM`) and scores all rows that finish in one reward-model
+batch. Autoreset follows Gymnasium 1.x ``NEXT_STEP`` semantics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from envs.textgen import TextGenCore, check_render_mode
+
+
+class TextGenVectorEnv(VectorEnv):
+    """``num_envs`` rows of :class:`envs.textgen.TextGenEnv` (same kwargs, same rewards for the same tokens).
+
+    Autoreset (``NEXT_STEP``): a row that terminates at step t returns its final observation, and at step t+1 it
+    ignores its action, starts a new prompt and returns reward 0, ``terminated=False``. Info follows the vector
+    convention: ``info[key]`` is an (N,) array and ``info["_" + key]`` marks the rows that report it (``score``
+    and ``text`` only on rows that just finished; ``ref_logprob`` on rows that took an action, when kl_coef > 0).
+
+    ``kl_coef`` is shared by all rows: read/write it as an attribute or with ``get_attr``/``set_attr``.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["ansi"]}
+
+    def __init__(self, num_envs: int, render_mode: str | None = None, **kwargs: Any) -> None:
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
+        self.core = TextGenCore(num_envs, **kwargs)
+        self.num_envs = self.core.num_rows
+        self.tokenizer = self.core.tokenizer
+        self.single_observation_space = self.core.observation_space
+        self.single_action_space = self.core.action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._autoreset = np.zeros(self.num_envs, dtype=bool)  # rows that restart on the next step
+        self._started = False
+
+    @property
+    def kl_coef(self) -> float:
+        return self.core.kl_coef
+
+    @kl_coef.setter
+    def kl_coef(self, value: float) -> None:
+        self.core.kl_coef = value
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        """``name`` of every row (rows share their attributes), like ``SyncVectorEnv.get_attr``."""
+        return (getattr(self, name),) * self.num_envs
+
+    def set_attr(self, name: str, values: Any) -> None:
+        """Set ``name``: one value, or a list/tuple of ``num_envs`` equal values (the attribute is shared)."""
+        if not hasattr(self, name):
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}.")
+        if isinstance(values, (list, tuple)):
+            if len(values) != self.num_envs or any(v != values[0] for v in values):
+                raise ValueError(
+                    f"{name!r} is shared by all {self.num_envs} rows: pass one value or {self.num_envs} equal values."
+                )
+            values = values[0]
+        setattr(self, name, values)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        self.core.reset(self.np_random)
+        self._autoreset[:] = False
+        self._started = True
+        ones = np.ones(self.num_envs, dtype=bool)
+        info = {"prompt_len": self.core.prompt_len.copy(), "_prompt_len": ones,
+                "new_tokens": self.core.new_tokens.copy(), "_new_tokens": ones.copy()}
+        return self.core.observation(), info
+
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        if isinstance(actions, torch.Tensor):
+            actions = actions.detach().cpu().numpy()
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,) or actions.dtype.kind not in "iu":
+            raise ValueError(
+                f"actions must be an integer array of shape ({self.num_envs},), got dtype {actions.dtype} and shape "
+                f"{actions.shape}."
+            )
+        if actions.size and (actions.min() < 0 or actions.max() >= self.core.vocab_size):
+            raise ValueError(f"actions must be token ids in [0, {self.core.vocab_size}); got {actions}.")
+        return actions.astype(np.int64)
+
+    def step(self, actions: Any) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]:
+        if not self._started:
+            raise RuntimeError("Call reset() before step().")
+        actions = self._check_actions(actions)
+        restart = self._autoreset.copy()
+        rewards, terminated, info = self.core.step(actions, restart, self.np_random)
+        self._autoreset = terminated.copy()
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        return self.core.observation(), rewards, terminated, truncated, info
+
+    def render(self) -> tuple[str, ...] | None:
+        if self.render_mode == "ansi":
+            return tuple(self.core.texts(range(self.num_envs), skip_special_tokens=False))
+        return None

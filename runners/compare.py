@@ -1,0 +1,137 @@
+"""Compare REINFORCE and PPO over several seeds in one TensorBoard log dir, plus a PNG plot.
+
+    python -m runners.compare --env CatGrid-v0 --algos ppo reinforce --seeds 0 1 2
+    tensorboard --logdir runs/compare__CatGrid-v0__<time>
+
+Every run is an ordinary ``runners.train`` run named ``<env>__<algo>__<seed>`` inside the
+comparison directory, so TensorBoard overlays them on one chart. ``returns.png`` shows the
+mean ± std over seeds of ``charts/episodic_return`` against env steps, and ``summary.json``
+holds the final evaluations.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runners.train import TrainConfig, preset, train
+
+
+@dataclass
+class CompareConfig:
+    env: str = "CatGrid-v0"
+    algos: list[str] = field(default_factory=lambda: ["ppo", "reinforce"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    log_dir: str = "runs"
+    name: str | None = None
+    """default: compare__<env>__<unix time>"""
+    total_timesteps: int | None = None
+    """override every run's budget (default: each algorithm's preset)"""
+    map_name: str = "5x5"
+    jobs: int = 2
+    """runs in parallel (each uses one torch thread)"""
+    eval_episodes: int = 500
+    tag: str = "charts/episodic_return"
+
+
+def _run(cfg: TrainConfig) -> dict[str, Any]:
+    return train(cfg)
+
+
+def run_configs(cc: CompareConfig, out: Path) -> list[TrainConfig]:
+    cfgs = []
+    for algo in cc.algos:
+        for seed in cc.seeds:
+            cfg = preset(cc.env, algo)
+            cfg.seed, cfg.log_dir, cfg.run_name = seed, str(out), f"{cc.env}__{algo}__{seed}"
+            cfg.map_name, cfg.eval_episodes, cfg.progress, cfg.threads = cc.map_name, cc.eval_episodes, False, 1
+            if cc.total_timesteps:
+                cfg.total_timesteps = cc.total_timesteps
+            cfgs.append(cfg)
+    return cfgs
+
+
+def read_curve(run_dir: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of a scalar tag from a run's TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    if tag not in acc.Tags().get("scalars", []):
+        return np.zeros(0), np.zeros(0)
+    events = acc.Scalars(tag)
+    return np.array([e.step for e in events], dtype=float), np.array([e.value for e in events])
+
+
+def aggregate(curves: list[tuple[np.ndarray, np.ndarray]], points: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Interpolate curves onto a common step grid; returns (grid, mean, std)."""
+    curves = [c for c in curves if len(c[0])]
+    if not curves:
+        raise ValueError("no data points to aggregate: did the runs log any finished episode?")
+    hi = min(c[0][-1] for c in curves)
+    lo = max(c[0][0] for c in curves)
+    grid = np.linspace(lo, hi, points)
+    ys = np.stack([np.interp(grid, s, v) for s, v in curves])
+    return grid, ys.mean(0), ys.std(0)
+
+
+def plot(out: Path, cc: CompareConfig, v_star: float | None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for algo in cc.algos:
+        curves = [read_curve(out / f"{cc.env}__{algo}__{seed}", cc.tag) for seed in cc.seeds]
+        grid, mean, std = aggregate(curves)
+        ax.plot(grid, mean, label=f"{algo} (n={len(cc.seeds)})")
+        ax.fill_between(grid, mean - std, mean + std, alpha=0.25)
+    if v_star is not None:
+        ax.axhline(v_star, color="k", ls="--", lw=1, label="V*(start) (discounted)")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(f"{cc.tag} (mean ± std over seeds)")
+    ax.set_title(f"{cc.env}: REINFORCE vs PPO")
+    ax.legend()
+    fig.tight_layout()
+    path = out / "returns.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(cc: CompareConfig | None = None) -> dict[str, Any]:
+    import tyro
+
+    cc = cc or tyro.cli(CompareConfig)
+    out = Path(cc.log_dir) / (cc.name or f"compare__{cc.env}__{int(time.time())}")
+    out.mkdir(parents=True, exist_ok=True)
+    cfgs = run_configs(cc, out)
+    if cc.jobs > 1:
+        with ProcessPoolExecutor(max_workers=cc.jobs) as pool:
+            results = list(pool.map(_run, cfgs))
+    else:
+        results = [_run(c) for c in cfgs]
+    summary = {f"{c.algo}__{c.seed}": r.get("eval", {}) | {"wall_time": r["wall_time"], "global_step": r["global_step"]}
+               for c, r in zip(cfgs, results)}
+    v_star = next((r["eval"].get("v_star_start") for r in results if r.get("eval")), None)
+    png = plot(out, cc, v_star)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    for key, res in summary.items():
+        if "greedy" in res:
+            g = res["greedy"]
+            print(f"{key:>16}: greedy discounted return {g['discounted_return']:.2f} "
+                  f"(ratio to V* {g.get('ratio_to_v_star', float('nan')):.4f}), success {g['success_rate']:.3f}, "
+                  f"{res['global_step']} steps in {res['wall_time']:.0f}s")
+    print(f"TensorBoard: tensorboard --logdir {out}\nplot: {png}")
+    return {"dir": str(out), "summary": summary, "plot": str(png)}
+
+
+if __name__ == "__main__":
+    main()
