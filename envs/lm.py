@@ -323,7 +323,7 @@ def _classifier_fn(
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(
                 texts[start : start + batch_size], padding=True, truncation=True, max_length=max_length,
-                return_tensors="pt",
+                padding_side="right", return_tensors="pt",  # right: positions start at 0, as unpadded
             ).to(device)
             out.append(clf(**batch).logits[:, column].float().cpu())  # (B,)
         return torch.cat(out).numpy()

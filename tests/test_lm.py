@@ -182,7 +182,7 @@ def _classifier(tokenizer, num_labels: int, id2label: dict[int, str] | None = No
 def test_reward_classifier_scores_positive_logit(tiny_tokenizer, tmp_path, num_labels, id2label, column) -> None:
     clf = _classifier(tiny_tokenizer, num_labels, id2label)
     texts = ["a great film", "bad", "it was fine I guess, nothing more"]
-    batch = tiny_tokenizer(texts, padding=True, return_tensors="pt")
+    batch = tiny_tokenizer(texts, padding=True, padding_side="right", return_tensors="pt")
     with torch.no_grad():
         expected = clf(**batch).logits[:, column].numpy()
     fn = make_reward_fn(clf, tokenizer=tiny_tokenizer, device="cpu", batch_size=2)
