@@ -101,6 +101,8 @@ class TrainConfig:
 
 def preset(env: str, algo: str = "ppo") -> TrainConfig:
     """Default configuration for an environment and algorithm."""
+    if algo not in ("ppo", "reinforce"):
+        raise ValueError(f"unknown algo {algo!r}: choose ppo or reinforce")
     if env == "CatGrid-v0":
         if algo == "reinforce":
             return TrainConfig(env=env, algo=algo, total_timesteps=600_000, num_envs=16, num_steps=256,

@@ -1,0 +1,57 @@
+"""Learning against the exact optimum: default PPO/REINFORCE presets on CatGrid-v0 (slow).
+
+All runs start together in a 2-process pool (one torch thread each) the first time a test
+asks for them, then each test checks one run's greedy evaluation (500 episodes) against
+``V*(start)`` from value iteration.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CASES = [("ppo", "5x5", s) for s in (0, 1, 2)] + [("ppo", "8x8", s) for s in (0, 1, 2)] + [("reinforce", "5x5", 0)]
+
+
+def _train(case: tuple[str, str, int], log_dir: str) -> dict[str, Any]:
+    from runners.train import preset, train
+
+    algo, map_name, seed = case
+    cfg = preset("CatGrid-v0", algo)
+    cfg.map_name, cfg.seed, cfg.log_dir, cfg.run_name = map_name, seed, log_dir, f"{algo}_{map_name}_{seed}"
+    cfg.threads, cfg.progress, cfg.eval_episodes = 1, False, 500
+    return train(cfg)
+
+
+@pytest.fixture(scope="session")
+def learning_results(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, int], dict[str, Any]]:
+    log_dir = str(tmp_path_factory.mktemp("learning_runs"))
+    with ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("spawn")) as pool:
+        futures = {case: pool.submit(_train, case, log_dir) for case in CASES}
+        return {case: f.result() for case, f in futures.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ppo_reaches_99_percent_of_optimum_on_5x5(learning_results, seed):
+    ev = learning_results[("ppo", "5x5", seed)]["eval"]
+    assert ev["greedy"]["ratio_to_v_star"] >= 0.99, ev
+    assert ev["greedy"]["success_rate"] >= 0.95, ev
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ppo_reaches_95_percent_of_optimum_on_8x8(learning_results, seed):
+    ev = learning_results[("ppo", "8x8", seed)]["eval"]
+    assert ev["greedy"]["ratio_to_v_star"] >= 0.95, ev
+
+
+@pytest.mark.slow
+def test_reinforce_with_baseline_reaches_95_percent_on_5x5(learning_results):
+    result = learning_results[("reinforce", "5x5", 0)]
+    assert result["eval"]["greedy"]["ratio_to_v_star"] >= 0.95, result["eval"]
+    assert (Path(result["run_dir"]) / "checkpoint" / "model.safetensors").is_file()
