@@ -137,6 +137,11 @@ class IncrementalLM:
         self.num_rows = num_rows
         self.max_slack = max_slack
         self.device = next(model.parameters()).device
+        if model.config._attn_implementation not in ("sdpa", "eager"):
+            raise ValueError(
+                f"IncrementalLM needs attention 'sdpa' or 'eager' (ready 4D masks), not "
+                f"{model.config._attn_implementation!r}; call model.set_attn_implementation('sdpa') first."
+            )
         params = inspect.signature(self.trunk.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.reset()
@@ -157,7 +162,8 @@ class IncrementalLM:
         """Bool 4D mask -> the form the model's attention implementation expects."""
         if self.model.config._attn_implementation == "eager":
             dtype = self.head.weight.dtype
-            return torch.zeros((), dtype=dtype, device=self.device).masked_fill(~mask4, torch.finfo(dtype).min)
+            zero, low = torch.tensor([0.0, torch.finfo(dtype).min], dtype=dtype, device=self.device)
+            return torch.where(mask4, zero, low)
         return mask4
 
     def _forward(self, ids: torch.Tensor, mask4: torch.Tensor, pos: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
@@ -168,7 +174,7 @@ class IncrementalLM:
         return out.last_hidden_state  # (B, Q, D)
 
     def _prefill(self, ids: np.ndarray, mask: np.ndarray) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
-        """Run left-padded contexts (R, Lp) through a fresh cache; returns cache, mask (R, Lp) and last hidden (R, D)."""
+        """Left-padded contexts (R, Lp) through a fresh cache -> cache, mask (R, Lp), last hidden state (R, D)."""
         ids_t = torch.as_tensor(ids, device=self.device)
         mask_t = torch.as_tensor(mask, device=self.device).bool()  # (R, Lp)
         pos = (mask_t.long().cumsum(-1) - 1).clamp_(min=0)  # (R, Lp)
@@ -195,6 +201,7 @@ class IncrementalLM:
         if (np.diff(mask, axis=1) < 0).any():
             raise ValueError("Contexts must be LEFT padded (attention_mask of the form 0..0 1..1).")
         width = int(lengths.max())
+        ids = np.where(mask > 0, ids, 0)  # whatever sits under the padding, embed a valid id
         return ids[:, -width:], mask[:, -width:]
 
     @torch.no_grad()
@@ -315,7 +322,8 @@ def _classifier_fn(
         clf.config.pad_token_id = tokenizer.pad_token_id
     clf = freeze(clf.to(device))
     column = 0 if clf.config.num_labels == 1 else _positive_index(clf)
-    max_length = min(int(tokenizer.model_max_length), 512)
+    n_ctx = getattr(clf.config, "max_position_embeddings", None) or getattr(clf.config, "n_positions", None) or 512
+    max_length = min(int(tokenizer.model_max_length), 512, int(n_ctx))
 
     @torch.no_grad()
     def score(texts: list[str]) -> np.ndarray:
@@ -358,17 +366,17 @@ def make_reward_fn(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    if isinstance(reward_model, PreTrainedModel):
-        fn, name = _classifier_fn(reward_model, tokenizer, resolve_device(device), batch_size), type(reward_model).__name__
-    elif isinstance(reward_model, str) and reward_model == "vader":
+    if isinstance(reward_model, str) and reward_model == "vader":
         fn, name = _vader_fn(), "vader"
-    elif isinstance(reward_model, (str, os.PathLike)):
-        fn, name = _classifier_fn(reward_model, tokenizer, resolve_device(device), batch_size), os.fspath(reward_model)
+    elif isinstance(reward_model, (str, os.PathLike, PreTrainedModel)):
+        fn = _classifier_fn(reward_model, tokenizer, resolve_device(device), batch_size)
+        name = type(reward_model).__name__ if isinstance(reward_model, PreTrainedModel) else os.fspath(reward_model)
     elif callable(reward_model):
         fn, name = reward_model, getattr(reward_model, "__name__", repr(reward_model))
     else:
         raise TypeError(
-            f"reward_model must be an HF classifier id/path/object, 'vader' or a callable, got {type(reward_model).__name__}."
+            "reward_model must be an HF classifier id/path/object, 'vader' or a callable, got "
+            f"{type(reward_model).__name__}."
         )
 
     def checked(texts: list[str]) -> np.ndarray:

@@ -88,7 +88,8 @@ def _check_int(name: str, value: Any, low: int) -> int:
 
 def check_kl_coef(value: Any) -> float:
     """A finite float >= 0 (0 disables the reference model's work)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) or value < 0:
+    number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < 0:
         raise ValueError(f"kl_coef must be a finite number >= 0, got {value!r}.")
     return float(value)
 
@@ -147,7 +148,7 @@ class TextGenCore:
         self.vocab_size = int(self.ref_model.get_output_embeddings().weight.shape[0])  # V
         self._check_model()
         self.pad_token_id, self.eos_token_id = int(self.tokenizer.pad_token_id), int(self.tokenizer.eos_token_id)
-        self.reward_fn = make_reward_fn(reward_model, device=self.device)
+        self.reward_fn = make_reward_fn(reward_model, device=self.device, batch_size=max(64, self.num_rows))
         texts = load_texts(dataset, split)
         table, lengths = tokenize_prompts(texts, self.tokenizer, self.prompt_max_len) if texts else (None, None)
         if table is None or not (lengths >= self.prompt_min_len).any():
@@ -240,7 +241,9 @@ class TextGenCore:
         if restart.any():
             self._start(np.flatnonzero(restart), rng)
         terminated = active & ((actions == self.eos_token_id) | (self.new_tokens >= self.max_new_tokens))
-        info = {"prompt_len": self.prompt_len.copy(), "new_tokens": self.new_tokens.copy()}
+        every = np.ones(self.num_rows, dtype=bool)
+        info = {"prompt_len": self.prompt_len.copy(), "_prompt_len": every,
+                "new_tokens": self.new_tokens.copy(), "_new_tokens": every.copy()}
         rewards = np.zeros(self.num_rows)
         if beta > 0:
             self._ref_hidden = self.ref_lm.step(actions_t, restart, self.input_ids, self.attention_mask)
@@ -249,7 +252,6 @@ class TextGenCore:
             info["ref_logprob"], info["_ref_logprob"] = ref_logp, active.copy()
         else:
             self._ref_hidden = None
-        info = {**info, "_prompt_len": np.ones(self.num_rows, bool), "_new_tokens": np.ones(self.num_rows, bool)}
         if terminated.any():
             done = np.flatnonzero(terminated)
             texts = self.texts(done)

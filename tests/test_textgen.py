@@ -223,6 +223,9 @@ def test_registered_make_and_make_vec(kw) -> None:
     assert isinstance(venv, TextGenVectorEnv) and venv.num_envs == 3
     obs, info = venv.reset(seed=0)
     assert venv.observation_space.contains(obs) and info["_prompt_len"].all()
+    again, _ = venv.reset(seed=0)
+    np.testing.assert_array_equal(again["input_ids"], obs["input_ids"])
+    assert not np.array_equal(venv.reset(seed=1)[0]["input_ids"], obs["input_ids"])
 
 
 def test_dataset_path_and_render(kw, imdb_dir) -> None:
