@@ -28,6 +28,8 @@ import torch
 from torch import Tensor, nn
 from transformers import GPT2Config, GPT2Model, PreTrainedModel
 
+from envs.lm import IncrementalLM, forward_left_padded
+
 Obs = Any  # a (N, ...) tensor, or a dict of them for Dict observation spaces
 
 
@@ -162,7 +164,6 @@ class CausalLMPolicy(PolicyValueNet):
         return {"model_config": self.lm.config.to_dict()}
 
     def act(self, obs: Any, episode_start: np.ndarray) -> tuple[Tensor, Tensor]:
-        from envs.lm import IncrementalLM  # the shared KV-cached decoder
 
         input_ids, attention_mask = obs["input_ids"], obs["attention_mask"]  # (N, L)
         n = input_ids.shape[0]
@@ -186,10 +187,7 @@ class CausalLMPolicy(PolicyValueNet):
         last_action = batch.actions[batch.chunk_last].unsqueeze(1)  # (C, 1)
         seq = torch.cat([ids, last_action.to(ids.dtype)], dim=1)  # (C, L+1)
         seq_mask = torch.cat([mask, torch.ones_like(last_action, dtype=mask.dtype)], dim=1)
-        position_ids = (seq_mask.cumsum(1) - 1).clamp(min=0)  # (C, L+1)
-        hidden = self.trunk(
-            input_ids=seq, attention_mask=seq_mask, position_ids=position_ids
-        ).last_hidden_state  # (C, L+1, D)
+        hidden = forward_left_padded(self.lm, seq, seq_mask)  # (C, L+1, D)
         L = ids.shape[1]
         pos = L - 1 - batch.steps_to_end  # (B,) position whose output predicts the step's action
         h = hidden[batch.chunk, pos]  # (B, D)

@@ -115,6 +115,45 @@ def _as_numpy(x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
     raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}.")
 
 
+def padded_causal_mask(mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool key mask of left-padded rows -> (B, 1, L, L) bool attention mask.
+
+    Causal, padded keys hidden, and every padded query attends to itself so no attention row
+    is empty (an all-masked row gives NaN in sdpa, and NaN poisons gradients even when the
+    padded outputs are never read).
+    """
+    L = mask.shape[1]
+    eye = torch.eye(L, dtype=torch.bool, device=mask.device)
+    causal = eye.cumsum(0).bool() if L > 0 else eye  # (L, L) lower triangle
+    return ((causal & mask[:, None, :]) | eye)[:, None]  # (B, 1, L, L)
+
+
+def attention_mask_for(model: PreTrainedModel, mask4: torch.Tensor) -> torch.Tensor:
+    """Bool 4D mask -> the form the model's attention implementation expects (eager: additive)."""
+    if model.config._attn_implementation == "eager":
+        dtype = model.get_output_embeddings().weight.dtype
+        zero, low = torch.tensor([0.0, torch.finfo(dtype).min], dtype=dtype, device=mask4.device)
+        return torch.where(mask4, zero, low)
+    return mask4
+
+
+def forward_left_padded(
+    model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, cache: DynamicCache | None = None,
+    cache_kw: str = "past_key_values",
+) -> torch.Tensor:
+    """Teacher-forced trunk pass over left-padded rows ``ids`` (B, L); returns hidden states (B, L, D).
+
+    Position ids count real tokens only, so a row's positions do not depend on its padding.
+    """
+    mask = mask.bool()
+    pos = (mask.long().cumsum(-1) - 1).clamp_(min=0)  # (B, L)
+    kwargs = {cache_kw: cache, "use_cache": True} if cache is not None else {"use_cache": False}
+    out = model.base_model(
+        input_ids=ids, attention_mask=attention_mask_for(model, padded_causal_mask(mask)), position_ids=pos, **kwargs
+    )
+    return out.last_hidden_state
+
+
 class IncrementalLM:
     """Batched KV-cached decoding over ``num_rows`` independent rows that may restart at any step.
 
@@ -159,12 +198,7 @@ class IncrementalLM:
         return 0 if self._mask is None else int(self._mask.shape[1])
 
     def _attn_mask(self, mask4: torch.Tensor) -> torch.Tensor:
-        """Bool 4D mask -> the form the model's attention implementation expects."""
-        if self.model.config._attn_implementation == "eager":
-            dtype = self.head.weight.dtype
-            zero, low = torch.tensor([0.0, torch.finfo(dtype).min], dtype=dtype, device=self.device)
-            return torch.where(mask4, zero, low)
-        return mask4
+        return attention_mask_for(self.model, mask4)
 
     def _forward(self, ids: torch.Tensor, mask4: torch.Tensor, pos: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         out = self.trunk(
@@ -177,12 +211,8 @@ class IncrementalLM:
         """Left-padded contexts (R, Lp) through a fresh cache -> cache, mask (R, Lp), last hidden state (R, D)."""
         ids_t = torch.as_tensor(ids, device=self.device)
         mask_t = torch.as_tensor(mask, device=self.device).bool()  # (R, Lp)
-        pos = (mask_t.long().cumsum(-1) - 1).clamp_(min=0)  # (R, Lp)
-        eye = torch.eye(ids.shape[1], dtype=torch.bool, device=self.device)
-        causal = eye.cumsum(0).bool() if ids.shape[1] > 0 else eye  # (Lp, Lp) lower triangle
-        mask4 = (causal & mask_t[:, None, :]) | eye  # (R, Lp, Lp): padded queries see themselves
         cache = DynamicCache()
-        hidden = self._forward(ids_t, mask4[:, None], pos, cache)
+        hidden = forward_left_padded(self.model, ids_t, mask_t, cache=cache, cache_kw=self._cache_kw)
         return cache, mask_t, hidden[:, -1]
 
     def _read_restarts(self, rows: np.ndarray, input_ids: Any, attention_mask: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -208,16 +208,19 @@ class BudgetBar:
         self.timed = math.isfinite(budget_s)
         self.bar = tqdm(total=100 if self.timed else max_steps, unit="%" if self.timed else "step",
                         desc=desc, dynamic_ncols=True)
+        self.postfix: dict[str, object] = {}
         self.update(step, elapsed_s)
 
     def update(self, step: int, elapsed_s: float, **postfix: object) -> None:
+        """Move to ``step`` / ``elapsed_s``; ``postfix`` values (e.g. loss) stay shown until replaced."""
         if self.timed:
             n = min(100, int(100 * max(step / self.max_steps, elapsed_s / self.budget_s)))
-            postfix = {"step": step, **postfix}
+            postfix["step"] = step
         else:
             n = step
         if postfix:
-            self.bar.set_postfix(postfix, refresh=False)
+            self.postfix.update(postfix)
+            self.bar.set_postfix(self.postfix, refresh=False)
         self.bar.update(n - self.bar.n)
 
     def close(self) -> None:

@@ -33,7 +33,8 @@ from torch.utils.tensorboard import SummaryWriter
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from envs.imdb import load_imdb
-from runners.lm_presets import BudgetBar, make_tiny_lm, resolve_device, save_pretrained_atomic, train_tokenizer
+from runners.lm_presets import (BudgetBar, cli_with_presets, make_tiny_lm, resolve_device, save_pretrained_atomic,
+                                train_tokenizer)
 
 STATE_FILE = "training_state.pt"
 
@@ -89,9 +90,9 @@ PRESETS: dict[str, SFTConfig] = {
         preset="tiny",
         output_dir="artifacts/sft-tiny",
         max_train_reviews=12000,
-        max_steps=100_000,
-        max_minutes=9.5,
-        eval_every=250,
+        max_steps=1200,  # ~9 min of training on 2 free cores (0.45 s/step)
+        max_minutes=30.0,  # safety cap for a busy machine
+        eval_every=200,
     ),
 }
 
@@ -195,8 +196,9 @@ def generate_samples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     """Sample (top-k 50) a continuation of each prompt; returns prompt + continuation."""
     model.eval()
     device = next(model.parameters()).device
-    tokenizer.padding_side = "left"
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues on the right
     batch = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+    tokenizer.padding_side = side
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         out = model.generate(**batch, do_sample=True, top_k=50, max_new_tokens=max_new_tokens,
@@ -209,6 +211,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     """Train as configured, save the model dir atomically, and return the metrics dict."""
     if cfg.model is None and cfg.preset != "tiny" and not cfg.resume:
         raise ValueError("pass --model (hub id or local dir) or --preset tiny to train from scratch")
+    start = time.monotonic()  # the time budget covers data loading and tokenizer training too
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
@@ -235,8 +238,8 @@ def run_sft(cfg: SFTConfig) -> dict:
     if len(train_blocks) < cfg.batch_size:
         raise ValueError(f"{len(train_blocks)} training blocks < batch_size {cfg.batch_size}; add data")
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    decay = [p for p in model.parameters() if p.ndim >= 2]  # matrices and embeddings
+    no_decay = [p for p in model.parameters() if p.ndim < 2]  # biases and layer norms
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
     step, elapsed_before = 0, 0.0
@@ -253,8 +256,7 @@ def run_sft(cfg: SFTConfig) -> dict:
         writer.add_scalar("eval/perplexity", ppl0, 0)
 
     budget_s = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
-    start = time.monotonic()
-    last_save = start
+    last_save = time.monotonic()
 
     def elapsed() -> float:
         return elapsed_before + time.monotonic() - start
@@ -317,8 +319,6 @@ def run_sft(cfg: SFTConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     """CLI entry point: ``python -m runners.sft --help``."""
-    from runners.lm_presets import cli_with_presets
-
     cfg = cli_with_presets(SFTConfig, PRESETS, argv, description=__doc__)
     metrics = run_sft(cfg)
     print(f"step {metrics['step']}  held-out perplexity {metrics['eval_perplexity']:.2f} "

@@ -205,8 +205,11 @@ def pairwise_accuracy(model, tokenizer, pairs: list[dict], max_length: int, devi
     return correct / len(pairs), loss / len(pairs), torch.cat(rewards)
 
 
-def build_reward_model(cfg: RewardConfig, tokenizer_texts: list[str]):
-    """The trunk + scalar head and its tokenizer (padding on the right, pad id in the config)."""
+def build_reward_model(cfg: RewardConfig, tokenizer_texts: list[str] | None = None):
+    """The trunk + scalar head and its tokenizer (padding on the right, pad id in the config).
+
+    Without ``cfg.init`` a tokenizer is trained on ``tokenizer_texts`` and a GPT-2 built from scratch.
+    """
     if cfg.init is not None:
         try:
             tokenizer = AutoTokenizer.from_pretrained(cfg.init)
@@ -219,6 +222,8 @@ def build_reward_model(cfg: RewardConfig, tokenizer_texts: list[str]):
                              "(e.g. artifacts/sft-tiny), a reachable hub id, or omit --init to train from scratch"
                              ) from None
     else:
+        if not tokenizer_texts:
+            raise ValueError("training a reward model from scratch needs tokenizer_texts (or set init)")
         tokenizer = train_tokenizer(tokenizer_texts[: cfg.tokenizer_reviews], vocab_size=cfg.vocab_size)
         config = tiny_gpt2_config(tokenizer, n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                                   n_positions=max(256, cfg.max_length), num_labels=1)
@@ -256,14 +261,19 @@ def _datasets(cfg: RewardConfig) -> tuple[list[dict], list[dict], list[dict], li
 
 def run_reward_training(cfg: RewardConfig) -> dict:
     """Train the reward model as configured, save it atomically and return the metrics dict."""
+    start = time.monotonic()  # the time budget covers data preparation too
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
     out = Path(cfg.output_dir).expanduser()
-    train, held_out, short, texts = _datasets(cfg)
+    if cfg.init is not None:
+        model, tokenizer = build_reward_model(cfg)  # a bad --init fails before the data is loaded
+        train, held_out, short, _ = _datasets(cfg)
+    else:
+        train, held_out, short, texts = _datasets(cfg)
+        model, tokenizer = build_reward_model(cfg, texts)
     if len(train) < cfg.batch_size:
         raise ValueError(f"{len(train)} training pairs < batch_size {cfg.batch_size}; add pairs or lower it")
-    model, tokenizer = build_reward_model(cfg, texts)
     model.to(device).train()
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
@@ -271,7 +281,6 @@ def run_reward_training(cfg: RewardConfig) -> dict:
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
     writer = SummaryWriter(str(Path(cfg.log_dir) / "reward" / out.name))
     budget_s = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
-    start = time.monotonic()
     step, running = 0, None
     bar = BudgetBar(cfg.max_steps, budget_s, desc="reward")
     while step < cfg.max_steps and time.monotonic() - start < budget_s:
