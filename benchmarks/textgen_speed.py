@@ -29,6 +29,7 @@ import envs  # noqa: F401
 from agents.agent import Agent, AgentConfig
 from agents.networks import CausalLMPolicy
 from envs.imdb import load_imdb
+from envs.lm import make_reward_fn
 from runners.lm_presets import make_tiny_lm, tiny_gpt2_config, train_tokenizer
 from runners.rollout import RolloutCollector
 
@@ -71,7 +72,7 @@ def bench_generate(args: Args, tok, lm, prompts: np.ndarray) -> float:
 
 def make_agent_and_envs(args: Args, tok, lm, rm, algo_cfg: AgentConfig, kl_coef: float = 0.2):
     venv = gym.make_vec("TextGen-IMDB-v0", num_envs=args.batch, vectorization_mode="vector_entry_point",
-                        model=lm, tokenizer=tok, reward_model=rm, prompt_min_len=args.prompt_len,
+                        model=lm, tokenizer=tok, reward_model=make_reward_fn(rm, device="cpu", tokenizer=tok), prompt_min_len=args.prompt_len,
                         prompt_max_len=args.prompt_len, max_new_tokens=args.new_tokens, kl_coef=kl_coef, device="cpu")
     agent = Agent(CausalLMPolicy(copy.deepcopy(lm)), algo_cfg)
     agent.net.eval()

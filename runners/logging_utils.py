@@ -1,6 +1,7 @@
 """TensorBoard logging for runners.train with CleanRL's tag names.
 
-``charts/episodic_return``, ``charts/episodic_length``, ``charts/SPS``, ``charts/learning_rate``,
+``charts/episodic_return`` (for KL-shaped envs the shaped return Σ score - β·KL),
+``charts/episodic_length``, ``charts/SPS``, ``charts/learning_rate``,
 ``losses/{policy_loss,value_loss,entropy,approx_kl,clipfrac,explained_variance}``, and for text
 envs ``env/score_mean``, ``objective/kl``, ``objective/kl_coef``, ``objective/entropy`` and a
 ``samples`` table.
@@ -33,8 +34,9 @@ def config_table(cfg: dict[str, Any], prefix: str = "") -> str:
 
 
 def log_update(writer: SummaryWriter, step: int, stats: dict[str, float], log: EpisodeLog) -> None:
-    if log.returns:
-        writer.add_scalar("charts/episodic_return", float(np.mean(log.returns)), step)
+    returns = log.shaped_returns or log.returns  # KL-shaped envs: the return the agent maximises
+    if returns:
+        writer.add_scalar("charts/episodic_return", float(np.mean(returns)), step)
         writer.add_scalar("charts/episodic_length", float(np.mean(log.lengths)), step)
     if log.successes:
         writer.add_scalar("charts/success_rate", float(np.mean(log.successes)), step)
@@ -54,7 +56,7 @@ def log_update(writer: SummaryWriter, step: int, stats: dict[str, float], log: E
 
 def update_recent(recent: dict[str, list[float]], log: EpisodeLog, keep: int = 100) -> dict[str, list[float]]:
     """Sliding windows of the last ``keep`` episode returns, scores and KLs (progress bar)."""
-    for key, new in (("return", log.returns), ("score", log.scores), ("kl", log.kls)):
+    for key, new in (("return", log.shaped_returns or log.returns), ("score", log.scores), ("kl", log.kls)):
         recent[key] = (recent[key] + list(new))[-keep:]
     return recent
 

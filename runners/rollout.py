@@ -74,6 +74,8 @@ class EpisodeLog:
     kls: list[float] = field(default_factory=list)
     successes: list[float] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
+    shaped_returns: list[float] = field(default_factory=list)
+    """KL-shaped envs only: Σ_t (score - β(log π_θ - log π_ref)) per episode, what the agent maximises."""
 
 
 class RolloutCollector:
@@ -103,6 +105,7 @@ class RolloutCollector:
         self.valid = np.ones(self.num_envs, dtype=bool)  # False: next step is a reset step
         self._ep_logp = np.zeros(self.num_envs)  # Σ log π_θ over the running episode
         self._ep_ref = np.zeros(self.num_envs)  # Σ log π_ref over the running episode
+        self._ep_shaped = np.zeros(self.num_envs)  # Σ shaped reward (score - β KL) of the running episode
         self.pending = agent.policy_step(obs, self.episode_start)
 
     def refresh(self) -> None:
@@ -139,6 +142,7 @@ class RolloutCollector:
                 logp = logprobs[t].cpu().numpy().astype(np.float64)
                 self._track_kl(logp, reward, beta, info, np.logical_or(term, trunc), log)
                 reward = reward - beta * logp * self.valid
+                self._log_shaped_returns(reward, np.logical_or(term, trunc), log)
             rewards[t] = reward * self.reward_scale
             terminated[t], truncated[t] = term, trunc
             self._log_episodes(info, log)
@@ -177,6 +181,12 @@ class RolloutCollector:
         reset = ~self.valid
         self._ep_logp[reset] = 0.0
         self._ep_ref[reset] = 0.0
+
+    def _log_shaped_returns(self, reward: np.ndarray, done: np.ndarray, log: EpisodeLog) -> None:
+        """With KL shaping, an episode's return is Σ(score - β·KL terms), not the env's half of it."""
+        self._ep_shaped += np.where(self.valid, reward, 0.0)
+        log.shaped_returns.extend(float(r) for r in self._ep_shaped[done & self.valid])
+        self._ep_shaped[done | ~self.valid] = 0.0
 
     @staticmethod
     def _log_episodes(info: dict, log: EpisodeLog) -> None:

@@ -13,6 +13,7 @@ with the defaults of the chosen ``--env``). TensorBoard logs go to
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import sys
@@ -31,6 +32,7 @@ import envs as _registered_envs  # noqa: F401  (registers the environments)
 from agents.agent import Agent, AgentConfig
 from agents.kl import AdaptiveKLController
 from agents.networks import build_network
+from envs.lm import load_causal_lm, resolve_device
 from runners import logging_utils
 from runners.checkpoint import load_checkpoint, read_state, save_checkpoint
 from runners.evaluate import evaluate_report, format_report
@@ -153,30 +155,40 @@ def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     return kw
 
 
-def make_envs(cfg: TrainConfig, num_envs: int | None = None, eval_mode: bool = False) -> gym.vector.VectorEnv:
-    """The vector env of a run, wrapped in RecordEpisodeStatistics."""
-    envs = gym.make_vec(cfg.env, num_envs=num_envs or cfg.num_envs,
-                        vectorization_mode=cfg.vectorization_mode, **env_kwargs(cfg))
+def make_envs(
+    cfg: TrainConfig, num_envs: int | None = None, eval_mode: bool = False, overrides: dict[str, Any] | None = None
+) -> gym.vector.VectorEnv:
+    """The vector env of a run, wrapped in RecordEpisodeStatistics. ``overrides`` replaces env
+    kwargs with objects a CLI cannot express (a model object, a reward callable)."""
+    kwargs = env_kwargs(cfg) | (overrides or {})
+    envs = gym.make_vec(cfg.env, num_envs=num_envs or cfg.num_envs, vectorization_mode=cfg.vectorization_mode, **kwargs)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
-def build_agent(cfg: TrainConfig, envs: gym.vector.VectorEnv, total_updates: int | None) -> Agent:
-    from envs.lm import resolve_device
-
+def build_agent(
+    cfg: TrainConfig, envs: gym.vector.VectorEnv, total_updates: int | None, model: Any = None
+) -> Agent:
+    """The agent for ``envs``; text envs get a causal-LM policy loaded from ``model`` (default ``cfg.model``)."""
     device = resolve_device(cfg.device)
     lm = None
     if isinstance(envs.single_observation_space, gym.spaces.Dict):
-        from envs.lm import load_causal_lm
-
-        lm, _ = load_causal_lm(cfg.model, device=device)
+        if model is not None:  # an object from env_overrides: the env keeps its own frozen reference copy
+            lm = copy.deepcopy(model).to(device)
+        else:
+            lm, _ = load_causal_lm(cfg.model, device=device)
     net = build_network(envs.single_observation_space, envs.single_action_space, lm=lm,
                         d_model=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head).to(device)
     net.eval()
     return Agent(net, cfg.agent, total_updates=total_updates)
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run training; returns final statistics (and the evaluation report when enabled)."""
+def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run training; returns final statistics (and the evaluation report when enabled).
+
+    ``env_overrides`` (programmatic use) replaces env kwargs with objects, e.g.
+    ``{"reward_model": my_callable}`` or ``{"model": model, "tokenizer": tok}``; a model
+    object given there is also the policy's starting point (deep-copied).
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -190,8 +202,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     else:
         name = cfg.run_name or f"{cfg.env}__{cfg.algo}__{cfg.seed}__{int(time.time())}"
         run_dir = Path(cfg.log_dir) / name
-    envs = make_envs(cfg)
-    agent = build_agent(cfg, envs, total_updates=cfg.num_updates)
+    envs = make_envs(cfg, overrides=env_overrides)
+    agent = build_agent(cfg, envs, total_updates=cfg.num_updates, model=(env_overrides or {}).get("model"))
     global_step, start_update = 0, 0
     if resume_state is not None:
         load_checkpoint(_checkpoint_dir(run_dir), agent)
@@ -232,7 +244,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                               **{f"recent_{k}": float(np.mean(v)) for k, v in recent.items() if v}}
     envs.close()
     if cfg.eval_episodes > 0:
-        eval_envs = make_envs(cfg, eval_mode=True)
+        eval_envs = make_envs(cfg, eval_mode=True, overrides=env_overrides)
         with torch.no_grad():
             report = evaluate_report(agent, eval_envs, cfg.eval_episodes, cfg.agent.gamma, seed=10_000 + cfg.seed)
         eval_envs.close()
@@ -242,6 +254,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
         result["eval"] = report
     writer.close()
+    result["agent"] = agent
     return result
 
 

@@ -90,6 +90,8 @@ def test_learning_reward_equals_score_minus_beta_kl(tiny_lm, tiny_tokenizer, tex
         assert score_of[(end, i)] == pytest.approx(char_score([tiny_tokenizer.decode(tokens, skip_special_tokens=True)])[0])
     # the logged per-episode KL is Σ(log π_θ - log π_ref) and is not trivially zero
     assert len(log.kls) == len(first_end) and np.abs(log.kls).max() > 1e-3
+    # the logged return of an episode is the shaped return score - β·KL
+    assert log.shaped_returns == pytest.approx([s - BETA * k for s, k in zip(log.scores, log.kls)], abs=1e-4)
 
 
 def test_teacher_forced_update_pass_matches_kv_cached_rollout(tiny_lm, tiny_tokenizer, texts):
