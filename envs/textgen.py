@@ -261,7 +261,18 @@ class TextGenCore:
             info["score"][done] = scores
             info["text"], info["_text"] = np.full(self.num_rows, None, dtype=object), terminated.copy()
             info["text"][done] = texts
+            prompts, responses = self.prompt_and_response(done)
+            for key, values in (("prompt", prompts), ("response", responses)):
+                info[key], info[f"_{key}"] = np.full(self.num_rows, None, dtype=object), terminated.copy()
+                info[key][done] = values
         return rewards, terminated, info
+
+    def prompt_and_response(self, rows: np.ndarray) -> tuple[list[str], list[str]]:
+        """Decoded prompts and responses of ``rows`` (special tokens kept visible)."""
+        L = self.seq_len
+        prompts = [self.input_ids[r, L - self.lengths[r]: L - self.new_tokens[r]].tolist() for r in rows]
+        responses = [self.input_ids[r, L - self.new_tokens[r]:].tolist() for r in rows]
+        return self.tokenizer.batch_decode(prompts), self.tokenizer.batch_decode(responses)
 
     def texts(self, rows: np.ndarray | Sequence[int], skip_special_tokens: bool = True) -> list[str]:
         """Decoded prompt + response of ``rows``."""
@@ -283,7 +294,8 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     ``pad_token_id`` (mask 0 on padding). Action: ``Discrete(V)``, a token id (V = the LM head's size).
     Reward: ``kl_coef·log π_ref(a_t|s_t)``, plus the sentiment score on the last token; terminated on EOS or after
     ``max_new_tokens`` tokens (never truncated). Info: ``prompt_len``, ``new_tokens``, ``ref_logprob`` (when
-    ``kl_coef > 0``) and, at the end, ``score`` and ``text`` (prompt + response).
+    ``kl_coef > 0``) and, at the end, ``score``, ``text`` (prompt + response, special tokens skipped: what is
+    scored), ``prompt`` and ``response`` (decoded separately, special tokens visible).
 
     Arguments: ``model`` (HF id / local dir / PreTrainedModel + ``tokenizer``; the initial policy, whose frozen
     copy is the reference unless ``ref_model`` is given), ``reward_model`` (see :func:`envs.lm.make_reward_fn`),

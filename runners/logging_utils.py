@@ -66,11 +66,11 @@ def postfix(recent: dict[str, list[float]]) -> dict[str, str]:
 
 
 def samples_table(log: EpisodeLog, limit: int = 8) -> str:
-    """Markdown table of finished texts and their scores."""
-    rows = ["|text|score|", "|-|-|"]
-    for text, score in list(zip(log.texts, log.scores))[:limit]:
-        clean = text.replace("|", "\\|").replace("\n", " ")
-        rows.append(f"|{clean}|{score:.3f}|")
+    """Markdown table of prompt / response / score of finished episodes."""
+    esc = lambda t: t.replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    rows = ["|prompt|response|score|", "|-|-|-|"]
+    for prompt, response, score in list(zip(log.prompts, log.responses, log.scores))[:limit]:
+        rows.append(f"|{esc(prompt)}|{esc(response)}|{score:.3f}|")
     return "\n".join(rows)
 
 

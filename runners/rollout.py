@@ -74,6 +74,8 @@ class EpisodeLog:
     kls: list[float] = field(default_factory=list)
     successes: list[float] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+    responses: list[str] = field(default_factory=list)
     shaped_returns: list[float] = field(default_factory=list)
     """KL-shaped envs only: Σ_t (score - β(log π_θ - log π_ref)) per episode, what the agent maximises."""
 
@@ -198,5 +200,6 @@ class RolloutCollector:
             if f"_{key}" in info:
                 ended = np.flatnonzero(info[f"_{key}"])
                 target.extend(float(x) for x in np.asarray(info[key])[ended])
-        if "_text" in info:
-            log.texts.extend(str(x) for x in np.asarray(info["text"], dtype=object)[np.flatnonzero(info["_text"])])
+        for key, target in (("text", log.texts), ("prompt", log.prompts), ("response", log.responses)):
+            if f"_{key}" in info:
+                target.extend(str(x) for x in np.asarray(info[key], dtype=object)[np.flatnonzero(info[f"_{key}"])])

@@ -45,3 +45,19 @@ def test_reinforce_runs_through_the_same_command(tiny_lm, tiny_tokenizer, tmp_pa
     result, s = run("reinforce", 4, tiny_lm, tiny_tokenizer, tmp_path)
     assert result["global_step"] == 4 * 32 * 9
     assert len(s["env/score_mean"]) == 4 and np.isfinite(s["charts/episodic_return"]).all()
+
+
+def test_cli_trains_text_env_from_a_local_model_dir(tiny_lm_dir, tmp_path):
+    from runners.train import main
+
+    result = main(["--env", "TextGen-IMDB-v0", "--model", str(tiny_lm_dir), "--reward-model", "vader",
+                   "--num-envs", "4", "--num-steps", "5", "--max-new-tokens", "4", "--total-timesteps", "40",
+                   "--sample-every", "1", "--device", "cpu", "--threads", "1", "--no-progress",
+                   "--log-dir", str(tmp_path), "--run-name", "cli"])
+    assert result["global_step"] == 40
+    acc = EventAccumulator(result["run_dir"])
+    acc.Reload()
+    for tag in ("env/score_mean", "objective/kl", "objective/kl_coef", "objective/entropy", "losses/approx_kl"):
+        assert tag in acc.Tags()["scalars"], tag
+    assert "samples/text_summary" in acc.Tags()["tensors"]
+    assert (tmp_path / "cli" / "checkpoint" / "model.safetensors").is_file()
