@@ -83,9 +83,10 @@ def log_eval(writer: SummaryWriter, step: int, report: dict[str, Any]) -> None:
 
 
 def log_rendered_episode(
-    writer: SummaryWriter, cfg: Any, agent: Agent, env_kwargs: dict[str, Any], step: int, max_frames: int = 50
+    writer: SummaryWriter, cfg: Any, agent: Agent, env_kwargs: dict[str, Any], step: int,
+    episodes: int = 3, max_frames: int = 50,
 ) -> bool:
-    """Render one greedy episode as an image strip (``eval/episode``) if the env draws RGB frames."""
+    """Render a few greedy episodes as image strips (``eval/episode_<k>``) if the env draws RGB frames."""
     try:
         env = gym.make(cfg.env, render_mode="rgb_array", **env_kwargs)
     except (TypeError, ValueError):
@@ -93,18 +94,19 @@ def log_rendered_episode(
     if "rgb_array" not in env.metadata.get("render_modes", []):
         env.close()
         return False
-    obs, _ = env.reset(seed=cfg.seed)
-    if hasattr(agent.net, "reset_state"):
-        agent.net.reset_state()
-    frames, done, start = [env.render()], False, True
-    while not done and len(frames) < max_frames:
-        batch = {k: v[None] for k, v in obs.items()} if isinstance(obs, dict) else np.asarray(obs)[None]
-        with torch.no_grad():
-            logits, _ = agent.policy_step(batch, np.array([start]))
-        start = False
-        obs, _, term, trunc, _ = env.step(int(logits.argmax(-1)[0]))
-        frames.append(env.render())
-        done = term or trunc
+    for k in range(episodes):
+        obs, _ = env.reset(seed=cfg.seed + k)
+        if hasattr(agent.net, "reset_state"):
+            agent.net.reset_state()
+        frames, done, start = [env.render()], False, True
+        while not done and len(frames) < max_frames:
+            batch = {key: v[None] for key, v in obs.items()} if isinstance(obs, dict) else np.asarray(obs)[None]
+            with torch.no_grad():
+                logits, _ = agent.policy_step(batch, np.array([start]))
+            start = False
+            obs, _, term, trunc, _ = env.step(int(logits.argmax(-1)[0]))
+            frames.append(env.render())
+            done = term or trunc
+        writer.add_images(f"eval/episode_{k}", np.stack(frames), step, dataformats="NHWC")
     env.close()
-    writer.add_images("eval/episode", np.stack(frames), step, dataformats="NHWC")
     return True
