@@ -76,6 +76,21 @@ def evaluate(
     }
 
 
+def evaluate_text(agent: Agent, envs: gym.vector.VectorEnv, max_new_tokens: int, seed: int) -> dict[str, Any]:
+    """First episode of every row of a text env (sampling at temperature 1): mean score, mean
+    KL Σ(log π_θ − log π_ref) and the samples. With the same ``seed`` two agents see the same
+    prompts, so "before" and "after" numbers are paired."""
+    from runners.rollout import RolloutCollector
+
+    collector = RolloutCollector(envs, agent, num_steps=max_new_tokens, seed=seed)
+    _, log = collector.collect()  # every row finishes its first episode within max_new_tokens steps
+    n = len(log.scores)
+    return {"episodes": n, "score_mean": float(np.mean(log.scores)), "score_std": float(np.std(log.scores)),
+            "kl_mean": float(np.mean(log.kls)) if log.kls else float("nan"),
+            "samples": [{"prompt": p, "response": r, "score": float(sc)}
+                        for p, r, sc in zip(log.prompts, log.responses, log.scores)]}
+
+
 def optimal_start_value(envs: gym.vector.VectorEnv, gamma: float) -> float | None:
     """``V*(start)`` when the env can compute its exact optimum (CatGrid), else None."""
     try:

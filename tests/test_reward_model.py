@@ -10,8 +10,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from runners.train_reward import (RewardConfig, build_imdb_pairs, load_preference_pairs, pairwise_loss,
-                                  run_reward_training, score_texts)
+from runners.lm_presets import cli_with_presets
+from runners.train_reward import (PRESETS, RewardConfig, build_imdb_pairs, load_preference_pairs, pairwise_loss,
+                                  preset_config, run_reward_training, score_texts)
 
 
 def test_pairwise_loss_matches_hand_computed_values() -> None:
@@ -83,6 +84,28 @@ def test_bad_init_path_is_a_clear_error(tmp_path: Path, imdb_dir: Path) -> None:
                        n_eval_pairs=8, log_dir=str(tmp_path / "runs"))
     with pytest.raises(ValueError, match="--init"):
         run_reward_training(cfg)
+
+
+def test_presets() -> None:
+    cfg = cli_with_presets(RewardConfig, PRESETS, ["--preset", "tiny-sft", "--max-steps", "7"])
+    assert (cfg.init, cfg.output_dir, cfg.max_steps) == ("artifacts/sft-tiny", "artifacts/rm-tiny-sft", 7)
+    assert preset_config("tiny").init is None
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_config("huge")
+
+
+def test_reward_model_learns_a_preference_file(tmp_path: Path, tiny_lm_dir: Path) -> None:
+    words = ["film", "plot", "cast", "story", "music", "ending", "script", "actor"]
+    lines = [json.dumps({"prompt": "Review: ", "chosen": f"the {w} was excellent", "rejected": f"the {w} was dreadful"})
+             for w in words * 20]
+    (tmp_path / "prefs.jsonl").write_text("\n".join(lines) + "\n")
+    cfg = RewardConfig(init=str(tiny_lm_dir), pairs=str(tmp_path / "prefs.jsonl"), output_dir=str(tmp_path / "rm"),
+                       log_dir=str(tmp_path / "runs"), batch_size=16, learning_rate=3e-3, warmup_steps=2,
+                       max_steps=20, eval_every=1000, max_length=16)
+    metrics = run_reward_training(cfg)
+    assert metrics["train_pairs"] == 152 and metrics["eval_pairs"] == 8  # 5% held out
+    assert metrics["eval_accuracy"] == 1.0 and metrics["eval_loss"] < 0.3
+    assert "eval_accuracy_short" not in metrics  # only for built IMDB pairs
 
 
 @pytest.mark.slow

@@ -92,3 +92,12 @@ def test_sft_errors_are_clear(tmp_path: Path, tiny_lm_dir: Path, review_file: Pa
         run_sft(_small(tiny_lm_dir, review_file, tmp_path / "fresh", resume=True))
     with pytest.raises(ValueError, match="block_size"):
         run_sft(_small(tiny_lm_dir, review_file, tmp_path / "x", block_size=512))
+
+
+def test_cli_preset_sets_defaults_and_flags_override_them() -> None:
+    from runners.lm_presets import cli_with_presets
+    from runners.sft import PRESETS
+
+    cfg = cli_with_presets(SFTConfig, PRESETS, ["--preset", "tiny", "--max-steps", "5"])
+    assert (cfg.preset, cfg.output_dir, cfg.max_steps, cfg.model) == ("tiny", "artifacts/sft-tiny", 5, None)
+    assert cli_with_presets(SFTConfig, PRESETS, ["--model", "gpt2"]).output_dir == "artifacts/sft"
