@@ -12,7 +12,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from runners.lm_presets import cli_with_presets
 from runners.train_reward import (PRESETS, RewardConfig, build_imdb_pairs, load_preference_pairs, pairwise_loss,
-                                  preset_config, run_reward_training, score_texts)
+                                  preset_config, run_reward_training, score_texts, tiny_config)
 
 
 def test_pairwise_loss_matches_hand_computed_values() -> None:
@@ -87,9 +87,10 @@ def test_bad_init_path_is_a_clear_error(tmp_path: Path, imdb_dir: Path) -> None:
 
 
 def test_presets() -> None:
-    cfg = cli_with_presets(RewardConfig, PRESETS, ["--preset", "tiny-sft", "--max-steps", "7"])
-    assert (cfg.init, cfg.output_dir, cfg.max_steps) == ("artifacts/sft-tiny", "artifacts/rm-tiny-sft", 7)
-    assert preset_config("tiny").init is None
+    cfg = cli_with_presets(RewardConfig, PRESETS, ["--preset", "tiny", "--max-steps", "7"])
+    assert (cfg.init, cfg.output_dir, cfg.max_steps) == ("artifacts/sft-tiny", "artifacts/rm-tiny", 7)
+    assert preset_config("tiny-scratch").init is None
+    assert tiny_config(max_steps=3) == preset_config("tiny", max_steps=3)
     with pytest.raises(ValueError, match="unknown preset"):
         preset_config("huge")
 
@@ -108,7 +109,6 @@ def test_reward_model_learns_a_preference_file(tmp_path: Path, tiny_lm_dir: Path
     assert "eval_accuracy_short" not in metrics  # only for built IMDB pairs
 
 
-@pytest.mark.slow
 def test_scaled_down_reward_model_beats_chance(tmp_path: Path, tiny_lm_dir: Path, imdb_dir: Path) -> None:
     out = tmp_path / "rm"
     cfg = RewardConfig(init=str(tiny_lm_dir), output_dir=str(out), log_dir=str(tmp_path / "runs"),
