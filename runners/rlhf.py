@@ -45,11 +45,11 @@ class RLHFConfig:
     sft_max_train_reviews: int | None = None
     sft_size: tuple[int, int] | None = None
     """(n_layer, n_embd) of the SFT GPT-2 (default: the SFT tiny preset's)"""
-    rm_minutes: float = 5.0
+    rm_minutes: float = 4.0
     rm_max_length: int | None = None
     rm_max_steps: int = 100_000
     rm_train_pairs: int = 20_000
-    ppo_updates: int = 60
+    ppo_updates: int = 150
     num_envs: int = 64
     max_new_tokens: int = 16
     learning_rate: float = 2e-4
