@@ -85,11 +85,13 @@ def _normalise_row(obj: object, where: str) -> dict:
     return row
 
 
-@functools.lru_cache(maxsize=8)
-def _read_jsonl_cached(path: str, mtime_ns: int, size: int) -> tuple[dict, ...]:
-    """Parse a JSON-lines file once per (path, mtime, size); the key changes when the file does."""
+def iter_jsonl(path: str | Path) -> Iterator[tuple[str, object]]:
+    """Parsed objects of a .jsonl / .jsonl.gz file with their ``"path:line"`` location, blank lines skipped.
+
+    Raises ValueError naming the line for invalid JSON, and for files that are not UTF-8 text or gzip.
+    """
+    path = str(path)
     opener = gzip.open if path.endswith(".gz") else open
-    rows: list[dict] = []
     try:
         with opener(path, "rt", encoding="utf-8") as f:
             for lineno, line in enumerate(f, start=1):
@@ -101,9 +103,15 @@ def _read_jsonl_cached(path: str, mtime_ns: int, size: int) -> tuple[dict, ...]:
                     raise ValueError(
                         f"{path}:{lineno} is not valid JSON ({e.msg}); expected JSON lines, one object per line"
                     ) from None
-                rows.append(_normalise_row(obj, f"{path}:{lineno}"))
+                yield f"{path}:{lineno}", obj
     except (gzip.BadGzipFile, UnicodeDecodeError, EOFError) as e:
         raise ValueError(f"{path} is not readable UTF-8 JSON lines ({e}); use .jsonl or .jsonl.gz") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _read_jsonl_cached(path: str, mtime_ns: int, size: int) -> tuple[dict, ...]:
+    """Parse a JSON-lines file once per (path, mtime, size); the key changes when the file does."""
+    rows = [_normalise_row(obj, where) for where, obj in iter_jsonl(path)]
     if not rows:
         raise ValueError(f"{path} holds no rows; it must contain at least one JSON object with a \"text\" field")
     return tuple(rows)

@@ -34,7 +34,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA if available else CPU; anything else is passed to :class:`torch.device`."""
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r} ({e}); use 'auto', 'cpu' or 'cuda[:N]'") from None
 
 
 def offline_hint(name: str) -> str:

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
+
+from envs.lm import resolve_device  # noqa: F401  (re-exported for the SFT and reward runners)
 import tyro
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
@@ -166,16 +168,6 @@ def save_pretrained_atomic(
         if target.exists():
             shutil.rmtree(old, ignore_errors=True)
     return target
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"unknown device {device!r} ({e}); use 'auto', 'cpu' or 'cuda[:N]'") from None
 
 
 def cli_with_presets(cls: type[T], presets: dict[str, T], argv: list[str] | None = None,

@@ -23,7 +23,6 @@ on held-out reviews (handy for normalising rewards).
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import math
 import random
@@ -37,7 +36,7 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, GPT2ForSequenceClassification
 
-from envs.imdb import load_imdb
+from envs.imdb import iter_jsonl, load_imdb
 from runners.lm_presets import (BudgetBar, cli_with_presets, resolve_device, save_pretrained_atomic, tiny_gpt2_config,
                                 train_tokenizer)
 from runners.sft import batch_indices, lr_factor
@@ -173,22 +172,14 @@ def load_preference_pairs(path: str | Path) -> list[dict]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"preference file not found: {path}")
-    opener = gzip.open if path.name.endswith(".gz") else open
     pairs = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno} is not valid JSON ({e.msg}); expected one object per line") from None
-            if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) for k in ("chosen", "rejected")):
-                raise ValueError(f'{path}:{lineno}: each line needs string "chosen" and "rejected" fields')
-            prompt = obj.get("prompt") or ""
-            if not isinstance(prompt, str):
-                raise ValueError(f'{path}:{lineno}: "prompt" must be a string')
-            pairs.append({"prompt": prompt, "chosen": obj["chosen"], "rejected": obj["rejected"]})
+    for where, obj in iter_jsonl(path):
+        if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) for k in ("chosen", "rejected")):
+            raise ValueError(f'{where}: each line needs string "chosen" and "rejected" fields')
+        prompt = obj.get("prompt") or ""
+        if not isinstance(prompt, str):
+            raise ValueError(f'{where}: "prompt" must be a string')
+        pairs.append({"prompt": prompt, "chosen": obj["chosen"], "rejected": obj["rejected"]})
     if not pairs:
         raise ValueError(f"{path} holds no preference pairs")
     return pairs
