@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from agents.agent import Agent
-from runners.rollout import env_attr
+from runners.rollout import env_call
 
 
 def evaluate(
@@ -94,10 +94,9 @@ def evaluate_text(agent: Agent, envs: gym.vector.VectorEnv, max_new_tokens: int,
 def optimal_start_value(envs: gym.vector.VectorEnv, gamma: float) -> float | None:
     """``V*(start)`` when the env can compute its exact optimum (CatGrid), else None."""
     try:
-        fn = env_attr(envs, "optimal_start_value")
+        return float(env_call(envs, "optimal_start_value", gamma))
     except AttributeError:
         return None
-    return float(fn(gamma)) if callable(fn) else None
 
 
 def evaluate_report(agent: Agent, envs: gym.vector.VectorEnv, episodes: int, gamma: float, seed: int) -> dict[str, Any]:

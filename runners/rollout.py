@@ -36,6 +36,13 @@ def _is_wrapping_vector(base: gym.vector.VectorEnv) -> bool:
     return isinstance(base, (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv))
 
 
+def _check_sub_attr(base: gym.vector.VectorEnv, name: str) -> None:
+    """AttributeError unless the sub-envs have ``name`` (asked first: a failing lookup would
+    shut an async env's workers down)."""
+    if not base.call("has_wrapper_attr", name)[0]:
+        raise AttributeError(f"the sub-environments have no attribute {name!r}")
+
+
 def env_attr(envs: gym.vector.VectorEnv, name: str) -> Any:
     """Attribute ``name`` of a native vector env, or of the first sub-env of a sync/async one.
 
@@ -43,8 +50,18 @@ def env_attr(envs: gym.vector.VectorEnv, name: str) -> Any:
     """
     base = envs.unwrapped
     if _is_wrapping_vector(base):
+        _check_sub_attr(base, name)
         return base.get_attr(name)[0]
     return getattr(base, name)
+
+
+def env_call(envs: gym.vector.VectorEnv, name: str, *args: Any) -> Any:
+    """Call method ``name`` of a native vector env, or of the first sub-env of a sync/async one."""
+    base = envs.unwrapped
+    if _is_wrapping_vector(base):
+        _check_sub_attr(base, name)
+        return base.call(name, *args)[0]
+    return getattr(base, name)(*args)
 
 
 def set_env_attr(envs: gym.vector.VectorEnv, name: str, value: Any) -> None:

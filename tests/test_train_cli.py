@@ -70,3 +70,10 @@ def test_bad_config_errors(tmp_path, capsys):
         train.main(["--slip", "1.5", "--log-dir", str(tmp_path), *TINY])
     with pytest.raises(ValueError, match="unknown TrainConfig fields"):
         train.TrainConfig.from_dict({"envv": "CatGrid-v0"})
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_train_through_sync_and_async_vector_envs(tmp_path, mode):
+    result = train.main(["--vectorization-mode", mode, "--log-dir", str(tmp_path), "--run-name", mode, *TINY])
+    assert result["global_step"] == 1024
+    assert result["eval"]["v_star_start"] == pytest.approx(V_STAR_5X5, abs=1e-3)  # get_attr reaches the sub-envs
