@@ -84,11 +84,13 @@ def evaluate_text(agent: Agent, envs: gym.vector.VectorEnv, max_new_tokens: int,
 
     collector = RolloutCollector(envs, agent, num_steps=max_new_tokens, seed=seed)
     _, log = collector.collect()  # every row finishes its first episode within max_new_tokens steps
-    n = len(log.scores)
-    return {"episodes": n, "score_mean": float(np.mean(log.scores)), "score_std": float(np.std(log.scores)),
-            "kl_mean": float(np.mean(log.kls)) if log.kls else float("nan"),
-            "samples": [{"prompt": p, "response": r, "score": float(sc)}
-                        for p, r, sc in zip(log.prompts, log.responses, log.scores)]}
+    first: dict[int, dict[str, Any]] = {}  # row -> its first episode (rows may finish a second, shorter one)
+    for row, p, r, sc, kl in zip(log.score_rows, log.prompts, log.responses, log.scores, log.kls or [np.nan] * len(log.scores)):
+        first.setdefault(row, {"prompt": p, "response": r, "score": float(sc), "kl": float(kl)})
+    samples = [first[row] for row in sorted(first)]
+    scores = np.array([s["score"] for s in samples])
+    return {"episodes": len(samples), "score_mean": float(scores.mean()), "score_std": float(scores.std()),
+            "kl_mean": float(np.mean([s["kl"] for s in samples])), "samples": samples}
 
 
 def optimal_start_value(envs: gym.vector.VectorEnv, gamma: float) -> float | None:

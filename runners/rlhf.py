@@ -41,7 +41,7 @@ class RLHFConfig:
     output_dir: str | None = None
     """default: artifacts/rlhf-<preset>"""
     log_dir: str = "runs"
-    sft_minutes: float = 8.0
+    sft_minutes: float = 7.0
     sft_max_train_reviews: int | None = None
     sft_size: tuple[int, int] | None = None
     """(n_layer, n_embd) of the SFT GPT-2 (default: the SFT tiny preset's)"""
@@ -49,7 +49,7 @@ class RLHFConfig:
     rm_max_length: int | None = None
     rm_max_steps: int = 100_000
     rm_train_pairs: int = 20_000
-    ppo_updates: int = 150
+    ppo_updates: int = 100
     num_envs: int = 64
     max_new_tokens: int = 16
     learning_rate: float = 2e-4
@@ -160,12 +160,14 @@ def report_markdown(rep: dict[str, Any], samples: int = 5) -> str:
         f"Final training KL (last 100 episodes): {rep['ppo'].get('recent_kl', float('nan')):.3f}; "
         f"env steps {rep['ppo']['global_step']}.",
         "",
-        "## Samples (same prompt, before → after)",
+        "## Samples (same prompt, before → after; the first rows of the eval batch)",
         "",
         "| prompt | before | score | after | score |", "|-|-|-|-|-|",
     ]
     esc = lambda s: s.replace("|", "\\|").replace("\n", " ")  # noqa: E731
     for sb, sa in list(zip(b["samples"], a["samples"]))[:samples]:
+        if sb["prompt"] != sa["prompt"]:
+            raise RuntimeError("before/after evaluations saw different prompts; they must share the env seed")
         lines.append(f"| {esc(sb['prompt'])} | {esc(sb['response'])} | {sb['score']:.2f} | "
                      f"{esc(sa['response'])} | {sa['score']:.2f} |")
     lines += ["", f"TensorBoard: `tensorboard --logdir {rep['tensorboard'][0]}` (PPO run: `{rep['tensorboard'][1]}`)."]

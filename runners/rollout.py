@@ -94,6 +94,8 @@ class EpisodeLog:
     prompts: list[str] = field(default_factory=list)
     responses: list[str] = field(default_factory=list)
     shaped_returns: list[float] = field(default_factory=list)
+    score_rows: list[int] = field(default_factory=list)
+    """env row of each entry of ``scores`` (and of ``prompts``/``responses``/``kls``, which end together)"""
     """KL-shaped envs only: Σ_t (score - β(log π_θ - log π_ref)) per episode, what the agent maximises."""
 
 
@@ -217,6 +219,8 @@ class RolloutCollector:
             if f"_{key}" in info:
                 ended = np.flatnonzero(info[f"_{key}"])
                 target.extend(float(x) for x in np.asarray(info[key])[ended])
+                if key == "score":
+                    log.score_rows.extend(int(i) for i in ended)
         for key, target in (("text", log.texts), ("prompt", log.prompts), ("response", log.responses)):
             if f"_{key}" in info:
                 target.extend(str(x) for x in np.asarray(info[key], dtype=object)[np.flatnonzero(info[f"_{key}"])])
