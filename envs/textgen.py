@@ -280,13 +280,27 @@ class TextGenCore:
         return self.tokenizer.batch_decode(seqs, skip_special_tokens=skip_special_tokens)
 
 
+class CoreKLCoef:
+    """``kl_coef`` (β) of an env backed by a :class:`TextGenCore`, readable and settable (adaptive KL control)."""
+
+    core: TextGenCore
+
+    @property
+    def kl_coef(self) -> float:
+        return self.core.kl_coef
+
+    @kl_coef.setter
+    def kl_coef(self, value: float) -> None:
+        self.core.kl_coef = value
+
+
 def check_render_mode(render_mode: str | None, allowed: Sequence[str]) -> str | None:
     if render_mode is not None and render_mode not in allowed:
         raise ValueError(f"render_mode must be None or one of {list(allowed)}, got {render_mode!r}.")
     return render_mode
 
 
-class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
+class TextGenEnv(CoreKLCoef, gym.Env[dict[str, np.ndarray], int]):
     """Review continuation with a sentiment reward and per-token KL shaping (see :class:`TextGenCore`).
 
     Observation: ``Dict(input_ids=Box(0, V-1, (L,), int64), attention_mask=Box(0, 1, (L,), int64))`` with
@@ -313,14 +327,6 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         self.action_space = self.core.action_space
         self.tokenizer = self.core.tokenizer
         self._done = True
-
-    @property
-    def kl_coef(self) -> float:
-        return self.core.kl_coef
-
-    @kl_coef.setter
-    def kl_coef(self, value: float) -> None:
-        self.core.kl_coef = value
 
     def _obs(self) -> dict[str, np.ndarray]:
         return {k: v[0] for k, v in self.core.observation().items()}

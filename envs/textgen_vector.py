@@ -15,10 +15,10 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.textgen import TextGenCore, check_render_mode
+from envs.textgen import CoreKLCoef, TextGenCore, check_render_mode
 
 
-class TextGenVectorEnv(VectorEnv):
+class TextGenVectorEnv(CoreKLCoef, VectorEnv):
     """``num_envs`` rows of :class:`envs.textgen.TextGenEnv` (same kwargs, same rewards for the same tokens).
 
     Autoreset (``NEXT_STEP``): a row that terminates at step t returns its final observation, and at step t+1 it
@@ -42,14 +42,6 @@ class TextGenVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)  # rows that restart on the next step
         self._started = False
-
-    @property
-    def kl_coef(self) -> float:
-        return self.core.kl_coef
-
-    @kl_coef.setter
-    def kl_coef(self, value: float) -> None:
-        self.core.kl_coef = value
 
     def get_attr(self, name: str) -> tuple[Any, ...]:
         """``name`` of every row (rows share their attributes), like ``SyncVectorEnv.get_attr``."""

@@ -129,7 +129,7 @@ def run_stages(cfg: RLHFConfig) -> dict[str, Any]:
     agent: Agent = result.pop("agent")
     after = held_out(agent)
     return {"config": dataclasses.asdict(cfg), "output_dir": str(out), "timings": timings, "stages": metrics,
-            "ppo": {k: v for k, v in result.items()}, "before": before, "after": after,
+            "ppo": result, "before": before, "after": after,
             "tensorboard": [str(Path(cfg.log_dir)), result["run_dir"]]}
 
 

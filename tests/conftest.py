@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from envs.imdb import default_imdb_dir, load_imdb
 from runners.lm_presets import make_tiny_lm, save_pretrained_atomic, train_tokenizer
@@ -44,3 +45,12 @@ def tiny_lm(tiny_tokenizer):
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory, tiny_lm, tiny_tokenizer) -> Path:
     return save_pretrained_atomic(tiny_lm, tiny_tokenizer, tmp_path_factory.mktemp("tiny_lm") / "model")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread is fastest and immune to other jobs on the machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

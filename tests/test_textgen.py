@@ -21,12 +21,7 @@ def letter_score(texts: list[str]) -> list[float]:
     return [10.0 * t.count("e") / max(len(t), 1) for t in texts]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
