@@ -1,123 +1,209 @@
 """Benchmark TextGen-IMDB-v0 + the agent against ``model.generate()``, in one process.
 
-    python benchmarks/textgen_speed.py --threads 2
+    python benchmarks/textgen_speed.py --threads 2                                   # tiny: 2x4x128
+    python benchmarks/textgen_speed.py --threads 2 --n-layer 6 --n-head 8 --n-embd 512   # 23M
+    python benchmarks/textgen_speed.py --threads 2 --n-layer 12 --n-head 12 --n-embd 768 \\
+        --vocab-size 50257 --batch 32                                               # GPT-2 small, 124M
 
-Workload (as in the issue): a tiny GPT-2 (2 layers, 4 heads, 128 dims, vocab 8192, random
-weights, BPE tokenizer trained on IMDB in seconds), batch 64, prompts of exactly 8 tokens,
-16 new tokens, multinomial sampling at temperature 1.
+Workload: a randomly initialised GPT-2 of the given shape (no download; a byte-level BPE tokenizer with 8192
+tokens trained on IMDB in seconds; ``--vocab-size`` widens the model's vocabulary beyond the tokenizer, e.g. to
+GPT-2's 50257, and ids the tokenizer does not know decode to nothing), ``--batch`` rows, prompts of exactly
+``--prompt-len`` tokens, ``--new-tokens`` new tokens, multinomial sampling at temperature 1. The reward model
+is a GPT-2 sequence classifier (the format ``runners.train_reward`` saves) of shape ``--rm-*``.
 
-(a) rollout response tokens/s: ``RolloutCollector.collect()`` through the natively
-    vectorized env (reference log-probs by a KV-cached reference model, reward scoring of
-    finished rows) and the agent's KV-cached policy, vs ``model.generate()`` on the same batch.
-(b) PPO iteration throughput: rollout + reference + reward scoring + one PPO epoch with 4
-    minibatches, in response tokens per second. The reward model is a tiny GPT-2 sequence
-    classifier (the shape our reward-model trainer saves).
+(a) ``model.generate()`` on one batch: the baseline, one KV-cached policy decode.
+(b) ``RolloutCollector.collect()`` through the natively vectorized env: policy decode (KV cache, sampling,
+    value head), reference log-probs (KV-cached frozen copy), reward-model scoring of finished rows. Reported as
+    time per response token relative to (a), with a breakdown of where the time goes.
+(c) A PPO iteration: (b) + one update (1 epoch, 4 minibatches), as response tokens/s and as a fraction of
+    (a)'s tokens/s; peak RSS of the process (``resource.getrusage``) after the PPO iterations.
+
+All three run in one process on the same models, so the ratios cancel most of the machine's noise.
 """
 
 from __future__ import annotations
 
 import copy
+import resource
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
-from transformers import GPT2ForSequenceClassification
+from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
 
 import envs  # noqa: F401
 from agents.agent import Agent, AgentConfig
 from agents.networks import CausalLMPolicy
 from envs.imdb import load_imdb
 from envs.lm import make_reward_fn
-from runners.lm_presets import make_tiny_lm, tiny_gpt2_config, train_tokenizer
+from runners.lm_presets import tiny_gpt2_config, train_tokenizer
 from runners.rollout import RolloutCollector
 
 
 @dataclass
 class Args:
     threads: int = 2
+    """torch intra-op threads."""
     batch: int = 64
     prompt_len: int = 8
     new_tokens: int = 16
-    repeats: int = 5
+    repeats: int = 3
+    """Timed batches per phase (after one warm-up batch)."""
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 128
+    vocab_size: int | None = None
+    """Model vocabulary (default: the tokenizer's 8192)."""
+    rm_n_layer: int = 2
+    rm_n_head: int = 4
+    rm_n_embd: int = 128
+    kl_coef: float = 0.2
     seed: int = 0
+
+
+class Timers:
+    """Accumulated wall-clock seconds per name; :meth:`wrap` times every call of a callable."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - t0
+
+        return timed
+
+    def reset(self) -> None:
+        self.seconds.clear()
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MB (Linux)."""
+    with open("/proc/self/statm") as f:
+        current = int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def setup(args: Args):
     rows = load_imdb("train", limit=2000, seed=0)
     tok = train_tokenizer((r["text"] for r in rows), vocab_size=8192)
+    cfg = tiny_gpt2_config(tok, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd)
+    cfg.vocab_size = args.vocab_size or len(tok)
     torch.manual_seed(args.seed)
-    lm = make_tiny_lm(tok, seed=args.seed, n_layer=2, n_head=4, n_embd=128).eval()
-    rm_cfg = tiny_gpt2_config(tok, n_layer=2, n_head=4, n_embd=128)
+    lm = GPT2LMHeadModel(cfg).eval()
+    rm_cfg = tiny_gpt2_config(tok, n_layer=args.rm_n_layer, n_head=args.rm_n_head, n_embd=args.rm_n_embd)
     rm_cfg.num_labels = 1
     rm = GPT2ForSequenceClassification(rm_cfg).eval()
     return tok, lm, rm
 
 
 def bench_generate(args: Args, tok, lm, prompts: np.ndarray) -> float:
+    """Seconds per batch of ``model.generate()`` (sampling, exactly ``new_tokens`` new tokens)."""
     ids = torch.as_tensor(prompts)
     mask = torch.ones_like(ids)
+    kw = dict(input_ids=ids, attention_mask=mask, do_sample=True, top_k=0, pad_token_id=tok.pad_token_id)
     with torch.no_grad():
-        lm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, do_sample=True, top_k=0,
-                    pad_token_id=tok.pad_token_id)  # warm-up
+        lm.generate(max_new_tokens=2, **kw)  # warm-up
         t0 = time.perf_counter()
         for _ in range(args.repeats):
-            out = lm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.new_tokens,
-                              min_new_tokens=args.new_tokens, do_sample=True, top_k=0, pad_token_id=tok.pad_token_id)
+            out = lm.generate(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, **kw)
         dt = time.perf_counter() - t0
     assert out.shape[1] == args.prompt_len + args.new_tokens
-    return args.repeats * args.batch * args.new_tokens / dt
+    return dt / args.repeats
 
 
-def make_agent_and_envs(args: Args, tok, lm, rm, algo_cfg: AgentConfig, kl_coef: float = 0.2):
-    venv = gym.make_vec("TextGen-IMDB-v0", num_envs=args.batch, vectorization_mode="vector_entry_point",
-                        model=lm, tokenizer=tok, reward_model=make_reward_fn(rm, device="cpu", tokenizer=tok), prompt_min_len=args.prompt_len,
-                        prompt_max_len=args.prompt_len, max_new_tokens=args.new_tokens, kl_coef=kl_coef, device="cpu")
-    agent = Agent(CausalLMPolicy(copy.deepcopy(lm)), algo_cfg)
+def make_collector(args: Args, tok, lm, rm, cfg: AgentConfig, timers: Timers) -> tuple[Agent, RolloutCollector]:
+    venv = gym.make_vec(
+        "TextGen-IMDB-v0", num_envs=args.batch, vectorization_mode="vector_entry_point", model=lm, tokenizer=tok,
+        reward_model=make_reward_fn(rm, device="cpu", tokenizer=tok), prompt_min_len=args.prompt_len,
+        prompt_max_len=args.prompt_len, max_new_tokens=args.new_tokens, kl_coef=args.kl_coef, device="cpu",
+    )
+    agent = Agent(CausalLMPolicy(copy.deepcopy(lm)), cfg)
     agent.net.eval()
     collector = RolloutCollector(venv, agent, num_steps=args.new_tokens + 1, seed=args.seed)
-    return venv, agent, collector
+    core = venv.unwrapped.core  # instrument the parts of a rollout (instance attributes only)
+    agent.policy_step = timers.wrap("policy decode", agent.policy_step)
+    core.ref_lm.step = timers.wrap("reference", core.ref_lm.step)
+    core.ref_lm.head = timers.wrap("reference", core.ref_lm.head)
+    core.reward_fn = timers.wrap("reward model", core.reward_fn)
+    return agent, collector
 
 
-def bench_rollout(args: Args, tok, lm, rm) -> float:
-    _, _, collector = make_agent_and_envs(args, tok, lm, rm, AgentConfig())
-    collector.collect()  # warm-up (and aligns every row on an episode start)
-    tokens, t0 = 0, time.perf_counter()
-    for _ in range(args.repeats):
-        ro, _ = collector.collect()
-        tokens += int(ro.valid.sum())
-    return tokens / (time.perf_counter() - t0)
-
-
-def bench_ppo(args: Args, tok, lm, rm) -> float:
+def run(args: Args, tok, lm, rm, update: bool, timers: Timers) -> tuple[float, int, dict[str, float]]:
+    """Seconds and response tokens of ``repeats`` rollouts (+ updates), and the per-part seconds."""
     cfg = AgentConfig(algo="ppo", update_epochs=1, num_minibatches=4, gamma=1.0, learning_rate=1e-5, anneal_lr=False)
-    _, agent, collector = make_agent_and_envs(args, tok, lm, rm, cfg)
-    agent.update(collector.collect()[0])  # warm-up
-    tokens, t0 = 0, time.perf_counter()
-    for _ in range(args.repeats):
-        ro, _ = collector.collect()
-        agent.update(ro)
-        tokens += int(ro.valid.sum())
-    return tokens / (time.perf_counter() - t0)
+    agent, collector = make_collector(args, tok, lm, rm, cfg, timers)
+    sample = Agent.sample
+    Agent.sample = staticmethod(timers.wrap("policy decode", sample))
+    try:
+        ro, _ = collector.collect()  # warm-up (and aligns every row on an episode start)
+        if update:
+            agent.update(ro)
+        timers.reset()
+        tokens, t0 = 0, time.perf_counter()
+        for _ in range(args.repeats):
+            t1 = time.perf_counter()
+            ro, _ = collector.collect()
+            timers.seconds["rollout"] += time.perf_counter() - t1
+            if update:
+                t1 = time.perf_counter()
+                agent.update(ro)
+                timers.seconds["update"] += time.perf_counter() - t1
+            tokens += int(ro.valid.sum())
+        return time.perf_counter() - t0, tokens, dict(timers.seconds)
+    finally:
+        Agent.sample = sample
 
 
 def main() -> None:
+    import os
     import tyro
 
     args = tyro.cli(Args)
     torch.set_num_threads(args.threads)
     tok, lm, rm = setup(args)
+    n_params = sum(p.numel() for p in lm.parameters())
     rng = np.random.default_rng(args.seed)
     prompts = rng.integers(0, len(tok), size=(args.batch, args.prompt_len))
-    gen = bench_generate(args, tok, lm, prompts)
-    roll = bench_rollout(args, tok, lm, rm)
-    ppo = bench_ppo(args, tok, lm, rm)
-    print(f"workload: batch {args.batch}, prompt {args.prompt_len}, {args.new_tokens} new tokens, "
-          f"tiny GPT-2 2x4x128 vocab {len(tok)}, {args.threads} threads")
-    print(f"(a) model.generate()              {gen:10.0f} response tokens/s")
-    print(f"    env + agent rollout (KV cache) {roll:10.0f} response tokens/s  ratio {roll / gen:.2f}x")
-    print(f"(b) PPO iteration (1 epoch, 4 mb)  {ppo:10.0f} response tokens/s")
+    rss_setup, _ = rss_mb()
+    gen_s = bench_generate(args, tok, lm, prompts)
+    gen_tok_s = args.batch * args.new_tokens / gen_s
+    roll_s, roll_tokens, parts = run(args, tok, lm, rm, update=False, timers=Timers())
+    ppo_s, ppo_tokens, ppo_parts = run(args, tok, lm, rm, update=True, timers=Timers())
+    _, rss_peak = rss_mb()
+    per_tok_gen = gen_s / (args.batch * args.new_tokens)
+    per_tok_roll = roll_s / roll_tokens
+    ppo_tok_s = ppo_tokens / ppo_s
+    load = os.getloadavg()[0]
+    print(f"workload: GPT-2 {args.n_layer}x{args.n_head}x{args.n_embd} vocab {lm.config.vocab_size} "
+          f"({n_params / 1e6:.1f}M params), reward model {args.rm_n_layer}x{args.rm_n_head}x{args.rm_n_embd}, "
+          f"batch {args.batch}, prompt {args.prompt_len}, {args.new_tokens} new tokens, {args.threads} threads, "
+          f"{args.repeats} batches per phase, load average {load:.2f}")
+    print(f"(a) model.generate()               {gen_s:8.3f} s/batch {gen_tok_s:9.0f} response tokens/s")
+    print(f"(b) rollout (env + agent, KV cache) {roll_s / args.repeats:8.3f} s/batch {1 / per_tok_roll:9.0f} "
+          f"response tokens/s   rollout/generate time per token {per_tok_roll / per_tok_gen:.2f}x")
+    for name in ("policy decode", "reference", "reward model"):
+        print(f"      {name:<15} {parts.get(name, 0.0) / args.repeats:8.3f} s/batch "
+              f"({parts.get(name, 0.0) / roll_s:5.1%} of the rollout, "
+              f"{parts.get(name, 0.0) / args.repeats / gen_s:.2f}x generate)")
+    rest = roll_s - sum(parts.get(k, 0.0) for k in ("policy decode", "reference", "reward model"))
+    print(f"      {'env + collector':<15} {rest / args.repeats:8.3f} s/batch ({rest / roll_s:5.1%} of the rollout)")
+    print(f"(c) PPO iteration (1 epoch, 4 mb)  {ppo_s / args.repeats:8.3f} s/batch {ppo_tok_s:9.0f} "
+          f"response tokens/s   fraction of generate tokens/s {ppo_tok_s / gen_tok_s:.2f}")
+    print(f"      rollout         {ppo_parts['rollout'] / args.repeats:8.3f} s/batch")
+    print(f"      update          {ppo_parts['update'] / args.repeats:8.3f} s/batch "
+          f"({ppo_parts['update'] / args.repeats / gen_s:.2f}x generate)")
+    print(f"memory: RSS after building the models {rss_setup:.0f} MB, peak RSS after the PPO iterations "
+          f"{rss_peak:.0f} MB")
 
 
 if __name__ == "__main__":
