@@ -136,8 +136,15 @@ class TextGenCore:
         prompt_max_len: int = 8,
         kl_coef: float = 0.2,
         device: str | torch.device = "auto",
+        group_size: int = 1,
     ) -> None:
         self.num_rows = _check_int("num_rows", num_rows, 1)
+        self.group_size = _check_int("group_size", group_size, 1)
+        if self.num_rows % self.group_size:
+            raise ValueError(
+                f"num_envs={self.num_rows} is not a multiple of group_size={self.group_size}; rows come in groups "
+                "of group_size that share a prompt, so choose num_envs = group_size x number of groups."
+            )
         self.max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 1)
         self.prompt_min_len = _check_int("prompt_min_len", prompt_min_len, 1)
         self.prompt_max_len = _check_int("prompt_max_len", prompt_max_len, self.prompt_min_len)
@@ -168,6 +175,10 @@ class TextGenCore:
         self.lengths = np.zeros(self.num_rows, dtype=np.int64)  # real tokens per row
         self.prompt_len = np.zeros(self.num_rows, dtype=np.int64)
         self.new_tokens = np.zeros(self.num_rows, dtype=np.int64)
+        self.group_id = np.zeros(self.num_rows, dtype=np.int64)  # id of the prompt group of each row's episode
+        self._episode = np.zeros(self.num_rows, dtype=np.int64)  # episodes started per row since reset
+        self._group_prompts: dict[tuple[int, int], list[int]] = {}  # (group, episode) -> [pick, k, id, rows left]
+        self._next_group_id = 0
         self._ref_hidden: torch.Tensor | None = None  # (N, D) reference state of each row, None = not in sync
 
     def _check_model(self) -> None:
@@ -200,11 +211,42 @@ class TextGenCore:
         """Batched observation (fresh arrays): left-padded ``input_ids`` and ``attention_mask``, (N, L)."""
         return {"input_ids": self.input_ids.copy(), "attention_mask": self.attention_mask}
 
+    def _draw_prompts(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` random prompts: review indices (n,) and lengths k ~ U[prompt_min_len, prompt_max_len] (n,)."""
+        pick = rng.integers(len(self.prompt_table), size=n)
+        k = np.minimum(rng.integers(self.prompt_min_len, self.prompt_max_len + 1, size=n), self.prompt_lengths[pick])
+        return pick, k
+
+    def _group_prompts_for(self, rows: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Prompts of the next episode of ``rows``: the e-th episode of every row of a group shares one prompt.
+
+        The prompt of (group, e) is drawn when the first row of the group starts its e-th episode and
+        forgotten when the last one has; ``group_id`` gets one new id per (group, e).
+        """
+        pick, k = np.empty(rows.size, dtype=np.int64), np.empty(rows.size, dtype=np.int64)
+        for j, r in enumerate(rows):
+            key = (int(r) // self.group_size, int(self._episode[r]))
+            if key not in self._group_prompts:
+                p, n = self._draw_prompts(1, rng)
+                self._group_prompts[key] = [int(p[0]), int(n[0]), self._next_group_id, self.group_size]
+                self._next_group_id += 1
+            entry = self._group_prompts[key]
+            pick[j], k[j], self.group_id[r] = entry[0], entry[1], entry[2]
+            entry[3] -= 1
+            if entry[3] == 0:
+                del self._group_prompts[key]
+        return pick, k
+
     def _start(self, rows: np.ndarray, rng: np.random.Generator) -> None:
-        """New prompts in ``rows`` (indices): a random review's first k tokens, left padded."""
-        pick = rng.integers(len(self.prompt_table), size=rows.size)
-        k = np.minimum(rng.integers(self.prompt_min_len, self.prompt_max_len + 1, size=rows.size),
-                       self.prompt_lengths[pick])  # (R,)
+        """New prompts in ``rows`` (indices): a random review's first k tokens, left padded (shared by the
+        rows of a group when ``group_size > 1``)."""
+        if self.group_size == 1:
+            pick, k = self._draw_prompts(rows.size, rng)
+            self.group_id[rows] = self._next_group_id + np.arange(rows.size)
+            self._next_group_id += rows.size
+        else:
+            pick, k = self._group_prompts_for(rows, rng)
+        self._episode[rows] += 1
         src = np.arange(self.seq_len) - (self.seq_len - k)[:, None]  # (R, L) index into the prompt
         prompts = np.take_along_axis(self.prompt_table[pick], np.clip(src, 0, self.prompt_max_len - 1), axis=1)
         self.input_ids[rows] = np.where(src >= 0, prompts, self.pad_token_id)
@@ -213,6 +255,8 @@ class TextGenCore:
 
     def reset(self, rng: np.random.Generator) -> None:
         """Start every row with a new prompt (and prefill the reference cache)."""
+        self._episode[:] = 0
+        self._group_prompts.clear()
         self._start(np.arange(self.num_rows), rng)
         self._ref_hidden = None
         if self.kl_coef > 0:
@@ -243,7 +287,8 @@ class TextGenCore:
         terminated = active & ((actions == self.eos_token_id) | (self.new_tokens >= self.max_new_tokens))
         every = np.ones(self.num_rows, dtype=bool)
         info = {"prompt_len": self.prompt_len.copy(), "_prompt_len": every,
-                "new_tokens": self.new_tokens.copy(), "_new_tokens": every.copy()}
+                "new_tokens": self.new_tokens.copy(), "_new_tokens": every.copy(),
+                "group_id": self.group_id.copy(), "_group_id": every.copy()}
         rewards = np.zeros(self.num_rows)
         if beta > 0:
             self._ref_hidden = self.ref_lm.step(actions_t, restart, self.input_ids, self.attention_mask)
@@ -315,13 +360,15 @@ class TextGenEnv(CoreKLCoef, gym.Env[dict[str, np.ndarray], int]):
     copy is the reference unless ``ref_model`` is given), ``reward_model`` (see :func:`envs.lm.make_reward_fn`),
     ``dataset`` (IMDB .jsonl[.gz] file/dir, hub id, or a list of texts; default: the local copy, else
     ``stanfordnlp/imdb``), ``split``, ``max_new_tokens``, ``prompt_min_len``, ``prompt_max_len``, ``kl_coef``,
-    ``device`` and ``render_mode`` (None or ``"ansi"``: the text so far).
+    ``device`` and ``render_mode`` (None or ``"ansi"``: the text so far). ``group_size`` is accepted and
+    ignored (it only means something for the vector env).
     """
 
     metadata = {"render_modes": ["ansi"]}
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
+        kwargs.pop("group_size", None)  # one row: every episode is its own group
         self.core = TextGenCore(1, **kwargs)
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
@@ -346,7 +393,7 @@ class TextGenEnv(CoreKLCoef, gym.Env[dict[str, np.ndarray], int]):
         rewards, terminated, info = self.core.step(a.reshape(1).astype(np.int64), np.zeros(1, bool), self.np_random)
         self._done = bool(terminated[0])
         single = {k: (v[0].item() if isinstance(v[0], np.generic) else v[0])
-                  for k, v in info.items() if not k.startswith("_") and info[f"_{k}"][0]}
+                  for k, v in info.items() if not k.startswith("_") and info[f"_{k}"][0] and k != "group_id"}
         return self._obs(), float(rewards[0]), self._done, False, single
 
     def render(self) -> str | None:

@@ -26,6 +26,13 @@ class TextGenVectorEnv(CoreKLCoef, VectorEnv):
     convention: ``info[key]`` is an (N,) array and ``info["_" + key]`` marks the rows that report it (``score``
     and ``text`` only on rows that just finished; ``ref_logprob`` on rows that took an action, when kl_coef > 0).
 
+    Groups (``group_size=k``, default 1; RLOO/GRPO): rows ``[j·k, (j+1)·k)`` form group ``j``, and the e-th
+    episode of every row of a group continues the same prompt (drawn when the first row of the group starts it),
+    so with fixed-length (or masked) episodes the rows of a group reset together and stay aligned. ``num_envs``
+    must be a multiple of ``k``. ``info["group_id"]`` (every row, at reset and every step) is the id of the
+    prompt group of the episode the row is in after the call: equal ids = same prompt, a new id per group and
+    episode (with ``k = 1`` every episode has its own id).
+
     ``kl_coef`` is shared by all rows: read/write it as an attribute or with ``get_attr``/``set_attr``.
     """
 
@@ -66,7 +73,8 @@ class TextGenVectorEnv(CoreKLCoef, VectorEnv):
         self._started = True
         ones = np.ones(self.num_envs, dtype=bool)
         info = {"prompt_len": self.core.prompt_len.copy(), "_prompt_len": ones,
-                "new_tokens": self.core.new_tokens.copy(), "_new_tokens": ones.copy()}
+                "new_tokens": self.core.new_tokens.copy(), "_new_tokens": ones.copy(),
+                "group_id": self.core.group_id.copy(), "_group_id": ones.copy()}
         return self.core.observation(), info
 
     def _check_actions(self, actions: Any) -> np.ndarray:

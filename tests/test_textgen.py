@@ -284,3 +284,60 @@ def test_missing_hub_model_offline(kw, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(OSError, match="To run offline"):
         TextGenEnv(**{**kw, "model": "no-such-org/no-such-model", "tokenizer": None})
+
+
+def _prompt_tokens(obs: dict, info: dict, row: int) -> list[int]:
+    toks = real_tokens(obs, row)
+    return toks[: int(info["prompt_len"][row])]
+
+
+def test_group_size_rows_share_prompt_per_episode(kw, tiny_tokenizer) -> None:
+    """Rows of a group continue the same prompt in every episode, even when their episodes end at
+    different steps (EOS); group ids are shared inside a group and new for every group episode."""
+    N, k, eos = 6, 3, tiny_tokenizer.eos_token_id
+    env = TextGenVectorEnv(N, **(kw | {"max_new_tokens": 3, "group_size": k}))
+    obs, info = env.reset(seed=0)
+    prompts = {}  # (row, episode) -> prompt tokens
+    gids = {}  # (row, episode) -> group id
+    episode = np.zeros(N, dtype=int)
+    for r in range(N):
+        prompts[r, 0], gids[r, 0] = _prompt_tokens(obs, info, r), int(info["group_id"][r])
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        # row 0 often stops at once (EOS), so its episodes run ahead of rows 1 and 2 of its group
+        actions = rng.integers(3, len(tiny_tokenizer), size=N)
+        actions[0] = eos if rng.random() < 0.7 else actions[0]
+        was_done, before = env._autoreset.copy(), info["group_id"].copy()
+        obs, _, term, _, info = env.step(actions)
+        for r in np.flatnonzero(was_done):
+            episode[r] += 1
+            prompts[r, episode[r]], gids[r, episode[r]] = _prompt_tokens(obs, info, r), int(info["group_id"][r])
+        assert np.array_equal(info["group_id"][~was_done], before[~was_done])  # an episode keeps its id
+    assert episode[0] > episode[1] >= 1  # misaligned groups really happened
+    for (r, e), p in prompts.items():
+        first = (r // k) * k
+        if (first, e) in prompts:
+            assert p == prompts[first, e], (r, e)
+            assert gids[r, e] == gids[first, e]
+    ids = {(r // k, e): g for (r, e), g in gids.items()}
+    assert len(set(ids.values())) == len(ids)  # one new id per (group, episode)
+
+
+def test_group_size_one_keeps_prompt_stream_and_ids_unique(kw) -> None:
+    a = TextGenVectorEnv(4, **kw)
+    b = TextGenVectorEnv(4, **(kw | {"group_size": 1}))
+    oa, ia = a.reset(seed=5)
+    ob, ib = b.reset(seed=5)
+    assert np.array_equal(oa["input_ids"], ob["input_ids"])
+    assert len(set(ia["group_id"].tolist())) == 4 and ia["_group_id"].all()
+
+
+def test_group_size_errors_and_single_env_ignores_it(kw) -> None:
+    with pytest.raises(ValueError, match="multiple of group_size"):
+        TextGenVectorEnv(5, **(kw | {"group_size": 2}))
+    with pytest.raises(ValueError, match="group_size"):
+        TextGenVectorEnv(4, **(kw | {"group_size": 0}))
+    env = TextGenEnv(**(kw | {"group_size": 4}))
+    _, info = env.reset(seed=0)
+    _, _, _, _, info = env.step(5)
+    assert "group_id" not in info
