@@ -8,6 +8,11 @@
 
 from gymnasium.envs.registration import register, registry
 
+RLHF_GYM = True
+"""Marker: this ``envs`` package is rlhf-gym's. The top-level names ``envs``/``agents``/``runners`` are generic;
+if ``python -c "import envs; print(envs.__file__, getattr(envs, 'RLHF_GYM', False))"`` prints ``False``, another
+project's ``envs`` package shadows this one (run from outside that project or put rlhf-gym first on sys.path)."""
+
 if "CatGrid-v0" not in registry:
     register(
         id="CatGrid-v0",

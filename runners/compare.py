@@ -38,6 +38,8 @@ class CompareConfig:
     """runs in parallel (each uses one torch thread)"""
     eval_episodes: int = 500
     tag: str = "charts/episodic_return"
+    plot: bool = True
+    """write returns.png (needs matplotlib: pip install 'rlhf-gym[plot]')"""
 
 
 def _run(cfg: TrainConfig) -> dict[str, Any]:
@@ -81,7 +83,19 @@ def aggregate(curves: list[tuple[np.ndarray, np.ndarray]], points: int = 100) ->
     return grid, ys.mean(0), ys.std(0)
 
 
+def require_matplotlib() -> None:
+    """matplotlib is the optional ``[plot]`` extra: fail before training, with the fix, when it is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "runners.compare draws returns.png with matplotlib, which is not installed: "
+            "pip install 'rlhf-gym[plot]' (or pass --no-plot; TensorBoard logs and summary.json need no matplotlib)."
+        ) from None
+
+
 def plot(out: Path, cc: CompareConfig, v_star: float | None) -> Path:
+    require_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,6 +124,8 @@ def main(cc: CompareConfig | None = None) -> dict[str, Any]:
     import tyro
 
     cc = cc or tyro.cli(CompareConfig)
+    if cc.plot:
+        require_matplotlib()
     out = Path(cc.log_dir) / (cc.name or f"compare__{cc.env}__{int(time.time())}")
     out.mkdir(parents=True, exist_ok=True)
     cfgs = run_configs(cc, out)
@@ -121,7 +137,7 @@ def main(cc: CompareConfig | None = None) -> dict[str, Any]:
     summary = {f"{c.algo}__{c.seed}": r.get("eval", {}) | {"wall_time": r["wall_time"], "global_step": r["global_step"]}
                for c, r in zip(cfgs, results)}
     v_star = next((r["eval"].get("v_star_start") for r in results if r.get("eval")), None)
-    png = plot(out, cc, v_star)
+    png = plot(out, cc, v_star) if cc.plot else None
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     for key, res in summary.items():
         if "greedy" in res:
@@ -129,8 +145,8 @@ def main(cc: CompareConfig | None = None) -> dict[str, Any]:
             print(f"{key:>16}: greedy discounted return {g['discounted_return']:.2f} "
                   f"(ratio to V* {g.get('ratio_to_v_star', float('nan')):.4f}), success {g['success_rate']:.3f}, "
                   f"{res['global_step']} steps in {res['wall_time']:.0f}s")
-    print(f"TensorBoard: tensorboard --logdir {out}\nplot: {png}")
-    return {"dir": str(out), "summary": summary, "plot": str(png)}
+    print(f"TensorBoard: tensorboard --logdir {out}" + (f"\nplot: {png}" if png else ""))
+    return {"dir": str(out), "summary": summary, "plot": str(png) if png else None}
 
 
 if __name__ == "__main__":

@@ -85,6 +85,10 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
+    track: bool = False
+    """also log to Weights & Biases (TensorBoard scalars synced, as CleanRL); pip install 'rlhf-gym[track]'"""
+    wandb_project: str = "rlhf-gym"
+    wandb_entity: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -182,6 +186,17 @@ def build_agent(
     return Agent(net, cfg.agent, total_updates=total_updates)
 
 
+def init_tracking(cfg: TrainConfig, run_dir: Path) -> Any:
+    """Start a Weights & Biases run that mirrors the TensorBoard logs (call before creating the SummaryWriter)."""
+    try:
+        import wandb
+    except ImportError:
+        raise ImportError("--track logs to Weights & Biases, which is not installed: pip install 'rlhf-gym[track]'"
+                          ) from None
+    return wandb.init(project=cfg.wandb_project, entity=cfg.wandb_entity, name=run_dir.name, dir=str(run_dir),
+                      config=dataclasses.asdict(cfg), sync_tensorboard=True, resume="allow" if cfg.resume else None)
+
+
 def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run training; returns final statistics (and the evaluation report when enabled).
 
@@ -208,6 +223,8 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
     if resume_state is not None:
         load_checkpoint(_checkpoint_dir(run_dir), agent)
         global_step, start_update = resume_state["global_step"], agent.num_updates
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tracker = init_tracking(cfg, run_dir) if cfg.track else None
     writer = SummaryWriter(str(run_dir))
     if resume_state is None:
         writer.add_text("config", logging_utils.config_table(dataclasses.asdict(cfg)))
@@ -254,6 +271,8 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
         (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
         result["eval"] = report
     writer.close()
+    if tracker is not None:
+        tracker.finish()
     result["agent"] = agent
     return result
 
