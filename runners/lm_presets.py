@@ -10,7 +10,8 @@ runners' ``--preset tiny``:
 - :func:`tiny_gpt2_config` / :func:`make_tiny_lm`: a small, seeded GPT-2.
 - :func:`save_pretrained_atomic`: write a Hugging Face model directory so that a crash
   never leaves a half-written one behind.
-- :func:`resolve_device`, :func:`cli_with_presets` and :class:`BudgetBar`: shared by the SFT and reward runners.
+- :func:`resolve_device`, :func:`cli_with_presets`, :class:`BudgetBar` and :func:`stop_report`: shared by the
+  SFT and reward runners.
 """
 
 from __future__ import annotations
@@ -189,31 +190,36 @@ def cli_with_presets(cls: type[T], presets: dict[str, T], argv: list[str] | None
 
 
 class BudgetBar:
-    """A tqdm bar for a step budget and an optional wall-clock budget.
-
-    With a time budget the bar counts percent of whichever budget is closer to done, so it
-    ends at 100% when training stops; otherwise it counts steps.
-    """
+    """A tqdm bar over the step budget; an optional wall-clock cap is shown but only stops the run early."""
 
     def __init__(self, max_steps: int, budget_s: float, step: int = 0, elapsed_s: float = 0.0, desc: str = ""):
         self.max_steps, self.budget_s = max_steps, budget_s
-        self.timed = math.isfinite(budget_s)
-        self.bar = tqdm(total=100 if self.timed else max_steps, unit="%" if self.timed else "step",
-                        desc=desc, dynamic_ncols=True)
+        self.bar = tqdm(total=max_steps, initial=step, unit="step", desc=desc, dynamic_ncols=True)
         self.postfix: dict[str, object] = {}
+        if math.isfinite(budget_s):
+            self.postfix["cap"] = f"{budget_s / 60:g} min"
         self.update(step, elapsed_s)
 
     def update(self, step: int, elapsed_s: float, **postfix: object) -> None:
-        """Move to ``step`` / ``elapsed_s``; ``postfix`` values (e.g. loss) stay shown until replaced."""
-        if self.timed:
-            n = min(100, int(100 * max(step / self.max_steps, elapsed_s / self.budget_s)))
-            postfix["step"] = step
-        else:
-            n = step
-        if postfix:
+        """Move to ``step``; ``postfix`` values (e.g. loss) stay shown until replaced."""
+        if postfix or self.postfix:
             self.postfix.update(postfix)
             self.bar.set_postfix(self.postfix, refresh=False)
-        self.bar.update(n - self.bar.n)
+        self.bar.update(step - self.bar.n)
 
     def close(self) -> None:
         self.bar.close()
+
+
+def stop_report(step: int, max_steps: int, max_minutes: float | None, stage: str) -> dict[str, object]:
+    """``{"stopped_early": None}`` when all ``max_steps`` ran; otherwise a warning on stderr and the reason.
+
+    Training lengths are steps, so a run that stopped on its wall-clock cap is not the configured run:
+    callers store the returned dict in their metrics and reports show it.
+    """
+    if step >= max_steps:
+        return {"stopped_early": None}
+    reason = (f"{stage}: wall-clock cap of {max_minutes} min reached after {step} of {max_steps} steps; "
+              "this model is NOT the configured run (raise --max-minutes or drop it to train all steps)")
+    print(f"WARNING: {reason}", file=sys.stderr, flush=True)
+    return {"stopped_early": reason}

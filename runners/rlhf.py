@@ -1,7 +1,12 @@
 """The whole RLHF pipeline offline: SFT → reward model → PPO on TextGen-IMDB-v0, with a report.
 
-    python -m runners.rlhf --preset tiny          # ~20 minutes on 2 CPU cores
+    python -m runners.rlhf --preset tiny          # ~20 minutes on 2 idle CPU cores
     python -m runners.rlhf --preset ci            # the scaled-down version CI runs (a minute or two)
+
+Every stage runs a fixed number of steps (SFT and reward-model optimizer steps, PPO updates), so the
+same command and seed give the same models and report (bit-identical on CPU for the same torch
+version and thread count). The optional ``--*-max-minutes`` caps only stop a stage early; the report
+then says so in bold.
 
 1. ``runners.sft``: a tiny GPT-2 and its BPE tokenizer trained from scratch on IMDB reviews.
 2. ``runners.train_reward``: a reward model initialised from the SFT trunk, trained on IMDB
@@ -41,15 +46,18 @@ class RLHFConfig:
     output_dir: str | None = None
     """default: artifacts/rlhf-<preset>"""
     log_dir: str = "runs"
-    sft_minutes: float = 7.0
+    sft_steps: int = 900
     sft_max_train_reviews: int | None = None
     sft_size: tuple[int, int] | None = None
     """(n_layer, n_embd) of the SFT GPT-2 (default: the SFT tiny preset's)"""
-    rm_minutes: float = 4.0
+    rm_steps: int = 400
     rm_max_length: int | None = None
-    rm_max_steps: int = 100_000
     rm_train_pairs: int = 20_000
     ppo_updates: int = 100
+    sft_max_minutes: float | None = None
+    """optional wall-clock caps: a capped stage stops early and the report says so"""
+    rm_max_minutes: float | None = None
+    ppo_max_minutes: float | None = None
     num_envs: int = 64
     max_new_tokens: int = 16
     learning_rate: float = 2e-4
@@ -65,8 +73,8 @@ class RLHFConfig:
 
 PRESETS = {
     "tiny": RLHFConfig(),
-    "ci": RLHFConfig(preset="ci", sft_minutes=0.75, sft_max_train_reviews=3000, sft_size=(2, 128), rm_minutes=1.0,
-                     rm_max_steps=300, rm_train_pairs=6000, rm_max_length=48, ppo_updates=12, num_envs=32,
+    "ci": RLHFConfig(preset="ci", sft_steps=150, sft_max_train_reviews=3000, sft_size=(2, 128), rm_steps=150,
+                     rm_train_pairs=6000, rm_max_length=48, ppo_updates=12, num_envs=32,
                      max_new_tokens=10, learning_rate=3e-4, eval_prompts=128, reuse=False),
 }
 
@@ -86,7 +94,8 @@ def run_stages(cfg: RLHFConfig) -> dict[str, Any]:
     t0 = time.time()
     if not (cfg.reuse and _has_model(sft_dir)):
         size = {"n_layer": cfg.sft_size[0], "n_embd": cfg.sft_size[1]} if cfg.sft_size else {}
-        sft_cfg = sft.tiny_config(output_dir=str(sft_dir), log_dir=cfg.log_dir, max_minutes=cfg.sft_minutes,
+        sft_cfg = sft.tiny_config(output_dir=str(sft_dir), log_dir=cfg.log_dir, max_steps=cfg.sft_steps,
+                                  max_minutes=cfg.sft_max_minutes,
                                   max_train_reviews=cfg.sft_max_train_reviews, seed=cfg.seed, num_threads=cfg.threads,
                                   **size)
         metrics["sft"] = sft.run_sft(sft_cfg)
@@ -95,7 +104,7 @@ def run_stages(cfg: RLHFConfig) -> dict[str, Any]:
     t0 = time.time()
     if not (cfg.reuse and _has_model(rm_dir)):
         rm_cfg = train_reward.tiny_config(init=str(sft_dir), output_dir=str(rm_dir), log_dir=cfg.log_dir,
-                                          max_minutes=cfg.rm_minutes, max_steps=cfg.rm_max_steps,
+                                          max_minutes=cfg.rm_max_minutes, max_steps=cfg.rm_steps,
                                           n_train_pairs=cfg.rm_train_pairs, seed=cfg.seed, num_threads=cfg.threads,
                                           **({"max_length": cfg.rm_max_length} if cfg.rm_max_length else {}))
         metrics["reward_model"] = train_reward.run_reward_training(rm_cfg)
@@ -124,6 +133,7 @@ def run_stages(cfg: RLHFConfig) -> dict[str, Any]:
     tcfg.agent = dataclasses.replace(tcfg.agent, learning_rate=cfg.learning_rate)
     tcfg.kl_coef, tcfg.kl_target, tcfg.kl_horizon = cfg.kl_coef, cfg.kl_target, cfg.kl_horizon
     tcfg.log_dir, tcfg.run_name, tcfg.seed, tcfg.threads = cfg.log_dir, f"rlhf-{cfg.preset}-ppo", cfg.seed, cfg.threads
+    tcfg.max_minutes = cfg.ppo_max_minutes
     result = train(tcfg)
     timings["ppo_seconds"] = time.time() - t0
     agent: Agent = result.pop("agent")
@@ -145,6 +155,10 @@ def report_markdown(rep: dict[str, Any], samples: int = 5) -> str:
     ]
     sft_m = rep["stages"].get("sft", {})
     rm_m = rep["stages"].get("reward_model", {})
+    for stage, why in (("SFT", sft_m.get("stopped_early")), ("reward model", rm_m.get("stopped_early")),
+                       ("PPO", rep["ppo"].get("stopped_early"))):
+        if why:
+            lines += [f"**{stage} stopped early** ({why}).", ""]
     if sft_m:
         lines.append(f"- SFT held-out perplexity: {sft_m.get('eval_perplexity', float('nan')):.1f}")
     if rm_m:

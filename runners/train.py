@@ -89,6 +89,8 @@ class TrainConfig:
     """also log to Weights & Biases (TensorBoard scalars synced, as CleanRL); pip install 'rlhf-gym[track]'"""
     wandb_project: str = "rlhf-gym"
     wandb_entity: str | None = None
+    max_minutes: float | None = None
+    """optional wall-clock cap: stops early, loudly (result["stopped_early"]); the length is total_timesteps"""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -239,7 +241,16 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
     t0, steps0 = time.time(), global_step
     bar = tqdm(range(start_update, cfg.num_updates), disable=not cfg.progress, desc=run_dir.name,
                initial=start_update, total=cfg.num_updates)
+    stopped_early = None
     for update in bar:
+        if cfg.max_minutes is not None and time.time() - t0 > cfg.max_minutes * 60:
+            stopped_early = (f"wall-clock cap of {cfg.max_minutes} min reached after {update} of {cfg.num_updates} "
+                             "updates; this is NOT the configured run")
+            print(f"WARNING: {stopped_early}", file=sys.stderr, flush=True)
+            extra = {"kl_coef": kl_ctl.value} if kl_ctl else {}
+            save_checkpoint(run_dir / "checkpoint", agent, dataclasses.asdict(cfg) | {"resume": None},
+                            collector.global_step, **extra)
+            break
         rollout, log = collector.collect()
         stats = agent.update(rollout)
         step = collector.global_step
@@ -257,7 +268,7 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
             extra = {"kl_coef": kl_ctl.value} if kl_ctl else {}
             save_checkpoint(run_dir / "checkpoint", agent, dataclasses.asdict(cfg) | {"resume": None}, step, **extra)
     result: dict[str, Any] = {"run_dir": str(run_dir), "global_step": collector.global_step,
-                              "wall_time": time.time() - t0,
+                              "wall_time": time.time() - t0, "stopped_early": stopped_early,
                               **{f"recent_{k}": float(np.mean(v)) for k, v in recent.items() if v}}
     envs.close()
     if cfg.eval_episodes > 0:

@@ -37,8 +37,8 @@ from torch.utils.tensorboard import SummaryWriter
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, GPT2ForSequenceClassification
 
 from envs.imdb import iter_jsonl, load_imdb
-from runners.lm_presets import (BudgetBar, cli_with_presets, resolve_device, save_pretrained_atomic, tiny_gpt2_config,
-                                train_tokenizer)
+from runners.lm_presets import (BudgetBar, cli_with_presets, resolve_device, save_pretrained_atomic, stop_report,
+                                tiny_gpt2_config, train_tokenizer)
 from runners.sft import batch_indices, lr_factor
 
 
@@ -73,7 +73,8 @@ class RewardConfig:
     grad_clip: float = 1.0
     max_steps: int = 1000
     max_minutes: float | None = None
-    """Wall-clock budget; the learning rate decays to fit it."""
+    """Optional wall-clock cap in minutes: only stops the run early, loudly (``stopped_early`` in metrics.json);
+    the schedule depends on the step alone, so a run that is not stopped is reproducible."""
     eval_every: int = 100
     seed: int = 0
     device: str = "auto"
@@ -87,13 +88,12 @@ class RewardConfig:
 
 
 PRESETS: dict[str, RewardConfig] = {
-    # trunk from the SFT preset, as in real RLHF: 4-layer GPT-2, ~1 s/step -> ~9 min on 2 free cores
+    # trunk from the SFT preset, as in real RLHF: 4-layer GPT-2, ~1 s/step -> ~9 min on 2 idle cores
     "tiny": RewardConfig(preset="tiny", init="artifacts/sft-tiny", output_dir="artifacts/rm-tiny",
-                         learning_rate=3e-4, warmup_steps=50, max_steps=500, eval_every=100, max_minutes=30.0),
+                         learning_rate=3e-4, warmup_steps=50, max_steps=500, eval_every=100),
     # no SFT needed: own tokenizer, 2-layer GPT-2, ~0.2 s/step -> ~9 min (held-out accuracy plateaus ~0.84)
     "tiny-scratch": RewardConfig(preset="tiny-scratch", output_dir="artifacts/rm-tiny-scratch", n_train_pairs=40000,
-                                 learning_rate=1e-3, warmup_steps=100, max_steps=2500, eval_every=500,
-                                 max_minutes=30.0),
+                                 learning_rate=1e-3, warmup_steps=100, max_steps=2500, eval_every=500),
 }
 
 
@@ -219,8 +219,10 @@ def build_reward_model(cfg: RewardConfig, tokenizer_texts: list[str] | None = No
             tokenizer = AutoTokenizer.from_pretrained(cfg.init)
             if tokenizer.pad_token_id is None:
                 tokenizer.pad_token = tokenizer.eos_token
-            model = AutoModelForSequenceClassification.from_pretrained(
-                cfg.init, num_labels=1, pad_token_id=tokenizer.pad_token_id)
+            with torch.random.fork_rng(devices=[]):  # the new score head is initialised from the seed
+                torch.manual_seed(cfg.seed)
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    cfg.init, num_labels=1, pad_token_id=tokenizer.pad_token_id)
         except (OSError, ValueError) as e:
             raise ValueError(f"cannot load a trunk from --init {cfg.init!r} ({e}); pass a local model dir "
                              "(for artifacts/sft-tiny run `python -m runners.sft --preset tiny` first), a reachable "
@@ -268,6 +270,7 @@ def run_reward_training(cfg: RewardConfig) -> dict:
     start = time.monotonic()  # the time budget covers data preparation too
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)  # dropout masks: same seed, same model
     device = resolve_device(cfg.device)
     out = Path(cfg.output_dir).expanduser()
     if cfg.init is not None:
@@ -288,8 +291,7 @@ def run_reward_training(cfg: RewardConfig) -> dict:
     step, running = 0, None
     bar = BudgetBar(cfg.max_steps, budget_s, desc="reward")
     while step < cfg.max_steps and time.monotonic() - start < budget_s:
-        progress = max(step / cfg.max_steps, (time.monotonic() - start) / budget_s)
-        lr = cfg.learning_rate * lr_factor(step, progress, cfg.warmup_steps, cfg.min_lr_ratio)
+        lr = cfg.learning_rate * lr_factor(step, step / cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
         chunk = [train[i] for i in batch_indices(step, len(train), cfg.batch_size, cfg.seed).tolist()]
@@ -315,13 +317,14 @@ def run_reward_training(cfg: RewardConfig) -> dict:
             writer.add_scalar("eval/loss", eval_loss, step)
             bar.update(step, time.monotonic() - start, loss=f"{running:.3f}", acc=f"{acc:.3f}")
     bar.close()
+    stopped = stop_report(step, cfg.max_steps, cfg.max_minutes, "reward model")
 
     acc, eval_loss, rewards = pairwise_accuracy(model, tokenizer, held_out, cfg.max_length, device)
     metrics: dict = {"step": step, "wall_time_s": time.monotonic() - start, "eval_accuracy": acc,
                      "eval_loss": eval_loss, "train_loss": running, "train_pairs": len(train),
                      "eval_pairs": len(held_out), "reward_mean": rewards.mean().item(),
                      "reward_std": rewards.std().item(), "num_params": sum(p.numel() for p in model.parameters()),
-                     "max_length": cfg.max_length, "output_dir": str(out.resolve())}
+                     "max_length": cfg.max_length, "output_dir": str(out.resolve()), **stopped}
     writer.add_scalar("eval/accuracy", acc, step)
     if short:
         metrics["eval_accuracy_short"], _, _ = pairwise_accuracy(model, tokenizer, short, cfg.max_length, device)
