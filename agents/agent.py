@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from agents import losses
-from agents.networks import Obs, PolicyValueNet, StepBatch
+from agents.networks import Obs, PolicyValueNet, StepBatch, disable_dropout
 from agents.returns import complete_episode_mask, episode_returns, gae, rewards_to_go
 
 
@@ -61,7 +61,7 @@ class AgentConfig:
             "algo must be 'ppo' or 'reinforce'": self.algo in ("ppo", "reinforce"),
             "gamma must be in [0, 1]": 0.0 <= self.gamma <= 1.0,
             "gae_lambda must be in [0, 1]": 0.0 <= self.gae_lambda <= 1.0,
-            "learning_rate must be > 0": self.learning_rate > 0,
+            "learning_rate must be >= 0": self.learning_rate >= 0,
             "update_epochs must be >= 1": self.update_epochs >= 1,
             "num_minibatches must be >= 1": self.num_minibatches >= 1,
             "clip_coef must be > 0": self.clip_coef > 0,
@@ -126,7 +126,7 @@ class Agent:
     """PPO / REINFORCE on a :class:`PolicyValueNet` (see the module docstring)."""
 
     def __init__(self, net: PolicyValueNet, config: AgentConfig, total_updates: int | None = None) -> None:
-        self.net = net
+        self.net = disable_dropout(net)  # old and new log-probs must come from the same function
         self.config = config
         self.optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate, eps=config.adam_eps)
         self.total_updates = total_updates

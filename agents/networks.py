@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor, nn
-from transformers import GPT2Config, GPT2Model, PreTrainedModel
+from transformers import GPT2Config, GPT2Model, PretrainedConfig, PreTrainedModel
 
 from envs.lm import IncrementalLM, forward_left_padded
 
@@ -57,6 +57,39 @@ def obs_to_tensor(obs: Any, device: torch.device) -> Obs:
     if isinstance(obs, dict):
         return {k: obs_to_tensor(v, device) for k, v in obs.items()}
     return torch.as_tensor(np.asarray(obs), device=device)
+
+
+def disable_dropout(module: nn.Module) -> nn.Module:
+    """Set every dropout probability in ``module`` to 0, in place; returns ``module``.
+
+    PPO's ratio ``exp(log π_θ - log π_old)`` is only 1 at ``θ = θ_old`` when the update
+    evaluates the same function the rollout sampled from, so every network the agent samples
+    from or trains has no dropout (as in the PPO-for-LM literature). Zeroed: the ``p`` of every
+    ``nn.Dropout*`` module, float attributes of modules whose name contains ``drop`` (some
+    attention implementations keep e.g. ``attention_dropout`` as a float), and the same fields
+    of every Hugging Face config (``attn_pdrop``, ``resid_pdrop``, ``embd_pdrop``,
+    ``attention_dropout``, ``hidden_dropout_prob``, ``layerdrop``, ...), which some attention
+    kernels read directly. Supervised stages (SFT, reward model) keep their dropout: they train
+    their own copy of the model.
+    """
+    configs = []
+    for m in module.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.p = 0.0
+        for name, value in list(vars(m).items()):
+            if "drop" in name.lower() and isinstance(value, float):
+                setattr(m, name, 0.0)
+        config = getattr(m, "config", None)
+        if isinstance(config, PretrainedConfig) and all(config is not c for c in configs):
+            configs.append(config)
+    while configs:  # configs and their sub-configs (e.g. text_config)
+        config = configs.pop()
+        for name, value in list(vars(config).items()):
+            if isinstance(value, PretrainedConfig):
+                configs.append(value)
+            elif "drop" in name.lower() and isinstance(value, float):
+                setattr(config, name, 0.0)
+    return module
 
 
 class PolicyValueNet(nn.Module):
@@ -147,11 +180,12 @@ class CausalLMPolicy(PolicyValueNet):
     KV cache (one new token per row per step; a row's prompt is prefilled only when its
     episode starts). The update reads a chunk's whole sequence (its last observation plus
     its last action) in one teacher-forced pass and picks the logits/values of its steps.
+    Dropout is switched off in ``model`` (in place, see :func:`disable_dropout`).
     """
 
     def __init__(self, model: PreTrainedModel) -> None:
         super().__init__()
-        self.lm = model
+        self.lm = disable_dropout(model)  # in place: the policy samples and learns without dropout
         self.trunk = model.base_model
         self.policy_head = model.get_output_embeddings()
         hidden = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd

@@ -87,7 +87,7 @@ def _check_int(name: str, value: Any, low: int) -> int:
 
 
 def check_kl_coef(value: Any) -> float:
-    """A finite float >= 0 (0 disables the reference model's work)."""
+    """A finite float >= 0 (0 removes the KL term from the reward; the reference still runs for ``ref_logprob``)."""
     number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
     if not number or not math.isfinite(value) or value < 0:
         raise ValueError(f"kl_coef must be a finite number >= 0, got {value!r}.")
@@ -117,8 +117,10 @@ class TextGenCore:
         ``r_t^env = β·log π_ref(a_t|s_t) + 1[t = last]·score``
 
     and the agent adds ``-β·log π_θ(a_t|s_t)`` from its own sampling log-prob whenever the env has ``kl_coef``.
-    ``β = kl_coef`` (default 0.2, TRL's initial value) is mutable, e.g. for an adaptive KL controller; with
-    ``kl_coef == 0`` the reference model does no work. ``score`` is the reward function on the decoded
+    ``β = kl_coef`` (default 0.2, TRL's initial value) is mutable, e.g. for an adaptive KL controller. The reference
+    log-prob ``log π_ref(a_t|s_t)`` is always reported in ``info["ref_logprob"]``, also when ``kl_coef == 0``, so the
+    agent's logged KL ``Σ_t (log π_θ - log π_ref)`` (and an adaptive controller's input) is exact for every β. The
+    price: with ``kl_coef == 0`` the reference LM still runs one cached decoding step per env step. ``score`` is the reward function on the decoded
     prompt + response (as TRL scores query + response), special tokens (EOS) skipped.
     """
 
@@ -258,9 +260,7 @@ class TextGenCore:
         self._episode[:] = 0
         self._group_prompts.clear()
         self._start(np.arange(self.num_rows), rng)
-        self._ref_hidden = None
-        if self.kl_coef > 0:
-            self._ref_hidden = self.ref_lm.step(None, None, self.input_ids, self.attention_mask)
+        self._ref_hidden = self.ref_lm.step(None, None, self.input_ids, self.attention_mask)
 
     def step(
         self, actions: np.ndarray, restart: np.ndarray, rng: np.random.Generator
@@ -270,13 +270,12 @@ class TextGenCore:
         Returns rewards (N,) float64, terminated (N,) bool and vector-style info arrays (``key`` + ``_key``).
         """
         beta, active = self.kl_coef, ~restart
-        if beta > 0 and self._ref_hidden is None:  # kl_coef was 0: bring the reference up to date
-            self._ref_hidden = self.ref_lm.step(None, None, self.input_ids, self.attention_mask)
+        if self._ref_hidden is None:
+            raise RuntimeError("step() before reset(): the reference model has no state.")
         actions_t = torch.as_tensor(actions, device=self.device)
-        if beta > 0:
-            with torch.no_grad():
-                logits = self.ref_lm.head(self._ref_hidden).float()  # (N, V)
-                ref_logp_t = -F.cross_entropy(logits, actions_t, reduction="none")  # (N,) log π_ref(a|s), fused
+        with torch.no_grad():
+            logits = self.ref_lm.head(self._ref_hidden).float()  # (N, V)
+            ref_logp_t = -F.cross_entropy(logits, actions_t, reduction="none")  # (N,) log π_ref(a|s), fused
         shift = np.flatnonzero(active)
         self.input_ids[shift, :-1] = self.input_ids[shift, 1:]
         self.input_ids[shift, -1] = actions[shift]
@@ -290,13 +289,10 @@ class TextGenCore:
                 "new_tokens": self.new_tokens.copy(), "_new_tokens": every.copy(),
                 "group_id": self.group_id.copy(), "_group_id": every.copy()}
         rewards = np.zeros(self.num_rows)
-        if beta > 0:
-            self._ref_hidden = self.ref_lm.step(actions_t, restart, self.input_ids, self.attention_mask)
-            ref_logp = np.where(active, ref_logp_t.double().cpu().numpy(), 0.0)
-            rewards += beta * ref_logp
-            info["ref_logprob"], info["_ref_logprob"] = ref_logp, active.copy()
-        else:
-            self._ref_hidden = None
+        self._ref_hidden = self.ref_lm.step(actions_t, restart, self.input_ids, self.attention_mask)
+        ref_logp = np.where(active, ref_logp_t.double().cpu().numpy(), 0.0)
+        rewards += beta * ref_logp
+        info["ref_logprob"], info["_ref_logprob"] = ref_logp, active.copy()
         if terminated.any():
             done = np.flatnonzero(terminated)
             texts = self.texts(done)
@@ -352,8 +348,8 @@ class TextGenEnv(CoreKLCoef, gym.Env[dict[str, np.ndarray], int]):
     ``L = prompt_max_len + max_new_tokens``: the prompt and the tokens generated so far, LEFT padded with
     ``pad_token_id`` (mask 0 on padding). Action: ``Discrete(V)``, a token id (V = the LM head's size).
     Reward: ``kl_coef·log π_ref(a_t|s_t)``, plus the sentiment score on the last token; terminated on EOS or after
-    ``max_new_tokens`` tokens (never truncated). Info: ``prompt_len``, ``new_tokens``, ``ref_logprob`` (when
-    ``kl_coef > 0``) and, at the end, ``score``, ``text`` (prompt + response, special tokens skipped: what is
+    ``max_new_tokens`` tokens (never truncated). Info: ``prompt_len``, ``new_tokens``, ``ref_logprob`` (``log π_ref(a_t|s_t)``,
+    always, also when ``kl_coef == 0``) and, at the end, ``score``, ``text`` (prompt + response, special tokens skipped: what is
     scored), ``prompt`` and ``response`` (decoded separately, special tokens visible).
 
     Arguments: ``model`` (HF id / local dir / PreTrainedModel + ``tokenizer``; the initial policy, whose frozen

@@ -24,7 +24,7 @@ class TextGenVectorEnv(CoreKLCoef, VectorEnv):
     Autoreset (``NEXT_STEP``): a row that terminates at step t returns its final observation, and at step t+1 it
     ignores its action, starts a new prompt and returns reward 0, ``terminated=False``. Info follows the vector
     convention: ``info[key]`` is an (N,) array and ``info["_" + key]`` marks the rows that report it (``score``
-    and ``text`` only on rows that just finished; ``ref_logprob`` on rows that took an action, when kl_coef > 0).
+    and ``text`` only on rows that just finished; ``ref_logprob`` on rows that took an action, for every kl_coef including 0).
 
     Groups (``group_size=k``, default 1; RLOO/GRPO): rows ``[j·k, (j+1)·k)`` form group ``j``, and the e-th
     episode of every row of a group continues the same prompt (drawn when the first row of the group starts it),

@@ -16,7 +16,8 @@ the last step both bootstraps this rollout and acts first in the next one.
 KL shaping: if the env declares a ``kl_coef`` attribute β (TextGen-IMDB-v0 does), its reward
 is ``β·log π_ref(a_t|s_t)`` (+ the score on the last token) and the collector adds the
 agent's half, ``-β·log π_θ(a_t|s_t)`` from the sampling log-prob, so the learner sees
-``score - β·(log π_θ - log π_ref)`` per token, as TRL's PPO.
+``score - β·(log π_θ - log π_ref)`` per token, as TRL's PPO. The logged per-episode KL
+``Σ_t (log π_θ - log π_ref)`` uses the env's ``info["ref_logprob"]``, so it is exact for any β.
 """
 
 from __future__ import annotations
@@ -189,12 +190,20 @@ class RolloutCollector:
     def _track_kl(
         self, logp: np.ndarray, reward: np.ndarray, beta: float, info: dict, done: np.ndarray, log: EpisodeLog
     ) -> None:
-        """Accumulate Σ(log π_θ − log π_ref) per episode; log it when the episode ends."""
+        """Accumulate Σ(log π_θ − log π_ref) per episode; log it when the episode ends.
+
+        ``log π_ref`` comes from ``info["ref_logprob"]`` (TextGen-IMDB-v0 always reports it, so the KL is exact
+        for every β, including 0). An env that does not report it must have β > 0: its reward is then
+        ``β·log π_ref`` (+ the score on the last token) and ``log π_ref`` is recovered from it; with β = 0 nothing
+        can be recovered and no KL is logged (rather than a wrong one).
+        """
         if "ref_logprob" in info:
             ref = np.asarray(info["ref_logprob"], dtype=np.float64)
-        else:  # the env reward is β·log π_ref (+ score on the last token)
+        elif beta > 0:  # the env reward is β·log π_ref (+ score on the last token)
             score = np.where(info.get("_score", np.zeros_like(self.valid)), info.get("score", 0.0), 0.0)
-            ref = (reward - score) / beta if beta > 0 else np.zeros_like(reward)
+            ref = (reward - score) / beta
+        else:
+            return
         self._ep_logp += np.where(self.valid, logp, 0.0)
         self._ep_ref += np.where(self.valid, ref, 0.0)
         for i in np.flatnonzero(done & self.valid):

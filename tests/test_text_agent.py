@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import envs  # noqa: F401
+from agents import losses
 from agents.agent import Agent, AgentConfig, _flatten_obs, chunk_ids
-from agents.networks import CausalLMPolicy
+from agents.networks import CausalLMPolicy, disable_dropout
 from envs.imdb import load_imdb
 from runners.rollout import RolloutCollector
 
@@ -38,13 +39,13 @@ def perturbed(model: torch.nn.Module, scale: float = 0.05, seed: int = 0) -> tor
     return out
 
 
-def make(tiny_lm, tiny_tokenizer, texts, num_envs=4, num_steps=15, **kw):
+def make(tiny_lm, tiny_tokenizer, texts, num_envs=4, num_steps=15, kl_coef=BETA, config=None, **kw):
     venv = gym.make_vec("TextGen-IMDB-v0", num_envs=num_envs, vectorization_mode="vector_entry_point",
                         model=copy.deepcopy(tiny_lm), tokenizer=tiny_tokenizer, reward_model=char_score,
-                        dataset=texts, max_new_tokens=5, prompt_min_len=2, prompt_max_len=4, kl_coef=BETA,
+                        dataset=texts, max_new_tokens=5, prompt_min_len=2, prompt_max_len=4, kl_coef=kl_coef,
                         device="cpu", **kw)
     venv = gym.wrappers.vector.RecordEpisodeStatistics(venv)
-    agent = Agent(CausalLMPolicy(perturbed(tiny_lm)), AgentConfig(gamma=1.0))
+    agent = Agent(CausalLMPolicy(perturbed(tiny_lm)), config or AgentConfig(gamma=1.0))
     return venv, agent, RolloutCollector(venv, agent, num_steps, seed=0)
 
 
@@ -58,9 +59,11 @@ def sequence_logprobs(model, tokens: list[int], n_actions: int) -> torch.Tensor:
     return logp[pos, ids[0, pos + 1]]
 
 
-def test_learning_reward_equals_score_minus_beta_kl(tiny_lm, tiny_tokenizer, texts):
+@pytest.mark.parametrize("beta", [BETA, 0.0])
+def test_learning_reward_equals_score_minus_beta_kl(tiny_lm, tiny_tokenizer, texts, beta):
+    """Per token: r_t = -β(log π_θ - log π_ref) (+ score on the last token); the logged KL is exact for any β."""
     torch.manual_seed(0)
-    venv, agent, collector = make(tiny_lm, tiny_tokenizer, texts)
+    venv, agent, collector = make(tiny_lm, tiny_tokenizer, texts, kl_coef=beta)
     ro, log = collector.collect()
     ids, mask = ro.obs["input_ids"].numpy(), ro.obs["attention_mask"].numpy()
     T, N = ro.actions.shape
@@ -79,19 +82,23 @@ def test_learning_reward_equals_score_minus_beta_kl(tiny_lm, tiny_tokenizer, tex
     score_of = dict(zip(first_end, log.scores))
     ref = venv.unwrapped.core.ref_model if hasattr(venv.unwrapped, "core") else None
     ref = ref if ref is not None else tiny_lm
+    assert len(log.kls) == len(first_end)
+    kl_of = dict(zip(first_end, log.kls))
     for end, i, start in episodes:
         tokens = ids[end, i][mask[end, i] == 1].tolist() + [int(ro.actions[end, i])]
         n = end - start + 1
         assert tokens[-n:] == ro.actions[start:end + 1, i].tolist()
         lp_pol = sequence_logprobs(agent.net.lm, tokens, n)
         lp_ref = sequence_logprobs(ref, tokens, n)
-        expected = score_of[(end, i)] - BETA * float((lp_pol - lp_ref).sum())
-        assert float(ro.rewards[start:end + 1, i].double().sum()) == pytest.approx(expected, abs=1e-4)
+        expected = -beta * (lp_pol - lp_ref).numpy()  # (n,) per-token KL shaping
+        expected[-1] += score_of[(end, i)]
+        np.testing.assert_allclose(ro.rewards[start:end + 1, i].double().numpy(), expected, atol=2e-5)
         assert score_of[(end, i)] == pytest.approx(char_score([tiny_tokenizer.decode(tokens, skip_special_tokens=True)])[0])
-    # the logged per-episode KL is Σ(log π_θ - log π_ref) and is not trivially zero
-    assert len(log.kls) == len(first_end) and np.abs(log.kls).max() > 1e-3
+        # the logged per-episode KL is Σ(log π_θ - log π_ref), whatever β is
+        assert kl_of[(end, i)] == pytest.approx(float((lp_pol - lp_ref).sum()), abs=1e-4)
+    assert np.abs(log.kls).max() > 1e-3  # not trivially zero (the policy differs from the reference)
     # the logged return of an episode is the shaped return score - β·KL
-    assert log.shaped_returns == pytest.approx([s - BETA * k for s, k in zip(log.scores, log.kls)], abs=1e-4)
+    assert log.shaped_returns == pytest.approx([s - beta * k for s, k in zip(log.scores, log.kls)], abs=1e-4)
 
 
 def test_teacher_forced_update_pass_matches_kv_cached_rollout(tiny_lm, tiny_tokenizer, texts):
@@ -119,3 +126,48 @@ def test_one_ppo_and_one_reinforce_update_change_the_policy(tiny_lm, tiny_tokeni
         stats = agent.update(collector.collect()[0])
         assert np.isfinite(stats["policy_loss"]) and np.isfinite(stats["value_loss"])
         assert any(not torch.equal(b, p) for b, p in zip(before, agent.net.value_head.parameters()))
+
+
+def test_dropout_free_policy_ppo_ratio_is_one_at_learning_rate_zero(tiny_lm, tiny_tokenizer, texts, monkeypatch):
+    """A GPT-2 with dropout 0.1 in its config: at θ = θ_old the PPO ratio is 1, approx_kl 0, clipfrac 0."""
+    assert tiny_lm.config.attn_pdrop == tiny_lm.config.resid_pdrop == tiny_lm.config.embd_pdrop == 0.1
+    torch.manual_seed(3)
+    config = AgentConfig(gamma=1.0, learning_rate=0.0, update_epochs=2, num_minibatches=2)
+    _, agent, collector = make(tiny_lm, tiny_tokenizer, texts, num_envs=4, num_steps=12, config=config)
+    lm = agent.net.lm
+    assert all(m.p == 0.0 for m in lm.modules() if isinstance(m, torch.nn.Dropout))
+    assert lm.config.attn_pdrop == lm.config.resid_pdrop == lm.config.embd_pdrop == 0.0
+    ratios: list[torch.Tensor] = []
+    original = losses.ppo_clip_loss
+
+    def recording(*args, **kwargs):
+        loss, ratio = original(*args, **kwargs)
+        ratios.append(ratio.detach())
+        return loss, ratio
+
+    monkeypatch.setattr(losses, "ppo_clip_loss", recording)
+    stats = agent.update(collector.collect()[0])
+    ratio = torch.cat(ratios)
+    assert ratio.numel() > 40
+    assert (ratio - 1).abs().max() < 2e-5  # float32 KV-cached sampling vs one teacher-forced pass
+    assert stats["approx_kl"] < 1e-9 and stats["clipfrac"] == 0.0
+
+
+def test_disable_dropout_zeroes_modules_attributes_and_configs():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    class Custom(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attention_dropout = 0.2  # read at call time by some attention implementations
+            self.drop = torch.nn.Dropout2d(0.3)
+            self.lm = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=11, n_positions=8))
+
+    m = disable_dropout(Custom())
+    assert m.attention_dropout == 0.0 and m.drop.p == 0.0
+    assert all(x.p == 0.0 for x in m.modules() if isinstance(x, torch.nn.modules.dropout._DropoutNd))
+    cfg = m.lm.config
+    assert cfg.attn_pdrop == cfg.resid_pdrop == cfg.embd_pdrop == cfg.summary_first_dropout == 0.0
+    m.train()
+    x = torch.tensor([[1, 2, 3]])
+    assert torch.equal(m.lm(x).logits, m.lm(x).logits)  # train mode is deterministic

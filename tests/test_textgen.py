@@ -195,7 +195,9 @@ def test_kl_coef_zero_and_switching_on(kw, tiny_lm) -> None:
     obs, _ = venv.reset(seed=0)
     prompts = [real_tokens(obs, i) for i in range(4)]
     _, rewards, _, _, info = venv.step(np.array([5, 6, 7, 8]))
-    assert (rewards == 0).all() and "ref_logprob" not in info
+    assert (rewards == 0).all() and info["_ref_logprob"].all()
+    for i in range(4):  # log π_ref is reported for β = 0 too (exact KL logging)
+        assert info["ref_logprob"][i] == pytest.approx(ref_logprobs(tiny_lm, prompts[i], [5 + i])[-1], abs=1e-4)
     assert venv.get_attr("kl_coef") == (0.0,) * 4
     venv.set_attr("kl_coef", [0.5] * 4)  # the reference catches up with the rows' current text
     assert venv.kl_coef == 0.5

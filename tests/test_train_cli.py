@@ -63,7 +63,7 @@ def test_bad_config_errors(tmp_path, capsys):
         train.parse_args(["--algo", "a2c"])
     with pytest.raises(SystemExit):  # tyro prints the config's own message with the usage
         train.parse_args(["--agent.learning-rate=-1"])
-    assert "learning_rate must be > 0" in capsys.readouterr().err
+    assert "learning_rate must be >= 0" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
         train.main(["--resume", str(tmp_path)])
     with pytest.raises(ValueError, match="slip"):
