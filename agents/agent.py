@@ -31,6 +31,7 @@ from torch import Tensor
 from agents import losses
 from agents.networks import Obs, PolicyValueNet, StepBatch, disable_dropout
 from agents.returns import complete_episode_mask, episode_returns, gae, rewards_to_go
+from runners import distributed
 
 
 @dataclass
@@ -183,7 +184,13 @@ class Agent:
                 group["lr"] = max(frac, 0.0) * self.config.learning_rate
 
     def update(self, ro: Rollout) -> dict[str, float]:
-        """One learning step on a rollout; returns CleanRL-style loss statistics."""
+        """One learning step on a rollout; returns CleanRL-style loss statistics.
+
+        Data-parallel (``torchrun``, see :mod:`runners.distributed`): each rank passes its own
+        rollout; advantage statistics, minibatch counts, gradients (weighted by each rank's
+        learnable steps), the early stop at ``target_kl`` and the returned statistics are all
+        global, so N ranks with E envs each take the step one process with N·E envs would.
+        """
         c = self.config
         self._set_lr()
         adv, targets, mask = self.advantages(ro)  # (T, N) each
@@ -195,66 +202,105 @@ class Agent:
             chunk_ids(ro.episode_start.cpu().numpy(), ro.valid.cpu().numpy()), device=self.device
         )  # (N*T,)
         learn_chunks = torch.unique(chunk[mask])  # chunks with at least one learnable step
-        stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")}
-        if learn_chunks.numel() == 0:
+        # every rank agrees on the minibatch count (ranks short of chunks get empty minibatches)
+        max_chunks = int(distributed.all_reduce(torch.tensor([learn_chunks.numel()], device=self.device), "max").item())
+        if max_chunks == 0:
             return {"skipped": 1.0}
         adv = torch.where(mask, adv, 0.0)
-        if c.norm_adv and c.algo == "ppo":
-            adv[mask] = losses.normalize(adv[mask])
-        elif c.norm_adv and mask.sum() > 1:  # REINFORCE: rescale only, so no hidden mean baseline
-            adv[mask] = adv[mask] / (adv[mask].std() + 1e-8)
+        if c.norm_adv:  # PPO: whiten; REINFORCE: rescale only, so no hidden mean baseline
+            adv[mask] = self._normalize(adv[mask], center=c.algo == "ppo")
+        n_learn = mask.sum()  # this rank's learnable steps
         epochs = c.update_epochs if c.algo == "ppo" else 1
         step_each_minibatch = c.algo == "ppo"
+        num_groups = min(c.num_minibatches, max_chunks)
+        stat_keys = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+        history: list[Tensor] = []  # per epoch: (groups, 1 + len(stat_keys)) global [n, means...]
         self.net.train()
         for _ in range(epochs):
             perm = learn_chunks[torch.randperm(learn_chunks.numel(), device=self.device)]
-            groups = torch.tensor_split(perm, min(c.num_minibatches, perm.numel()))
+            groups = torch.tensor_split(perm, num_groups)
             if not step_each_minibatch:
                 self.optimizer.zero_grad(set_to_none=True)
-            for group in groups:
-                in_group = torch.isin(chunk, group)
-                idx = torch.nonzero(in_group).squeeze(1)  # (B,) steps, chunk-contiguous
-                batch = self._make_batch(obs, actions, chunk, idx)
-                logits, values = self.net.evaluate(batch)  # (B, A), (B,)
-                m = mask[idx]
-                dist = torch.distributions.Categorical(logits=logits[m])
-                logprob = dist.log_prob(actions[idx][m])
-                entropy = dist.entropy().mean()
-                a = adv[idx][m]
-                v_loss = losses.value_loss(
-                    values[m], old_values[idx][m], targets[idx][m],
-                    c.clip_coef if (c.algo == "ppo" and c.clip_vloss) else None,
-                )
-                use_value = c.algo == "ppo" or c.reinforce_baseline
-                if c.algo == "ppo":
-                    pg_loss, ratio = losses.ppo_clip_loss(logprob, old_logprob[idx][m], a, c.clip_coef)
-                    with torch.no_grad():
-                        stats["approx_kl"].append(losses.approx_kl(logprob, old_logprob[idx][m]).item())
-                        stats["clipfrac"].append(losses.clip_fraction(ratio, c.clip_coef).item())
-                else:
-                    pg_loss = losses.reinforce_loss(logprob, a)
-                loss = pg_loss - c.ent_coef * entropy + (c.vf_coef * v_loss if use_value else 0.0)
-                weight = 1.0 if step_each_minibatch else m.sum() / mask.sum()
+            sums = torch.zeros(num_groups, 1 + len(stat_keys), dtype=torch.float64, device=self.device)
+            for g, group in enumerate(groups):
                 if step_each_minibatch:
                     self.optimizer.zero_grad(set_to_none=True)
-                (loss * weight).backward()
+                n_group = torch.zeros((), device=self.device)
+                if group.numel() > 0:  # empty only on a rank with fewer chunks than minibatches
+                    in_group = torch.isin(chunk, group)
+                    idx = torch.nonzero(in_group).squeeze(1)  # (B,) steps, chunk-contiguous
+                    batch = self._make_batch(obs, actions, chunk, idx)
+                    logits, values = self.net.evaluate(batch)  # (B, A), (B,)
+                    m = mask[idx]
+                    n_group = m.sum()
+                    dist = torch.distributions.Categorical(logits=logits[m])
+                    logprob = dist.log_prob(actions[idx][m])
+                    entropy = dist.entropy().mean()
+                    a = adv[idx][m]
+                    v_loss = losses.value_loss(
+                        values[m], old_values[idx][m], targets[idx][m],
+                        c.clip_coef if (c.algo == "ppo" and c.clip_vloss) else None,
+                    )
+                    use_value = c.algo == "ppo" or c.reinforce_baseline
+                    kl = clipfrac = torch.full((), float("nan"), device=self.device)
+                    if c.algo == "ppo":
+                        pg_loss, ratio = losses.ppo_clip_loss(logprob, old_logprob[idx][m], a, c.clip_coef)
+                        with torch.no_grad():
+                            kl = losses.approx_kl(logprob, old_logprob[idx][m])
+                            clipfrac = losses.clip_fraction(ratio, c.clip_coef)
+                    else:
+                        pg_loss = losses.reinforce_loss(logprob, a)
+                    loss = pg_loss - c.ent_coef * entropy + (c.vf_coef * v_loss if use_value else 0.0)
+                    weight = 1.0 if step_each_minibatch else n_group / n_learn
+                    (loss * weight).backward()
+                    parts = torch.stack([pg_loss, v_loss, entropy, kl, clipfrac]).detach()
+                    sums[g] = torch.cat([n_group[None], n_group * parts])
                 if step_each_minibatch:
+                    distributed.all_reduce_grads(self.net.parameters(), weight=n_group)
                     torch.nn.utils.clip_grad_norm_(self.net.parameters(), c.max_grad_norm)
                     self.optimizer.step()
-                stats["policy_loss"].append(pg_loss.item())
-                stats["value_loss"].append(v_loss.item())
-                stats["entropy"].append(entropy.item())
             if not step_each_minibatch:
+                distributed.all_reduce_grads(self.net.parameters(), weight=n_learn)
                 torch.nn.utils.clip_grad_norm_(self.net.parameters(), c.max_grad_norm)
                 self.optimizer.step()
-            if c.target_kl is not None and stats["approx_kl"] and np.mean(stats["approx_kl"][-len(groups):]) > c.target_kl:
+            distributed.all_reduce(sums)  # one collective per epoch: global per-minibatch means
+            history.append(torch.cat([sums[:, :1], sums[:, 1:] / sums[:, :1]], dim=1))
+            kl_epoch = history[-1][:, 1 + stat_keys.index("approx_kl")]
+            if c.target_kl is not None and c.algo == "ppo" and kl_epoch.mean().item() > c.target_kl:
                 break
         self.num_updates += 1
         self.net.eval()
-        out = {k: float(np.mean(v)) for k, v in stats.items() if v}
-        out["explained_variance"] = losses.explained_variance(old_values[mask], targets[mask])
+        hist = torch.cat(history).cpu().numpy()  # (epochs * groups, 1 + stats): [n, means...]
+        out = {k: float(np.average(hist[:, 1 + i], weights=hist[:, 0])) for i, k in enumerate(stat_keys)
+               if np.isfinite(hist[:, 1 + i]).all()}  # step-weighted: independent of the minibatch split
+        out["explained_variance"] = self._explained_variance(old_values[mask], targets[mask])
         out["learning_rate"] = self.optimizer.param_groups[0]["lr"]
         return out
+
+    @staticmethod
+    def _explained_variance(pred: Tensor, target: Tensor) -> float:
+        """:func:`losses.explained_variance` over the learnable steps of all ranks."""
+        if not distributed.is_distributed():
+            return losses.explained_variance(pred, target)
+        y, r = target.double(), (target - pred).double()
+        n, sy, syy, sr, srr = distributed.global_sum(y.numel(), y.sum(), y.square().sum(), r.sum(), r.square().sum(),
+                                                     device=y.device).tolist()
+        var_y = syy / n - (sy / n) ** 2
+        return float("nan") if var_y <= 0 else 1.0 - (srr / n - (sr / n) ** 2) / var_y
+
+    @staticmethod
+    def _normalize(x: Tensor, center: bool, eps: float = 1e-8) -> Tensor:
+        """``(x - mean) / std`` (``center``) or ``x / std`` over the learnable steps of ALL ranks."""
+        if not distributed.is_distributed():
+            if center:
+                return losses.normalize(x, eps)
+            return x / (x.std() + eps) if x.numel() > 1 else x
+        n, s, ss = distributed.global_sum(x.numel(), x.sum(), x.double().square().sum(), device=x.device)
+        mean = s / n
+        std = ((ss - n * mean**2).clamp(min=0.0) / (n - 1)).sqrt() if n > 1 else None
+        if center:
+            return (x - mean).float() if std is None else ((x - mean) / (std + eps)).float()
+        return x if std is None else (x / (std + eps)).float()
 
     @staticmethod
     def _make_batch(obs: Obs, actions: Tensor, chunk: Tensor, idx: Tensor) -> StepBatch:

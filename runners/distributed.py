@@ -152,28 +152,44 @@ def global_sum(*values: float | Tensor, device: torch.device | None = None) -> T
     return all_reduce(t)
 
 
-def all_reduce_grads(params: Iterable[torch.nn.Parameter], average: bool = False) -> None:
-    """Sum (or average) ``.grad`` over ranks in flat buckets, in place. No-op in one process.
+def all_reduce_grads(
+    params: Iterable[torch.nn.Parameter], weight: float | Tensor | None = None, average: bool = False
+) -> None:
+    """Combine ``.grad`` over ranks in place, in flat buckets; a no-op in one process.
+
+    - ``weight=None``: the sum of the ranks' gradients (``average=True``: their mean);
+    - ``weight=w``: the weighted mean ``Σ_r w_r g_r / Σ_r w_r``. With ``w_r`` the number of
+      steps behind rank ``r``'s (mean) loss, this is the gradient of the mean loss over every
+      rank's steps, exactly as one process holding all of them would compute it. A rank with
+      ``w_r = 0`` (no data for this step) only contributes to the count of calls.
 
     A parameter whose gradient is ``None`` on every rank stays ``None`` (the optimizer skips
-    it, as in one process); one that has a gradient on some rank only gets the reduced one,
-    with zeros from the ranks that had none. Every rank must call this the same number of
-    times (it is a collective).
+    it, as in one process); one that has a gradient on some ranks only gets the combined one,
+    with zeros from the others. Every rank must make the same calls (they are collectives).
     """
     if not is_distributed():
         return
     params = [p for p in params if p.requires_grad]
-    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=_comm_device)
-    dist.all_reduce(has, op=dist.ReduceOp.MAX)
-    live = [p for p, h in zip(params, has.tolist()) if h > 0]
-    scale = 1.0 / dist.get_world_size() if average else 1.0
+    w = torch.as_tensor(1.0 if weight is None else weight, dtype=torch.float64).to(_comm_device).reshape(1)
+    head = torch.cat([torch.tensor([p.grad is not None for p in params], dtype=torch.float64, device=_comm_device), w])
+    dist.all_reduce(head)
+    total_w = float(head[-1].item())
+    if weight is not None and total_w <= 0:
+        raise ValueError("all_reduce_grads: the weights of all ranks sum to 0 (no rank has data for this step)")
+    live = [p for p, h in zip(params, head[:-1].tolist()) if h > 0]
+    if weight is not None:
+        pre, post = float(w.item()), 1.0 / total_w
+    else:
+        pre, post = 1.0, (1.0 / dist.get_world_size() if average else 1.0)
     bucket: list[torch.nn.Parameter] = []
 
     def flush() -> None:
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in bucket])
+        if pre != 1.0:
+            flat.mul_(pre)
         dist.all_reduce(flat)
-        if scale != 1.0:
-            flat.mul_(scale)
+        if post != 1.0:
+            flat.mul_(post)
         offset = 0
         for p in bucket:
             g = flat[offset:offset + p.numel()].view_as(p)
