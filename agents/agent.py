@@ -22,10 +22,11 @@ optional early stop at ``target_kl`` and optional linear LR annealing. Defaults 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+import tyro
 from torch import Tensor
 
 from agents import losses
@@ -38,7 +39,7 @@ from runners import distributed
 class AgentConfig:
     """Hyperparameters of the agent (CleanRL names where they exist)."""
 
-    algo: Literal["ppo", "reinforce"] = "ppo"
+    algo: Annotated[Literal["ppo", "reinforce"], tyro.conf.Suppress] = "ppo"  # CLI: runners.train --algo
     gamma: float = 0.99
     gae_lambda: float = 0.95
     learning_rate: float = 2.5e-4
@@ -159,6 +160,34 @@ class Agent:
     def policy_step(self, obs: Any, episode_start: np.ndarray) -> tuple[Tensor, Tensor]:
         """Logits (N, A) and values (N,) for one vector-env observation batch."""
         return self.net.act(obs, episode_start)
+
+    @torch.no_grad()
+    def predict(
+        self, obs: Any, episode_start: np.ndarray | bool | None = None, deterministic: bool = True
+    ) -> tuple[np.ndarray | int, None]:
+        """SB3-style inference: ``(action, None)`` for one observation, ``(actions (N,), None)`` for a batch.
+
+        ``deterministic`` takes the argmax, else samples. Networks with memory (the LM policy's KV cache) continue
+        from the previous call unless ``episode_start`` is True for a row (None: every row starts afresh).
+        """
+        first = next(iter(obs.values())) if isinstance(obs, dict) else obs
+        single = np.ndim(first) == self.net.obs_ndim
+        if single:
+            obs = {k: np.asarray(v)[None] for k, v in obs.items()} if isinstance(obs, dict) else np.asarray(obs)[None]
+            first = np.asarray(first)[None]
+        n = len(first)
+        start = np.ones(n, dtype=bool) if episode_start is None else np.broadcast_to(episode_start, (n,)).astype(bool)
+        logits, _ = self.policy_step(obs, start)
+        actions = Agent.sample(logits, greedy=deterministic)[0].cpu().numpy()  # (N,)
+        return (int(actions[0]) if single else actions), None
+
+    @classmethod
+    def load(cls, run_dir: Any, device: str = "auto", env_overrides: dict[str, Any] | None = None,
+             **config_overrides: Any) -> "Agent":
+        """The trained agent of a ``runners.train`` run directory (see :func:`runners.load.load_agent`)."""
+        from runners.load import load_agent  # runners build the env/network a run describes
+
+        return load_agent(run_dir, device, env_overrides, **config_overrides)
 
     # ------------------------------------------------------------------ learning
     def advantages(self, ro: Rollout) -> tuple[Tensor, Tensor, Tensor]:

@@ -105,6 +105,9 @@ class PolicyValueNet(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    obs_ndim: int = 1
+    """ndim of ONE observation (of ``input_ids`` for dict observations); one more means a batch."""
+
     def init_kwargs(self) -> dict[str, Any]:
         """JSON-serialisable arguments that rebuild this network (for checkpoints)."""
         raise NotImplementedError
@@ -137,6 +140,7 @@ class GridTransformer(PolicyValueNet):
         nn.init.zeros_(self.policy_head.bias)
         nn.init.orthogonal_(self.value_head.weight, gain=0.01)  # V ≈ 0 at first: no optimism bias
         nn.init.zeros_(self.value_head.bias)
+        self.obs_ndim = 0 if len(self.nvec) == 1 else 1  # Discrete obs are scalars, MultiDiscrete (K,)
         self.register_buffer("offsets", torch.tensor(np.cumsum([0] + self.nvec[:-1])), persistent=False)
 
     @classmethod

@@ -22,6 +22,7 @@ def plain(text: str | None) -> str | None:
     if text is None:
         return None
     text = _ROLE.sub(lambda m: m.group(1).split(".")[-1] if m.group(0).count("~") else m.group(1), text)
+    text = re.sub(r"::(\s*\n)", r":\1", text)  # reST literal-block marker
     return _LITERAL.sub(r"\1", text)
 
 
@@ -36,3 +37,10 @@ def parse(
     """``tyro.cli`` with a ``python -m`` usage line and a plain-text description."""
     kwargs: dict[str, Any] = {} if default is None else {"default": default}
     return tyro.cli(cls, prog=prog(module), description=plain(description), args=args, **kwargs)
+
+
+def quiet_transformers() -> None:
+    """Hide transformers' own progress bars ("Loading weights ...") inside our runners: ours show the run."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()

@@ -25,6 +25,8 @@ from runners.train import TrainConfig, preset, train
 
 @dataclass
 class CompareConfig:
+    """Train each algorithm over several seeds into one directory (TensorBoard overlays them) and plot them."""
+
     env: str = "CatGrid-v0"
     algos: list[str] = field(default_factory=lambda: ["ppo", "reinforce"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -120,10 +122,14 @@ def plot(out: Path, cc: CompareConfig, v_star: float | None) -> Path:
     return path
 
 
-def main(cc: CompareConfig | None = None) -> dict[str, Any]:
-    import tyro
+def parse_args(argv: list[str] | None = None) -> CompareConfig:
+    from runners import cli
 
-    cc = cc or tyro.cli(CompareConfig)
+    return cli.parse(CompareConfig, "runners.compare", __doc__, args=argv)
+
+
+def main(cc: CompareConfig | None = None) -> dict[str, Any]:
+    cc = cc or parse_args()
     if cc.plot:
         require_matplotlib()
     out = Path(cc.log_dir) / (cc.name or f"compare__{cc.env}__{int(time.time())}")

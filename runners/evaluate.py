@@ -3,18 +3,19 @@
 For CatGrid the result is printed next to the exact optimum ``V*(start)`` from value
 iteration. Usable in-process (:func:`evaluate`) or as a command::
 
-    python -m runners.evaluate runs/CatGrid-v0__ppo__0__<time>/checkpoint --episodes 500
+    python -m runners.evaluate runs/CatGrid-v0__ppo__0__<time> --episodes 500
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+import tyro
 
 from agents.agent import Agent
 from runners.rollout import env_call
@@ -129,30 +130,39 @@ def format_report(report: dict[str, Any]) -> str:
 
 @dataclass
 class EvalArgs:
-    """Evaluate a checkpoint written by runners.train."""
+    """Evaluate a run written by runners.train (greedy and sampled; CatGrid-v0 next to the exact optimum V*(start))."""
 
-    checkpoint: Path
-    """checkpoint directory (or a run directory containing checkpoint/)"""
+    checkpoint: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
+    """run directory (or its checkpoint/)"""
     episodes: int = 500
     seed: int = 12345
     num_envs: int | None = None
+    """parallel envs (default: the run's)"""
     device: str = "auto"
+    """auto (CUDA if available), cpu or cuda[:N]"""
+    model: str | None = None
+    """text runs: policy/reference LM dir or HF id (required if the run was trained on an in-memory model)"""
+    reward_model: str | None = None
+    """text runs: reward model dir, HF id or 'vader' (default: the run's)"""
+    dataset: str | None = None
+    """text runs: prompt dataset (default: the run's)"""
+
+
+def parse_args(argv: list[str] | None = None) -> EvalArgs:
+    from runners import cli
+
+    return cli.parse(EvalArgs, "runners.evaluate", __doc__, args=argv)
 
 
 def main(args: EvalArgs | None = None) -> dict[str, Any]:
-    import tyro
+    from runners.load import load_run, run_config
+    from runners.train import make_envs
 
-    from runners.checkpoint import load_checkpoint, read_state
-    from runners.train import TrainConfig, build_agent, make_envs
-
-    args = args or tyro.cli(EvalArgs)
-    path = args.checkpoint / "checkpoint" if (args.checkpoint / "checkpoint").is_dir() else args.checkpoint
-    state = read_state(path)
-    cfg = TrainConfig.from_dict(state["config"])
-    cfg.device = args.device
+    args = args or parse_args()
+    overrides = {"model": args.model, "reward_model": args.reward_model, "dataset": args.dataset}
+    cfg = run_config(args.checkpoint, args.device, **overrides)
     envs = make_envs(cfg, num_envs=args.num_envs or cfg.num_envs, eval_mode=True)
-    agent = build_agent(cfg, envs, total_updates=None)
-    load_checkpoint(path, agent, load_optimizer=False)
+    agent, _ = load_run(args.checkpoint, args.device, envs=envs, **overrides)
     with torch.no_grad():
         report = evaluate_report(agent, envs, args.episodes, cfg.agent.gamma, args.seed)
     print(format_report(report))

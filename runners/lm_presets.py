@@ -172,7 +172,7 @@ def save_pretrained_atomic(
 
 
 def cli_with_presets(cls: type[T], presets: dict[str, T], argv: list[str] | None = None,
-                     description: str | None = None) -> T:
+                     description: str | None = None, module: str | None = None) -> T:
     """Parse a config dataclass with tyro, using ``presets[--preset]`` as the defaults.
 
     ``--preset tiny --max-minutes 5`` therefore means "the tiny preset, but 5 minutes", and
@@ -186,7 +186,10 @@ def cli_with_presets(cls: type[T], presets: dict[str, T], argv: list[str] | None
         elif arg.startswith("--preset="):
             name = arg.split("=", 1)[1]
     default = presets.get(name, cls()) if name is not None else cls()
-    return tyro.cli(cls, args=args, default=default, description=description)
+    from runners.cli import plain, prog
+
+    return tyro.cli(cls, args=args, default=default, description=plain(description),
+                    prog=prog(module) if module else None)
 
 
 class BudgetBar:

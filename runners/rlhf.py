@@ -42,6 +42,8 @@ from runners.train import train
 
 @dataclass
 class RLHFConfig:
+    """The whole RLHF pipeline offline: SFT, reward model, PPO, and a before/after report."""
+
     preset: Literal["tiny", "ci"] = "tiny"
     output_dir: str | None = None
     """default: artifacts/rlhf-<preset>"""
@@ -132,7 +134,8 @@ def run_stages(cfg: RLHFConfig) -> dict[str, Any]:
     tcfg.total_timesteps = tcfg.num_envs * tcfg.num_steps * cfg.ppo_updates
     tcfg.agent = dataclasses.replace(tcfg.agent, learning_rate=cfg.learning_rate)
     tcfg.kl_coef, tcfg.kl_target, tcfg.kl_horizon = cfg.kl_coef, cfg.kl_target, cfg.kl_horizon
-    tcfg.log_dir, tcfg.run_name, tcfg.seed, tcfg.threads = cfg.log_dir, f"rlhf-{cfg.preset}-ppo", cfg.seed, cfg.threads
+    tcfg.log_dir, tcfg.run_name, tcfg.seed, tcfg.threads = (cfg.log_dir, f"rlhf-{cfg.preset}-ppo__{cfg.seed}__{int(time.time())}",
+                                                          cfg.seed, cfg.threads)  # a fresh run per invocation
     tcfg.max_minutes = cfg.ppo_max_minutes
     result = train(tcfg)
     timings["ppo_seconds"] = time.time() - t0
@@ -188,16 +191,20 @@ def report_markdown(rep: dict[str, Any], samples: int = 5) -> str:
     return "\n".join(lines) + "\n"
 
 
+def parse_args(argv: list[str] | None = None) -> RLHFConfig:
+    """``--preset`` picks the defaults, tyro parses the rest on top of them."""
+    import argparse
+
+    from runners import cli
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    known, _ = pre.parse_known_args(argv)
+    return cli.parse(RLHFConfig, "runners.rlhf", __doc__, args=argv, default=PRESETS[known.preset])
+
+
 def main(cfg: RLHFConfig | None = None) -> dict[str, Any]:
-    if cfg is None:
-        import argparse
-
-        import tyro
-
-        pre = argparse.ArgumentParser(add_help=False)
-        pre.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-        known, _ = pre.parse_known_args()
-        cfg = tyro.cli(RLHFConfig, default=PRESETS[known.preset])
+    cfg = cfg or parse_args()
     rep = run_stages(cfg)
     out = Path(rep["output_dir"])
     (out / "report.json").write_text(json.dumps(rep, indent=2, default=str))

@@ -325,7 +325,7 @@ def run_sft(cfg: SFTConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     """CLI entry point: ``python -m runners.sft --help``."""
-    cfg = cli_with_presets(SFTConfig, PRESETS, argv, description=__doc__)
+    cfg = cli_with_presets(SFTConfig, PRESETS, argv, description=__doc__, module="runners.sft")
     metrics = run_sft(cfg)
     print(f"step {metrics['step']}  held-out perplexity {metrics['eval_perplexity']:.2f} "
           f"(from {metrics.get('initial_eval_perplexity', float('nan')):.1f})  "

@@ -5,10 +5,10 @@
     python -m runners.train --env TextGen-IMDB-v0 --model PATH --reward-model PATH|vader
     python -m runners.train --resume runs/CatGrid-v0__ppo__0__1732450000
 
-Every hyperparameter lives in :class:`TrainConfig` (parsed by tyro; ``--help`` lists them
-with the defaults of the chosen ``--env``). TensorBoard logs go to
-``runs/<env>__<algo>__<seed>__<time>`` with CleanRL's tag names; the run directory also holds
-``checkpoint/`` (safetensors + JSON, written atomically) and ``eval.json``.
+``--help`` lists every option with the defaults of the chosen ``--env`` and ``--algo``. TensorBoard logs go to
+``runs/<env>__<algo>__<seed>__<time>`` with CleanRL's tag names; the run directory also holds ``checkpoint/``
+(safetensors + JSON, written atomically) and ``eval.json``. An existing run directory is never appended to:
+continue it with ``--resume``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from agents.agent import Agent, AgentConfig
 from agents.kl import AdaptiveKLController
 from agents.networks import build_network
 from envs.lm import load_causal_lm, resolve_device
-from runners import logging_utils
+from runners import cli, logging_utils, runs
 from runners.checkpoint import load_checkpoint, read_state, save_checkpoint
 from runners.evaluate import evaluate_report, format_report
 from runners.rollout import RolloutCollector, get_kl_coef, set_env_attr
@@ -41,7 +41,7 @@ from runners.rollout import RolloutCollector, get_kl_coef, set_env_attr
 
 @dataclass
 class TrainConfig:
-    """One training run. Defaults depend on ``--env`` (see :func:`preset`)."""
+    """One training run. The defaults shown are those of the chosen --env and --algo."""
 
     env: Literal["CatGrid-v0", "TextGen-IMDB-v0"] = "CatGrid-v0"
     algo: Literal["ppo", "reinforce"] = "ppo"
@@ -55,36 +55,50 @@ class TrainConfig:
     reward_scale: float = 0.01
     """multiplies the learning reward (not the logged returns)"""
     agent: AgentConfig = field(default_factory=AgentConfig)
-    # --- network of the grid env
     d_model: int = 64
+    """CatGrid-v0 network: transformer width"""
     n_layer: int = 2
+    """CatGrid-v0 network: transformer layers"""
     n_head: int = 4
-    # --- CatGrid-v0
+    """CatGrid-v0 network: attention heads"""
     map_name: str = "5x5"
+    """CatGrid-v0 map (envs.catgrid.MAPS)"""
     slip: float = 0.2
-    # --- TextGen-IMDB-v0
+    """CatGrid-v0 probability that a move slips sideways"""
     model: str = "lvwerra/gpt2-imdb"
+    """TextGen-IMDB-v0 policy (and reference) LM: HF id or local dir"""
     reward_model: str = "lvwerra/distilbert-imdb"
+    """TextGen-IMDB-v0 reward: HF classifier id or local dir, or 'vader'"""
     dataset: str | None = None
+    """TextGen-IMDB-v0 prompts: a .jsonl[.gz] file, a dir with train.jsonl.gz, or an HF dataset id
+    (default: the local IMDB copy, else stanfordnlp/imdb)"""
+    text_field: str = "text"
+    """TextGen-IMDB-v0: the dataset column holding the review text"""
     max_new_tokens: int = 16
+    """TextGen-IMDB-v0: response length cap (tokens)"""
     kl_coef: float = 0.2
+    """TextGen-IMDB-v0: initial KL penalty beta"""
     adaptive_kl: bool = True
+    """TextGen-IMDB-v0: adapt beta toward kl_target (Ziegler et al.)"""
     kl_target: float = 6.0
     kl_horizon: float = 10000.0
-    # --- logging, checkpoints, evaluation
     log_dir: str = "runs"
     run_name: str | None = None
-    """default: <env>__<algo>__<seed>__<unix time>"""
+    """default: <env>__<algo>__<seed>__<unix time>; an existing run is never appended to (use --resume)"""
     checkpoint_every: int = 50
     """updates between checkpoints (a final one is always written)"""
     resume: str | None = None
     """run directory (or its checkpoint/) to continue"""
     eval_episodes: int = 500
+    """episodes of the final greedy and sampled evaluation (0: none)"""
     sample_every: int = 10
     """updates between TensorBoard text tables of samples (text envs)"""
     device: str = "auto"
+    """auto (CUDA if available), cpu or cuda[:N]"""
     threads: int | None = None
+    """torch CPU threads (default: torch's choice)"""
     progress: bool = True
+    """show a progress bar"""
     track: bool = False
     """also log to Weights & Biases (TensorBoard scalars synced, as CleanRL); pip install 'rlhf-gym[track]'"""
     wandb_project: str = "rlhf-gym"
@@ -130,8 +144,6 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     """``--env``/``--algo`` pick the preset, tyro parses the rest on top of it."""
     import argparse
 
-    import tyro
-
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--env", default="CatGrid-v0")
@@ -142,7 +154,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         default = TrainConfig.from_dict(read_state(_checkpoint_dir(Path(known.resume)))["config"])
     else:
         default = preset(known.env, known.algo)
-    cfg = tyro.cli(TrainConfig, default=default, args=argv)
+    cfg = cli.parse(TrainConfig, "runners.train", __doc__, args=argv, default=default)
     cfg.agent.algo = cfg.algo
     return cfg
 
@@ -188,7 +200,7 @@ def build_agent(
     return Agent(net, cfg.agent, total_updates=total_updates)
 
 
-def init_tracking(cfg: TrainConfig, run_dir: Path) -> Any:
+def init_tracking(cfg: TrainConfig, run_dir: Path, config: dict[str, Any]) -> Any:
     """Start a Weights & Biases run that mirrors the TensorBoard logs (call before creating the SummaryWriter)."""
     try:
         import wandb
@@ -196,7 +208,7 @@ def init_tracking(cfg: TrainConfig, run_dir: Path) -> Any:
         raise ImportError("--track logs to Weights & Biases, which is not installed: pip install 'rlhf-gym[track]'"
                           ) from None
     return wandb.init(project=cfg.wandb_project, entity=cfg.wandb_entity, name=run_dir.name, dir=str(run_dir),
-                      config=dataclasses.asdict(cfg), sync_tensorboard=True, resume="allow" if cfg.resume else None)
+                      config=config, sync_tensorboard=True, resume="allow" if cfg.resume else None)
 
 
 def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -206,6 +218,8 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
     ``{"reward_model": my_callable}`` or ``{"model": model, "tokenizer": tok}``; a model
     object given there is also the policy's starting point (deep-copied).
     """
+    cli.quiet_transformers()
+    runs.check_reloadable(cfg, env_overrides)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -216,9 +230,12 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
         run_dir = Path(cfg.resume)
         run_dir = run_dir.parent if run_dir.name == "checkpoint" else run_dir
         resume_state = read_state(_checkpoint_dir(run_dir))
+        if (done := runs.finished_message(run_dir, resume_state, cfg.num_updates)) is not None:
+            print(done, file=sys.stderr)
+            return {"run_dir": str(run_dir), "global_step": resume_state["global_step"], "finished": True}
     else:
-        name = cfg.run_name or f"{cfg.env}__{cfg.algo}__{cfg.seed}__{int(time.time())}"
-        run_dir = Path(cfg.log_dir) / name
+        run_dir = runs.new_run_dir(cfg.log_dir, cfg.run_name, f"{cfg.env}__{cfg.algo}__{cfg.seed}__{int(time.time())}")
+    recorded = runs.recorded_config(dataclasses.asdict(cfg), env_overrides) | {"resume": None}
     envs = make_envs(cfg, overrides=env_overrides)
     agent = build_agent(cfg, envs, total_updates=cfg.num_updates, model=(env_overrides or {}).get("model"))
     global_step, start_update = 0, 0
@@ -226,10 +243,10 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
         load_checkpoint(_checkpoint_dir(run_dir), agent)
         global_step, start_update = resume_state["global_step"], agent.num_updates
     run_dir.mkdir(parents=True, exist_ok=True)
-    tracker = init_tracking(cfg, run_dir) if cfg.track else None
+    tracker = init_tracking(cfg, run_dir, recorded) if cfg.track else None
     writer = SummaryWriter(str(run_dir))
     if resume_state is None:
-        writer.add_text("config", logging_utils.config_table(dataclasses.asdict(cfg)))
+        writer.add_text("config", logging_utils.config_table(recorded))
     kl_ctl = None
     if get_kl_coef(envs) is not None and cfg.adaptive_kl:
         beta = resume_state.get("kl_coef", cfg.kl_coef) if resume_state else cfg.kl_coef
@@ -239,17 +256,18 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
     collector.global_step = global_step
     recent: dict[str, list[float]] = {"return": [], "score": [], "kl": []}
     t0, steps0 = time.time(), global_step
-    bar = tqdm(range(start_update, cfg.num_updates), disable=not cfg.progress, desc=run_dir.name,
-               initial=start_update, total=cfg.num_updates)
+    if cfg.progress:
+        print(f"run directory: {run_dir}  (tensorboard --logdir {run_dir.parent})", file=sys.stderr)
+    bar = tqdm(total=cfg.num_updates * cfg.num_envs * cfg.num_steps, initial=global_step, disable=not cfg.progress,
+               desc=run_dir.name, unit="step", unit_scale=True, dynamic_ncols=True)
     stopped_early = None
-    for update in bar:
+    for update in range(start_update, cfg.num_updates):
         if cfg.max_minutes is not None and time.time() - t0 > cfg.max_minutes * 60:
             stopped_early = (f"wall-clock cap of {cfg.max_minutes} min reached after {update} of {cfg.num_updates} "
                              "updates; this is NOT the configured run")
             print(f"WARNING: {stopped_early}", file=sys.stderr, flush=True)
             extra = {"kl_coef": kl_ctl.value} if kl_ctl else {}
-            save_checkpoint(run_dir / "checkpoint", agent, dataclasses.asdict(cfg) | {"resume": None},
-                            collector.global_step, **extra)
+            save_checkpoint(run_dir / "checkpoint", agent, recorded, collector.global_step, **extra)
             break
         rollout, log = collector.collect()
         stats = agent.update(rollout)
@@ -264,12 +282,14 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
         if log.texts and (update % cfg.sample_every == 0):
             writer.add_text("samples", logging_utils.samples_table(log), step)
         bar.set_postfix(logging_utils.postfix(recent), refresh=False)
+        bar.update(step - bar.n)
         if (update + 1) % cfg.checkpoint_every == 0 or update + 1 == cfg.num_updates:
             extra = {"kl_coef": kl_ctl.value} if kl_ctl else {}
-            save_checkpoint(run_dir / "checkpoint", agent, dataclasses.asdict(cfg) | {"resume": None}, step, **extra)
+            save_checkpoint(run_dir / "checkpoint", agent, recorded, step, **extra)
     result: dict[str, Any] = {"run_dir": str(run_dir), "global_step": collector.global_step,
                               "wall_time": time.time() - t0, "stopped_early": stopped_early,
                               **{f"recent_{k}": float(np.mean(v)) for k, v in recent.items() if v}}
+    bar.close()
     envs.close()
     if cfg.eval_episodes > 0:
         eval_envs = make_envs(cfg, eval_mode=True, overrides=env_overrides)

@@ -338,7 +338,7 @@ def run_reward_training(cfg: RewardConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     """CLI entry point: ``python -m runners.train_reward --help``."""
-    cfg = cli_with_presets(RewardConfig, PRESETS, argv, description=__doc__)
+    cfg = cli_with_presets(RewardConfig, PRESETS, argv, description=__doc__, module="runners.train_reward")
     metrics = run_reward_training(cfg)
     short = metrics.get("eval_accuracy_short")
     print(f"step {metrics['step']}  held-out pairwise accuracy {metrics['eval_accuracy']:.3f}"
