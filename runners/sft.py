@@ -71,7 +71,7 @@ class SFTConfig:
     max_steps: int = 2000
     max_minutes: float | None = None
     """Optional wall-clock cap in minutes (total, including resumed parts). It never changes the schedule: it only
-    stops the run early, loudly (``stopped_early`` in metrics.json). None = train all max_steps."""
+    stops the run early, loudly (stopped_early in metrics.json). None = train all max_steps."""
     eval_every: int = 250
     save_every_minutes: float = 2.0
     seed: int = 0

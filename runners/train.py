@@ -72,8 +72,6 @@ class TrainConfig:
     dataset: str | None = None
     """TextGen-IMDB-v0 prompts: a .jsonl[.gz] file, a dir with train.jsonl.gz, or an HF dataset id
     (default: the local IMDB copy, else stanfordnlp/imdb)"""
-    text_field: str = "text"
-    """TextGen-IMDB-v0: the dataset column holding the review text"""
     max_new_tokens: int = 16
     """TextGen-IMDB-v0: response length cap (tokens)"""
     kl_coef: float = 0.2

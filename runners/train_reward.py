@@ -73,7 +73,7 @@ class RewardConfig:
     grad_clip: float = 1.0
     max_steps: int = 1000
     max_minutes: float | None = None
-    """Optional wall-clock cap in minutes: only stops the run early, loudly (``stopped_early`` in metrics.json);
+    """Optional wall-clock cap in minutes: only stops the run early, loudly (stopped_early in metrics.json);
     the schedule depends on the step alone, so a run that is not stopped is reproducible."""
     eval_every: int = 100
     seed: int = 0
