@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from envs.length import LengthSampler, action_mask, check_min_new_tokens, eos_mask_rows
 from envs.lm import DEFAULT_REWARD_MODEL, IncrementalLM, freeze, load_causal_lm, make_reward_fn, resolve_device
 
 DEFAULT_MODEL = "lvwerra/gpt2-imdb"
@@ -122,6 +123,13 @@ class TextGenCore:
     agent's logged KL ``Σ_t (log π_θ - log π_ref)`` (and an adaptive controller's input) is exact for every β. The
     price: with ``kl_coef == 0`` the reference LM still runs one cached decoding step per env step. ``score`` is the reward function on the decoded
     prompt + response (as TRL scores query + response), special tokens (EOS) skipped.
+
+    Length controls (:mod:`envs.length`): ``max_new_tokens`` is fixed or drawn per episode from ``(lo, hi)``,
+    EOS is masked out of the allowed actions until ``min_new_tokens`` tokens were generated, and
+    ``missing_eos_penalty`` is subtracted from the score of an episode that ends without EOS. Under a mask
+    the policy samples from the masked distribution, so ``log π_ref`` is taken from the reference renormalised
+    over the same allowed actions: the KL then measures what training changed, not what the constraint did
+    (the unconstrained initial policy has KL 0 to its reference).
     """
 
     def __init__(
@@ -133,7 +141,9 @@ class TextGenCore:
         reward_model: Any = DEFAULT_REWARD_MODEL,
         dataset: DatasetArg = None,
         split: str = "train",
-        max_new_tokens: int = 16,
+        max_new_tokens: int | tuple[int, int] = 16,
+        min_new_tokens: int = 0,
+        missing_eos_penalty: float | None = None,
         prompt_min_len: int = 2,
         prompt_max_len: int = 8,
         kl_coef: float = 0.2,
@@ -147,7 +157,13 @@ class TextGenCore:
                 f"num_envs={self.num_rows} is not a multiple of group_size={self.group_size}; rows come in groups "
                 "of group_size that share a prompt, so choose num_envs = group_size x number of groups."
             )
-        self.max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 1)
+        self.length_sampler = LengthSampler(max_new_tokens)  # per-episode limit, see envs.length
+        self.max_new_tokens = self.length_sampler.hi  # the largest limit (sizes the observation)
+        self.min_new_tokens = check_min_new_tokens(min_new_tokens, self.length_sampler)
+        if missing_eos_penalty is not None and not (isinstance(missing_eos_penalty, (int, float))
+                                                    and math.isfinite(missing_eos_penalty)):
+            raise ValueError(f"missing_eos_penalty must be None or a finite number, got {missing_eos_penalty!r}.")
+        self.missing_eos_penalty = missing_eos_penalty
         self.prompt_min_len = _check_int("prompt_min_len", prompt_min_len, 1)
         self.prompt_max_len = _check_int("prompt_max_len", prompt_max_len, self.prompt_min_len)
         self.kl_coef = kl_coef
@@ -177,6 +193,8 @@ class TextGenCore:
         self.lengths = np.zeros(self.num_rows, dtype=np.int64)  # real tokens per row
         self.prompt_len = np.zeros(self.num_rows, dtype=np.int64)
         self.new_tokens = np.zeros(self.num_rows, dtype=np.int64)
+        self.episode_max = np.full(self.num_rows, self.max_new_tokens, dtype=np.int64)  # this episode's limit
+        self._group_len: dict[int, int] = {}  # group id -> its episodes' limit (group_size > 1, sampled lengths)
         self.group_id = np.zeros(self.num_rows, dtype=np.int64)  # id of the prompt group of each row's episode
         self._episode = np.zeros(self.num_rows, dtype=np.int64)  # episodes started per row since reset
         self._group_prompts: dict[tuple[int, int], list[int]] = {}  # (group, episode) -> [pick, k, id, rows left]
@@ -249,11 +267,29 @@ class TextGenCore:
         else:
             pick, k = self._group_prompts_for(rows, rng)
         self._episode[rows] += 1
+        self._draw_lengths(rows, rng)
         src = np.arange(self.seq_len) - (self.seq_len - k)[:, None]  # (R, L) index into the prompt
         prompts = np.take_along_axis(self.prompt_table[pick], np.clip(src, 0, self.prompt_max_len - 1), axis=1)
         self.input_ids[rows] = np.where(src >= 0, prompts, self.pad_token_id)
         self.lengths[rows] = self.prompt_len[rows] = k
         self.new_tokens[rows] = 0
+
+    def _draw_lengths(self, rows: np.ndarray, rng: np.random.Generator) -> None:
+        """This episode's ``max_new_tokens`` for ``rows`` (shared by a group's rows, like the prompt)."""
+        if self.length_sampler.fixed or self.group_size == 1:
+            self.episode_max[rows] = self.length_sampler.sample(rng, rows.size)
+            return
+        for r in rows:
+            gid = int(self.group_id[r])
+            if gid not in self._group_len:
+                self._group_len[gid] = int(self.length_sampler.sample(rng, 1)[0])
+            self.episode_max[r] = self._group_len[gid]
+        live = set(self.group_id.tolist())
+        self._group_len = {g: n for g, n in self._group_len.items() if g in live}
+
+    def action_mask(self) -> np.ndarray:
+        """(N, V) int8, 1 = allowed next action: EOS is masked in rows with fewer than ``min_new_tokens``."""
+        return action_mask(eos_mask_rows(self.new_tokens, self.min_new_tokens), self.eos_token_id, self.vocab_size)
 
     def reset(self, rng: np.random.Generator) -> None:
         """Start every row with a new prompt (and prefill the reference cache)."""
@@ -270,11 +306,21 @@ class TextGenCore:
         Returns rewards (N,) float64, terminated (N,) bool and vector-style info arrays (``key`` + ``_key``).
         """
         beta, active = self.kl_coef, ~restart
+        eos_blocked = active & eos_mask_rows(self.new_tokens, self.min_new_tokens)  # (N,) before this step
+        if (eos_blocked & (actions == self.eos_token_id)).any():
+            rows = np.flatnonzero(eos_blocked & (actions == self.eos_token_id)).tolist()
+            raise ValueError(
+                f"masked action in rows {rows}: EOS (id {self.eos_token_id}) is not allowed before min_new_tokens="
+                f"{self.min_new_tokens} new tokens. Sample from the allowed actions, info['action_mask'] (1 = allowed)."
+            )
         if self._ref_hidden is None:
             raise RuntimeError("step() before reset(): the reference model has no state.")
         actions_t = torch.as_tensor(actions, device=self.device)
         with torch.no_grad():
             logits = self.ref_lm.head(self._ref_hidden).float()  # (N, V)
+            if eos_blocked.any():  # the reference under the same constraint: renormalised over allowed tokens
+                blocked_t = torch.as_tensor(eos_blocked, device=self.device)
+                logits[:, self.eos_token_id] = logits[:, self.eos_token_id].masked_fill(blocked_t, float("-inf"))
             ref_logp_t = -F.cross_entropy(logits, actions_t, reduction="none")  # (N,) log π_ref(a|s), fused
         shift = np.flatnonzero(active)
         self.input_ids[shift, :-1] = self.input_ids[shift, 1:]
@@ -283,11 +329,13 @@ class TextGenCore:
         self.new_tokens[shift] += 1
         if restart.any():
             self._start(np.flatnonzero(restart), rng)
-        terminated = active & ((actions == self.eos_token_id) | (self.new_tokens >= self.max_new_tokens))
+        ended_eos = active & (actions == self.eos_token_id)
+        terminated = ended_eos | (active & (self.new_tokens >= self.episode_max))
         every = np.ones(self.num_rows, dtype=bool)
         info = {"prompt_len": self.prompt_len.copy(), "_prompt_len": every,
                 "new_tokens": self.new_tokens.copy(), "_new_tokens": every.copy(),
-                "group_id": self.group_id.copy(), "_group_id": every.copy()}
+                "group_id": self.group_id.copy(), "_group_id": every.copy(),
+                "action_mask": self.action_mask(), "_action_mask": every.copy()}
         rewards = np.zeros(self.num_rows)
         self._ref_hidden = self.ref_lm.step(actions_t, restart, self.input_ids, self.attention_mask)
         ref_logp = np.where(active, ref_logp_t.double().cpu().numpy(), 0.0)
@@ -298,6 +346,8 @@ class TextGenCore:
             texts = self.texts(done)
             scores = self.reward_fn(texts)
             rewards[done] += scores
+            if self.missing_eos_penalty is not None:
+                rewards[done] -= self.missing_eos_penalty * ~ended_eos[done]
             info["score"], info["_score"] = np.zeros(self.num_rows), terminated.copy()
             info["score"][done] = scores
             info["text"], info["_text"] = np.full(self.num_rows, None, dtype=object), terminated.copy()
@@ -345,18 +395,29 @@ class TextGenEnv(CoreKLCoef, gym.Env[dict[str, np.ndarray], int]):
     """Review continuation with a sentiment reward and per-token KL shaping (see :class:`TextGenCore`).
 
     Observation: ``Dict(input_ids=Box(0, V-1, (L,), int64), attention_mask=Box(0, 1, (L,), int64))`` with
-    ``L = prompt_max_len + max_new_tokens``: the prompt and the tokens generated so far, LEFT padded with
-    ``pad_token_id`` (mask 0 on padding). Action: ``Discrete(V)``, a token id (V = the LM head's size).
-    Reward: ``kl_coef·log π_ref(a_t|s_t)``, plus the sentiment score on the last token; terminated on EOS or after
-    ``max_new_tokens`` tokens (never truncated). Info: ``prompt_len``, ``new_tokens``, ``ref_logprob`` (``log π_ref(a_t|s_t)``,
-    always, also when ``kl_coef == 0``) and, at the end, ``score``, ``text`` (prompt + response, special tokens skipped: what is
-    scored), ``prompt`` and ``response`` (decoded separately, special tokens visible).
+        eos_blocked = active & eos_mask_rows(self.new_tokens, self.min_new_tokens)  # (N,) before this step
+        if (eos_blocked & (actions == self.eos_token_id)).any():
+            rows = np.flatnonzero(eos_blocked & (actions == self.eos_token_id)).tolist()
+            raise ValueError(
+                f"masked action in rows {rows}: EOS (id {self.eos_token_id}) is not allowed before min_new_tokens="
+                f"{self.min_new_tokens} new tokens. Sample from the allowed actions, info['action_mask'] (1 = allowed)."
+            )
+        if self._ref_hidden is None:
+            raise RuntimeError("step() before reset(): the reference model has no state.")
+        actions_t = torch.as_tensor(actions, device=self.device)
+        with torch.no_grad():
+            logits = self.ref_lm.head(self._ref_hidden).float()  # (N, V)
+            if eos_blocked.any():  # the reference under the same constraint: renormalised over allowed tokens
+                blocked_t = torch.as_tensor(eos_blocked, device=self.device)
+                logits[:, self.eos_token_id] = logits[:, self.eos_token_id].masked_fill(blocked_t, float("-inf"))
+            ref_logp_t = -F.cross_entropy(logits, actions_t, reduction="none")  # (N,) log π_ref(a|s), fused
 
     Arguments: ``model`` (HF id / local dir / PreTrainedModel + ``tokenizer``; the initial policy, whose frozen
     copy is the reference unless ``ref_model`` is given), ``reward_model`` (see :func:`envs.lm.make_reward_fn`),
     ``dataset`` (IMDB .jsonl[.gz] file/dir, hub id, or a list of texts; default: the local copy, else
-    ``stanfordnlp/imdb``), ``split``, ``max_new_tokens``, ``prompt_min_len``, ``prompt_max_len``, ``kl_coef``,
-    ``device`` and ``render_mode`` (None or ``"ansi"``: the text so far). ``group_size`` is accepted and
+    ``stanfordnlp/imdb``), ``split``, ``max_new_tokens`` (int, or ``(lo, hi)``: each episode draws its limit
+    uniformly from lo..hi, like TRL's LengthSampler), ``min_new_tokens`` (default 0), ``missing_eos_penalty``
+    (default None), ``prompt_min_len``, ``prompt_max_len``, ``kl_coef``, ``device`` and ``render_mode`` (None or ``"ansi"``: the text so far). ``group_size`` is accepted and
     ignored (it only means something for the vector env).
     """
 
@@ -378,7 +439,8 @@ class TextGenEnv(CoreKLCoef, gym.Env[dict[str, np.ndarray], int]):
         super().reset(seed=seed)
         self.core.reset(self.np_random)
         self._done = False
-        return self._obs(), {"prompt_len": int(self.core.prompt_len[0]), "new_tokens": 0}
+        return self._obs(), {"prompt_len": int(self.core.prompt_len[0]), "new_tokens": 0,
+                             "action_mask": self.core.action_mask()[0]}
 
     def step(self, action: int) -> tuple[dict, float, bool, bool, dict]:
         if self._done:

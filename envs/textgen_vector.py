@@ -74,7 +74,8 @@ class TextGenVectorEnv(CoreKLCoef, VectorEnv):
         ones = np.ones(self.num_envs, dtype=bool)
         info = {"prompt_len": self.core.prompt_len.copy(), "_prompt_len": ones,
                 "new_tokens": self.core.new_tokens.copy(), "_new_tokens": ones.copy(),
-                "group_id": self.core.group_id.copy(), "_group_id": ones.copy()}
+                "group_id": self.core.group_id.copy(), "_group_id": ones.copy(),
+                "action_mask": self.core.action_mask(), "_action_mask": ones.copy()}
         return self.core.observation(), info
 
     def _check_actions(self, actions: Any) -> np.ndarray:
