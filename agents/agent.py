@@ -30,6 +30,7 @@ import tyro
 from torch import Tensor
 
 from agents import losses
+from agents.masking import ActionMasks, apply_mask
 from agents.networks import Obs, PolicyValueNet, StepBatch, disable_dropout
 from agents.returns import complete_episode_mask, episode_returns, gae, rewards_to_go
 from runners import distributed
@@ -95,6 +96,7 @@ class Rollout:
     truncated: Tensor  # (T, N) bool
     episode_start: Tensor  # (T, N) bool
     valid: Tensor  # (T, N) bool
+    action_masks: ActionMasks | None = None  # allowed actions per step (compact); None = all allowed
 
 
 def _index_obs(obs: Obs, idx: Tensor) -> Obs:
@@ -140,14 +142,17 @@ class Agent:
 
     # ------------------------------------------------------------------ acting
     @staticmethod
-    def sample(logits: Tensor, greedy: bool = False) -> tuple[Tensor, Tensor]:
+    def sample(logits: Tensor, greedy: bool = False, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Sample (or argmax) actions from logits (N, A); returns actions (N,) and log π (N,).
+
+        With ``mask`` (N, A) bool (True = allowed) both come from the masked distribution
+        (:func:`agents.masking.apply_mask`), the one :meth:`update` evaluates.
 
         Plain multinomial sampling at temperature 1 by inverse CDF (one uniform per row and a
         binary search), which is much faster than ``Categorical.sample`` for LM-sized action
         spaces; the returned log-probs are the exact sampling log-probs.
         """
-        logp = torch.log_softmax(logits.float(), dim=-1)  # (N, A)
+        logp = torch.log_softmax(apply_mask(logits.float(), mask), dim=-1)  # (N, A)
         if greedy:
             actions = logp.argmax(-1)
         else:
@@ -226,6 +231,7 @@ class Agent:
         flat = lambda x: x.transpose(0, 1).reshape(-1)  # noqa: E731  (T, N) -> (N*T,)
         adv, targets, mask = flat(adv), flat(targets), flat(mask)
         old_logprob, old_values, actions = flat(ro.logprobs), flat(ro.values[:-1]), flat(ro.actions)
+        mask_rows = flat(ro.action_masks.index) if ro.action_masks is not None else None  # (N*T,) table rows
         obs = _flatten_obs(ro.obs)
         chunk = torch.as_tensor(
             chunk_ids(ro.episode_start.cpu().numpy(), ro.valid.cpu().numpy()), device=self.device
@@ -260,6 +266,8 @@ class Agent:
                     idx = torch.nonzero(in_group).squeeze(1)  # (B,) steps, chunk-contiguous
                     batch = self._make_batch(obs, actions, chunk, idx)
                     logits, values = self.net.evaluate(batch)  # (B, A), (B,)
+                    if ro.action_masks is not None:  # the masked distribution the actions were sampled from
+                        logits = apply_mask(logits.float(), ro.action_masks.table[mask_rows[idx]])
                     m = mask[idx]
                     n_group = m.sum()
                     dist = torch.distributions.Categorical(logits=logits[m])

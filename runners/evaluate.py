@@ -18,6 +18,7 @@ import torch
 import tyro
 
 from agents.agent import Agent
+from agents.masking import mask_from_info
 from runners.rollout import env_call
 
 
@@ -39,7 +40,7 @@ def evaluate(
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     n = envs.num_envs
     quota = -(-episodes // n)
-    obs, _ = envs.reset(seed=seed)
+    obs, info = envs.reset(seed=seed)
     if hasattr(agent.net, "reset_state"):
         agent.net.reset_state()
     start = np.ones(n, dtype=bool)
@@ -51,7 +52,7 @@ def evaluate(
     results: list[tuple[int, float, float, float, int]] = []  # (row order, G_disc, G, success, length)
     while (done_count < quota).any():
         logits, _ = agent.policy_step(obs, start)
-        action, _ = Agent.sample(logits, greedy=greedy)
+        action, _ = Agent.sample(logits, greedy=greedy, mask=mask_from_info(info, n, agent.device))
         obs, reward, term, trunc, info = envs.step(action.cpu().numpy())
         reward = np.asarray(reward, dtype=np.float64)
         disc += np.where(valid, gamma**steps * reward, 0.0)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from agents.agent import Agent, Rollout
+from agents.masking import ActionMasks, mask_from_info
 from agents.networks import obs_to_tensor
 
 
@@ -82,6 +83,15 @@ def get_kl_coef(envs: gym.vector.VectorEnv) -> float | None:
         return None
 
 
+def _stack_masks(masks: list[torch.Tensor | None], n: int, num_actions: int) -> ActionMasks | None:
+    """Compact (T, N) masks of a rollout; None when the env never masks (steps without one: all allowed)."""
+    if all(m is None for m in masks):
+        return None
+    dev = next(m for m in masks if m is not None).device
+    full = torch.ones((n, num_actions), dtype=torch.bool, device=dev)
+    return ActionMasks.stack([full if m is None else m for m in masks])
+
+
 @dataclass
 class EpisodeLog:
     """Statistics of the episodes that finished during one rollout (env rewards, unscaled)."""
@@ -121,8 +131,9 @@ class RolloutCollector:
         self.num_envs = envs.num_envs
         self.device = agent.device
         self.global_step = 0
-        obs, _ = envs.reset(seed=seed)
+        obs, info = envs.reset(seed=seed)
         self.obs = obs
+        self.mask = mask_from_info(info, self.num_envs, self.device)  # allowed actions at self.obs, or None
         self.episode_start = np.ones(self.num_envs, dtype=bool)
         self.valid = np.ones(self.num_envs, dtype=bool)  # False: next step is a reset step
         self._ep_logp = np.zeros(self.num_envs)  # Σ log π_θ over the running episode
@@ -152,9 +163,11 @@ class RolloutCollector:
         valid = np.zeros((T, N), dtype=bool)
         beta = get_kl_coef(self.envs)
         log = EpisodeLog()
+        masks: list[torch.Tensor | None] = []
         for t in range(T):
             logits, value = self.pending
-            action, logprob = Agent.sample(logits)
+            action, logprob = Agent.sample(logits, mask=self.mask)
+            masks.append(self.mask)
             obs_buf.append(obs_to_tensor(self.obs, dev))
             actions[t], logprobs[t], values[t] = action, logprob, value
             starts[t], valid[t] = self.episode_start, self.valid
@@ -172,6 +185,7 @@ class RolloutCollector:
             self.episode_start = ~self.valid  # the obs after a reset step starts an episode
             self.valid = ~done
             self.obs = next_obs
+            self.mask = mask_from_info(info, N, dev)
             self.pending = self.agent.policy_step(next_obs, self.episode_start)
         values[T] = self.pending[1]
         self.global_step += T * N
@@ -184,6 +198,7 @@ class RolloutCollector:
         rollout = Rollout(
             obs=obs, actions=actions, logprobs=logprobs, values=values, rewards=as_t(rewards),
             terminated=as_t(terminated), truncated=as_t(truncated), episode_start=as_t(starts), valid=as_t(valid),
+            action_masks=_stack_masks(masks, logprobs.shape[1], logits.shape[-1]),
         )
         return rollout, log
 
