@@ -159,6 +159,8 @@ class Agent:
             cdf = logp.exp().cumsum(-1)  # (N, A)
             u = torch.rand(cdf.shape[0], 1, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
             actions = torch.searchsorted(cdf, u).squeeze(1).clamp_(max=logits.shape[-1] - 1)  # (N,)
+            if mask is not None:  # u on a cdf plateau edge (prob ~2^-24) could land on a forbidden action
+                actions = torch.where(mask.gather(1, actions[:, None]).squeeze(1), actions, logp.argmax(-1))
         return actions, logp.gather(1, actions.unsqueeze(1)).squeeze(1)
 
     @torch.no_grad()
