@@ -82,6 +82,13 @@ class ActionMasks:
     table: Tensor
     index: Tensor
 
+    def __getitem__(self, key: Any) -> "ActionMasks":
+        """Index the (T, N) steps, e.g. ``masks[:, cols]`` (the table is shared)."""
+        return ActionMasks(self.table, self.index[key])
+
+    def clone(self) -> "ActionMasks":
+        return ActionMasks(self.table.clone(), self.index.clone())
+
     def dense(self) -> Tensor:
         """(T, N, A) bool (for tests and small problems)."""
         return self.table[self.index]

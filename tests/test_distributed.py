@@ -126,7 +126,8 @@ def _columns(ro, cols: slice):
     """A copy of env columns ``cols`` of a rollout (what one rank with those envs would have collected)."""
     from dataclasses import fields as dc_fields
 
-    return type(ro)(**{f.name: getattr(ro, f.name)[:, cols].clone() for f in dc_fields(ro)})
+    take = lambda x: None if x is None else x[:, cols].clone()  # noqa: E731  (action_masks: None for CatGrid)
+    return type(ro)(**{f.name: take(getattr(ro, f.name)) for f in dc_fields(ro)})
 
 
 CASES = {
