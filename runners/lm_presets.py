@@ -214,6 +214,17 @@ class BudgetBar:
         self.bar.close()
 
 
+def require_progress(steps_done: int, stage: str, out: object) -> None:
+    """RuntimeError when a run stopped (wall-clock cap) before its first optimisation step: nothing is saved, so
+    an untrained model never lands in (or over a good model in) ``out``."""
+    if steps_done <= 0:
+        raise RuntimeError(
+            f"{stage}: stopped before the first optimisation step (the wall-clock cap --max-minutes ran out during "
+            f"data loading/tokenisation); nothing was trained and nothing was written to {out}. Raise --max-minutes "
+            "or drop it."
+        )
+
+
 def stop_report(step: int, max_steps: int, max_minutes: float | None, stage: str) -> dict[str, object]:
     """``{"stopped_early": None}`` when all ``max_steps`` ran; otherwise a warning on stderr and the reason.
 

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from envs.imdb import load_imdb
 from runners.lm_presets import (BudgetBar, cli_with_presets, make_tiny_lm, resolve_device, save_pretrained_atomic,
-                                stop_report, train_tokenizer)
+                                require_progress, stop_report, train_tokenizer)
 
 STATE_FILE = "training_state.pt"
 
@@ -278,6 +279,7 @@ def run_sft(cfg: SFTConfig) -> dict:
 
         save_pretrained_atomic(model, tokenizer, out, extra=extra)
 
+    print(f"sft: saving to {out} (TensorBoard: {Path(cfg.log_dir) / 'sft' / out.name})", file=sys.stderr)
     bar = BudgetBar(cfg.max_steps, budget_s, step, elapsed_before, desc="sft")
     running = None
     while step < cfg.max_steps and elapsed() < budget_s:
@@ -307,6 +309,7 @@ def run_sft(cfg: SFTConfig) -> dict:
             save()
             last_save = time.monotonic()
     bar.close()
+    require_progress(step - int(state.get("step", 0)), "sft", out)
     metrics.update(stop_report(step, cfg.max_steps, cfg.max_minutes, "sft"))
 
     eval_loss, ppl = evaluate_perplexity(model, eval_blocks, cfg.batch_size)

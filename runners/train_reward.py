@@ -26,6 +26,7 @@ import dataclasses
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +38,8 @@ from torch.utils.tensorboard import SummaryWriter
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, GPT2ForSequenceClassification
 
 from envs.imdb import iter_jsonl, load_imdb
-from runners.lm_presets import (BudgetBar, cli_with_presets, resolve_device, save_pretrained_atomic, stop_report,
-                                tiny_gpt2_config, train_tokenizer)
+from runners.lm_presets import (BudgetBar, cli_with_presets, require_progress, resolve_device, save_pretrained_atomic,
+                                stop_report, tiny_gpt2_config, train_tokenizer)
 from runners.sft import batch_indices, lr_factor
 
 
@@ -289,6 +290,7 @@ def run_reward_training(cfg: RewardConfig) -> dict:
     writer = SummaryWriter(str(Path(cfg.log_dir) / "reward" / out.name))
     budget_s = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
     step, running = 0, None
+    print(f"reward model: saving to {out} (TensorBoard: {Path(cfg.log_dir) / 'reward' / out.name})", file=sys.stderr)
     bar = BudgetBar(cfg.max_steps, budget_s, desc="reward")
     while step < cfg.max_steps and time.monotonic() - start < budget_s:
         lr = cfg.learning_rate * lr_factor(step, step / cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio)
@@ -317,6 +319,7 @@ def run_reward_training(cfg: RewardConfig) -> dict:
             writer.add_scalar("eval/loss", eval_loss, step)
             bar.update(step, time.monotonic() - start, loss=f"{running:.3f}", acc=f"{acc:.3f}")
     bar.close()
+    require_progress(step, "reward model", out)
     stopped = stop_report(step, cfg.max_steps, cfg.max_minutes, "reward model")
 
     acc, eval_loss, rewards = pairwise_accuracy(model, tokenizer, held_out, cfg.max_length, device)

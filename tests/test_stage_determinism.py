@@ -68,14 +68,41 @@ def test_sft_from_scratch_preset_is_reproducible_tokenizer_included(tmp_path: Pa
     assert _bytes(a, "tokenizer.json") == _bytes(b, "tokenizer.json")
 
 
+class _Clock:
+    """A clock that advances one second per reading: a wall-clock cap bites after a fixed number of steps."""
+
+    now = 0.0
+
+    @classmethod
+    def monotonic(cls) -> float:
+        cls.now += 1.0
+        return cls.now
+
+
 def test_wall_clock_cap_stops_early_and_says_so(tmp_path: Path, tiny_lm_dir: Path, review_file: Path,
-                                                capsys: pytest.CaptureFixture) -> None:
-    m = run_sft(_sft(tiny_lm_dir, review_file, tmp_path / "capped", max_minutes=1e-6))
-    assert m["step"] < 8
+                                                capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runners.sft
+
+    monkeypatch.setattr(runners.sft, "time", _Clock)
+    m = run_sft(_sft(tiny_lm_dir, review_file, tmp_path / "capped", max_minutes=10 / 60))
+    assert 0 < m["step"] < 8
     assert "wall-clock cap" in m["stopped_early"] and "NOT the configured run" in m["stopped_early"]
     assert "WARNING" in capsys.readouterr().err
     saved = json.loads((tmp_path / "capped" / "metrics.json").read_text())
     assert saved["stopped_early"] == m["stopped_early"]
+
+
+def test_cap_before_the_first_step_is_an_error_and_writes_nothing(tmp_path: Path, tiny_lm_dir: Path,
+                                                                  review_file: Path) -> None:
+    with pytest.raises(RuntimeError, match="before the first optimisation step.*nothing was written"):
+        run_sft(_sft(tiny_lm_dir, review_file, tmp_path / "sft", max_minutes=1e-9))
+    (tmp_path / "prefs.jsonl").write_text("".join(json.dumps({"chosen": f"good {i}", "rejected": f"bad {i}"}) + "\n"
+                                                  for i in range(40)))
+    with pytest.raises(RuntimeError, match="reward model: stopped before the first optimisation step"):
+        run_reward_training(RewardConfig(init=str(tiny_lm_dir), pairs=str(tmp_path / "prefs.jsonl"), batch_size=1,
+                                         output_dir=str(tmp_path / "rm"), log_dir=str(tmp_path / "runs"),
+                                         max_minutes=1e-9, num_threads=1))
+    assert not (tmp_path / "sft").exists() and not (tmp_path / "rm").exists()
 
 
 def test_reward_model_same_seed_bit_identical(tmp_path: Path, tiny_lm_dir: Path) -> None:
