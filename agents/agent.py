@@ -170,12 +170,14 @@ class Agent:
 
     @torch.no_grad()
     def predict(
-        self, obs: Any, episode_start: np.ndarray | bool | None = None, deterministic: bool = True
+        self, obs: Any, episode_start: np.ndarray | bool | None = None, deterministic: bool = True,
+        action_mask: np.ndarray | None = None,
     ) -> tuple[np.ndarray | int, None]:
         """SB3-style inference: ``(action, None)`` for one observation, ``(actions (N,), None)`` for a batch.
 
         ``deterministic`` takes the argmax, else samples. Networks with memory (the LM policy's KV cache) continue
         from the previous call unless ``episode_start`` is True for a row (None: every row starts afresh).
+        ``action_mask`` (A,) or (N, A), True = allowed (e.g. ``info["action_mask"]``), restricts the choice.
         """
         first = next(iter(obs.values())) if isinstance(obs, dict) else obs
         single = np.ndim(first) == self.net.obs_ndim
@@ -185,7 +187,9 @@ class Agent:
         n = len(first)
         start = np.ones(n, dtype=bool) if episode_start is None else np.broadcast_to(episode_start, (n,)).astype(bool)
         logits, _ = self.policy_step(obs, start)
-        actions = Agent.sample(logits, greedy=deterministic)[0].cpu().numpy()  # (N,)
+        mask = None if action_mask is None else torch.as_tensor(np.asarray(action_mask, dtype=bool).reshape(n, -1),
+                                                                 device=logits.device)
+        actions = Agent.sample(logits, greedy=deterministic, mask=mask)[0].cpu().numpy()  # (N,)
         return (int(actions[0]) if single else actions), None
 
     @classmethod

@@ -95,6 +95,8 @@ def test_agent_load_and_predict_like_sb3(tmp_path, one_thread):
     np.testing.assert_array_equal(actions, expected)
     single, _ = agent.predict(obs[1])
     assert isinstance(single, int) and single == expected[1]
+    only_left = np.array([False, False, True, False])
+    assert agent.predict(obs[1], action_mask=only_left)[0] == 2
 
 
 def test_in_memory_objects_are_recorded_and_reload_asks_for_them(tmp_path, tiny_lm, tiny_tokenizer, tiny_lm_dir,
