@@ -31,12 +31,13 @@ from tqdm.auto import tqdm
 import envs as _registered_envs  # noqa: F401  (registers the environments)
 from agents.agent import Agent, AgentConfig
 from agents.kl import AdaptiveKLController
-from agents.networks import build_network
+from agents.networks import CausalLMPolicy, build_network
 from envs.lm import load_causal_lm, resolve_device
 from runners import cli, logging_utils, runs
 from runners.checkpoint import load_checkpoint, read_state, save_checkpoint
 from runners.evaluate import evaluate_report, format_report
-from runners.rollout import RolloutCollector, get_kl_coef, set_env_attr
+from runners.export import export_policy
+from runners.rollout import RolloutCollector, env_attr, get_kl_coef, set_env_attr
 
 
 @dataclass
@@ -74,6 +75,13 @@ class TrainConfig:
     (default: the local IMDB copy, else stanfordnlp/imdb)"""
     max_new_tokens: int = 16
     """TextGen-IMDB-v0: response length cap (tokens)"""
+    max_new_tokens_range: tuple[int, int] | None = None
+    """TextGen-IMDB-v0: (lo, hi): each episode draws its length cap from lo..hi (TRL's LengthSampler);
+    overrides max_new_tokens"""
+    min_new_tokens: int = 0
+    """TextGen-IMDB-v0: EOS is masked out of the allowed actions before this many new tokens"""
+    missing_eos_penalty: float | None = None
+    """TextGen-IMDB-v0: subtracted from the score of an episode that ends without EOS"""
     kl_coef: float = 0.2
     """TextGen-IMDB-v0: initial KL penalty beta"""
     adaptive_kl: bool = True
@@ -164,8 +172,9 @@ def _checkpoint_dir(path: Path) -> Path:
 def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.env == "CatGrid-v0":
         return {"map_name": cfg.map_name, "slip": cfg.slip}
-    kw = {"model": cfg.model, "reward_model": cfg.reward_model, "max_new_tokens": cfg.max_new_tokens,
-          "kl_coef": cfg.kl_coef, "device": cfg.device}
+    kw = {"model": cfg.model, "reward_model": cfg.reward_model, "kl_coef": cfg.kl_coef, "device": cfg.device,
+          "max_new_tokens": tuple(cfg.max_new_tokens_range) if cfg.max_new_tokens_range else cfg.max_new_tokens,
+          "min_new_tokens": cfg.min_new_tokens, "missing_eos_penalty": cfg.missing_eos_penalty}
     if cfg.dataset:
         kw["dataset"] = cfg.dataset
     return kw
@@ -288,6 +297,10 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
                               "wall_time": time.time() - t0, "stopped_early": stopped_early,
                               **{f"recent_{k}": float(np.mean(v)) for k, v in recent.items() if v}}
     bar.close()
+    if isinstance(agent.net, CausalLMPolicy):  # the trained LM as a plain transformers dir: <run dir>/policy
+        hi = cfg.max_new_tokens_range[1] if cfg.max_new_tokens_range else cfg.max_new_tokens
+        result["policy_dir"] = str(export_policy(agent.net, env_attr(envs, "tokenizer"), run_dir, hi,
+                                                 cfg.min_new_tokens))
     envs.close()
     if cfg.eval_episodes > 0:
         eval_envs = make_envs(cfg, eval_mode=True, overrides=env_overrides)
