@@ -250,6 +250,15 @@ def gather_lists(obj: T) -> T:
     return replace(obj, **merged)
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank if ``flag`` is True on any rank (a decision all ranks must share)."""
+    if not is_distributed():
+        return bool(flag)
+    t = torch.tensor([float(bool(flag))], device=_comm_device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

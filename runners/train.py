@@ -4,11 +4,17 @@
     python -m runners.train --env CatGrid-v0 --algo reinforce --map-name 8x8
     python -m runners.train --env TextGen-IMDB-v0 --model PATH --reward-model PATH|vader
     python -m runners.train --resume runs/CatGrid-v0__ppo__0__1732450000
+    torchrun --nproc-per-node 2 -m runners.train --env CatGrid-v0 --num-envs 32   # data-parallel
 
 ``--help`` lists every option with the defaults of the chosen ``--env`` and ``--algo``. TensorBoard logs go to
 ``runs/<env>__<algo>__<seed>__<time>`` with CleanRL's tag names; the run directory also holds ``checkpoint/``
 (safetensors + JSON, written atomically) and ``eval.json``. An existing run directory is never appended to:
 continue it with ``--resume``.
+
+Under ``torchrun`` (:mod:`runners.distributed`) every rank runs its own ``--num-envs`` envs
+(env seeds offset by ``rank × num_envs``, sampling seed ``seed + rank``) and the gradients are
+combined every optimizer step; ``--total-timesteps`` counts the steps of all ranks. Rank 0
+alone writes TensorBoard, checkpoints and the evaluation, from the episodes of all ranks.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from agents.agent import Agent, AgentConfig
 from agents.kl import AdaptiveKLController
 from agents.networks import CausalLMPolicy, build_network
 from envs.lm import load_causal_lm, resolve_device
-from runners import cli, logging_utils, runs
+from runners import cli, distributed, logging_utils, runs
 from runners.checkpoint import load_checkpoint, read_state, save_checkpoint
 from runners.evaluate import evaluate_report, format_report
 from runners.export import export_policy
@@ -48,8 +54,9 @@ class TrainConfig:
     algo: Literal["ppo", "reinforce"] = "ppo"
     seed: int = 0
     total_timesteps: int = 300_000
-    """env steps (T x N per rollout, reset steps included)"""
+    """env steps of all ranks together (T x N x ranks per rollout, reset steps included)"""
     num_envs: int = 64
+    """vector envs PER RANK (torchrun: the global batch is ranks x num_envs x num_steps)"""
     num_steps: int = 64
     """rollout length T per env"""
     vectorization_mode: Literal["vector_entry_point", "sync", "async"] = "vector_entry_point"
@@ -111,6 +118,8 @@ class TrainConfig:
     wandb_entity: str | None = None
     max_minutes: float | None = None
     """optional wall-clock cap: stops early, loudly (result["stopped_early"]); the length is total_timesteps"""
+    dist_timeout: float = 1800.0
+    """torchrun runs: seconds a rank waits for the others at a sync point before the job fails"""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -124,7 +133,8 @@ class TrainConfig:
 
     @property
     def num_updates(self) -> int:
-        return max(1, self.total_timesteps // (self.num_envs * self.num_steps))
+        """Updates (rollouts per rank) to reach ``total_timesteps`` with every rank of this job."""
+        return max(1, self.total_timesteps // (self.num_envs * self.num_steps * distributed.world_size()))
 
 
 def preset(env: str, algo: str = "ppo") -> TrainConfig:
@@ -229,7 +239,10 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
     runs.check_reloadable(cfg, env_overrides)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    dist_info = distributed.init_distributed(cfg.device, cfg.dist_timeout)  # no-op without torchrun
+    rank, world = dist_info.rank, dist_info.world_size
+    main_rank = rank == 0  # the one rank that writes logs, checkpoints and the evaluation
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank (rank 0's are broadcast anyway)
     np.random.seed(cfg.seed)
     cfg.agent.algo = cfg.algo
     resume_state = None
@@ -241,7 +254,12 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
             print(done, file=sys.stderr)
             return {"run_dir": str(run_dir), "global_step": resume_state["global_step"], "finished": True}
     else:
-        run_dir = runs.new_run_dir(cfg.log_dir, cfg.run_name, f"{cfg.env}__{cfg.algo}__{cfg.seed}__{int(time.time())}")
+        run_dir = None
+        with distributed.agree_on_errors("choosing the run directory"):
+            if main_rank:
+                default = f"{cfg.env}__{cfg.algo}__{cfg.seed}__{int(time.time())}"
+                run_dir = runs.new_run_dir(cfg.log_dir, cfg.run_name, default)
+        run_dir = distributed.broadcast_object(run_dir)  # rank 0 names the run
     recorded = runs.recorded_config(dataclasses.asdict(cfg), env_overrides) | {"resume": None}
     envs = make_envs(cfg, overrides=env_overrides)
     agent = build_agent(cfg, envs, total_updates=cfg.num_updates, model=(env_overrides or {}).get("model"))
@@ -249,9 +267,16 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
     if resume_state is not None:
         load_checkpoint(_checkpoint_dir(run_dir), agent)
         global_step, start_update = resume_state["global_step"], agent.num_updates
+        if resume_state.get("world_size", 1) != world:
+            raise ValueError(f"{run_dir} was trained by {resume_state.get('world_size', 1)} process(es), this job has "
+                             f"{world}: resume with the same number (torchrun --nproc-per-node/--nnodes)")
+    distributed.broadcast_module(agent.net)  # every rank starts from rank 0's weights
+    if world > 1:  # each rank samples its own actions
+        torch.manual_seed(cfg.seed + rank)
+        np.random.seed(cfg.seed + rank)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tracker = init_tracking(cfg, run_dir, recorded) if cfg.track else None
-    writer = SummaryWriter(str(run_dir))
+    tracker = init_tracking(cfg, run_dir, recorded) if cfg.track and main_rank else None
+    writer = SummaryWriter(str(run_dir)) if main_rank else distributed.NullWriter()
     if resume_state is None:
         writer.add_text("config", logging_utils.config_table(recorded))
     kl_ctl = None
@@ -259,24 +284,32 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
         beta = resume_state.get("kl_coef", cfg.kl_coef) if resume_state else cfg.kl_coef
         kl_ctl = AdaptiveKLController(beta, cfg.kl_target, cfg.kl_horizon)
         set_env_attr(envs, "kl_coef", beta)
-    collector = RolloutCollector(envs, agent, cfg.num_steps, cfg.reward_scale, seed=cfg.seed + start_update)
+    # rank r's sub-envs get the seeds one process with ranks x num_envs envs would give them
+    env_seed = cfg.seed + start_update + rank * cfg.num_envs
+    collector = RolloutCollector(envs, agent, cfg.num_steps, cfg.reward_scale, seed=env_seed)
     collector.global_step = global_step
     recent: dict[str, list[float]] = {"return": [], "score": [], "kl": []}
     t0, steps0 = time.time(), global_step
-    if cfg.progress:
+    if cfg.progress and main_rank:
         print(f"run directory: {run_dir}  (tensorboard --logdir {run_dir.parent})", file=sys.stderr)
-    bar = tqdm(total=cfg.num_updates * cfg.num_envs * cfg.num_steps, initial=global_step, disable=not cfg.progress,
-               desc=run_dir.name, unit="step", unit_scale=True, dynamic_ncols=True)
+    bar = tqdm(total=cfg.num_updates * cfg.num_envs * cfg.num_steps * world, initial=global_step,
+               disable=not (cfg.progress and main_rank), desc=run_dir.name, unit="step", unit_scale=True,
+               dynamic_ncols=True)
     stopped_early = None
     for update in range(start_update, cfg.num_updates):
-        if cfg.max_minutes is not None and time.time() - t0 > cfg.max_minutes * 60:
+        if cfg.max_minutes is not None and distributed.any_rank(time.time() - t0 > cfg.max_minutes * 60):
             stopped_early = (f"wall-clock cap of {cfg.max_minutes} min reached after {update} of {cfg.num_updates} "
                              "updates; this is NOT the configured run")
             print(f"WARNING: {stopped_early}", file=sys.stderr, flush=True)
             extra = {"kl_coef": kl_ctl.value} if kl_ctl else {}
-            save_checkpoint(run_dir / "checkpoint", agent, recorded, collector.global_step, **extra)
+            if main_rank:
+                save_checkpoint(run_dir / "checkpoint", agent, recorded, collector.global_step, world_size=world, **extra)
             break
-        rollout, log = collector.collect()
+        with distributed.agree_on_errors("the rollout"):  # a failing rank (e.g. bad reward) stops every rank
+            rollout, log = collector.collect()
+        if world > 1:
+            collector.global_step += (world - 1) * cfg.num_steps * cfg.num_envs  # global_step counts all ranks
+            log = distributed.gather_lists(log)  # logs and the KL controller see the episodes of all ranks
         stats = agent.update(rollout)
         step = collector.global_step
         stats["SPS"] = (step - steps0) / max(time.time() - t0, 1e-9)
@@ -292,7 +325,8 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
         bar.update(step - bar.n)
         if (update + 1) % cfg.checkpoint_every == 0 or update + 1 == cfg.num_updates:
             extra = {"kl_coef": kl_ctl.value} if kl_ctl else {}
-            save_checkpoint(run_dir / "checkpoint", agent, recorded, step, **extra)
+            if main_rank:
+                save_checkpoint(run_dir / "checkpoint", agent, recorded, step, world_size=world, **extra)
     result: dict[str, Any] = {"run_dir": str(run_dir), "global_step": collector.global_step,
                               "wall_time": time.time() - t0, "stopped_early": stopped_early,
                               **{f"recent_{k}": float(np.mean(v)) for k, v in recent.items() if v}}
@@ -302,7 +336,7 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
         result["policy_dir"] = str(export_policy(agent.net, env_attr(envs, "tokenizer"), run_dir, hi,
                                                  cfg.min_new_tokens))
     envs.close()
-    if cfg.eval_episodes > 0:
+    if cfg.eval_episodes > 0 and main_rank:
         eval_envs = make_envs(cfg, eval_mode=True, overrides=env_overrides)
         with torch.no_grad():
             report = evaluate_report(agent, eval_envs, cfg.eval_episodes, cfg.agent.gamma, seed=10_000 + cfg.seed)
@@ -320,7 +354,10 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    return train(parse_args(argv))
+    try:
+        return train(parse_args(argv))
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":
