@@ -331,7 +331,7 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
                               "wall_time": time.time() - t0, "stopped_early": stopped_early,
                               **{f"recent_{k}": float(np.mean(v)) for k, v in recent.items() if v}}
     bar.close()
-    if isinstance(agent.net, CausalLMPolicy):  # the trained LM as a plain transformers dir: <run dir>/policy
+    if isinstance(agent.net, CausalLMPolicy) and main_rank:  # the trained LM as a transformers dir: <run dir>/policy
         hi = cfg.max_new_tokens_range[1] if cfg.max_new_tokens_range else cfg.max_new_tokens
         result["policy_dir"] = str(export_policy(agent.net, env_attr(envs, "tokenizer"), run_dir, hi,
                                                  cfg.min_new_tokens))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.dist_harness import run_ranks
@@ -98,6 +99,15 @@ def test_two_process_text_run_completes(tiny_lm_dir, tmp_path):
     assert scalar_steps(run, "env/score_mean") == [40, 80]  # 2 ranks x 4 envs x 5 steps per update
     assert len(scalar_steps(run, "objective/kl_coef")) == 2
     assert json.loads((run / "checkpoint" / "state.json").read_text())["world_size"] == 2
+    from safetensors.torch import load_file
+
+    from runners.export import load_policy
+
+    exported = load_policy(run).state_dict()  # rank 0 exported the policy it trained, once
+    trained = load_file(str(run / "checkpoint" / "model.safetensors"))
+    shared = [k for k in trained if k in exported]
+    assert len(shared) > 10 and all(torch.equal(trained[k], exported[k]) for k in shared)
+    assert shared and all(torch.equal(trained[k], exported[k]) for k in shared)
 
 
 @pytest.mark.slow
