@@ -4,6 +4,14 @@ For CatGrid the result is printed next to the exact optimum ``V*(start)`` from v
 iteration. Usable in-process (:func:`evaluate`) or as a command::
 
     python -m runners.evaluate runs/CatGrid-v0__ppo__0__<time> --episodes 500
+
+Text runs (TextGen-IMDB-v0) are evaluated on held-out prompts (``--split test``, ``--episodes``
+prompts, one sampled response each, under the run's length controls): mean score ± standard
+error with a 95% interval, KL to the reference, response length in tokens and characters, EOS
+rate, distinct-1/2 and a samples table (see :mod:`runners.text_eval`); the numbers are also
+written to ``<run dir>/eval_text_<split>.json``::
+
+    python -m runners.evaluate runs/TextGen-IMDB-v0__ppo__0__<time> --episodes 256
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import tyro
 
 from agents.agent import Agent
 from agents.masking import mask_from_info
+from runners.text_eval import evaluate_text, format_text_report  # noqa: F401  (text runs; re-exported)
 from runners.rollout import env_call
 
 
@@ -78,23 +87,6 @@ def evaluate(
     }
 
 
-def evaluate_text(agent: Agent, envs: gym.vector.VectorEnv, max_new_tokens: int, seed: int) -> dict[str, Any]:
-    """First episode of every row of a text env (sampling at temperature 1): mean score, mean
-    KL Σ(log π_θ − log π_ref) and the samples. With the same ``seed`` two agents see the same
-    prompts, so "before" and "after" numbers are paired."""
-    from runners.rollout import RolloutCollector
-
-    collector = RolloutCollector(envs, agent, num_steps=max_new_tokens, seed=seed)
-    _, log = collector.collect()  # every row finishes its first episode within max_new_tokens steps
-    first: dict[int, dict[str, Any]] = {}  # row -> its first episode (rows may finish a second, shorter one)
-    for row, p, r, sc, kl in zip(log.score_rows, log.prompts, log.responses, log.scores, log.kls or [np.nan] * len(log.scores)):
-        first.setdefault(row, {"prompt": p, "response": r, "score": float(sc), "kl": float(kl)})
-    samples = [first[row] for row in sorted(first)]
-    scores = np.array([s["score"] for s in samples])
-    return {"episodes": len(samples), "score_mean": float(scores.mean()), "score_std": float(scores.std()),
-            "kl_mean": float(np.mean([s["kl"] for s in samples])), "samples": samples}
-
-
 def optimal_start_value(envs: gym.vector.VectorEnv, gamma: float) -> float | None:
     """``V*(start)`` when the env can compute its exact optimum (CatGrid), else None."""
     try:
@@ -147,6 +139,8 @@ class EvalArgs:
     """text runs: reward model dir, HF id or 'vader' (default: the run's)"""
     dataset: str | None = None
     """text runs: prompt dataset (default: the run's)"""
+    split: str = "test"
+    """text runs: dataset split of the held-out prompts (one episode per prompt; --episodes prompts)"""
 
 
 def parse_args(argv: list[str] | None = None) -> EvalArgs:
@@ -162,12 +156,35 @@ def main(args: EvalArgs | None = None) -> dict[str, Any]:
     args = args or parse_args()
     overrides = {"model": args.model, "reward_model": args.reward_model, "dataset": args.dataset}
     cfg = run_config(args.checkpoint, args.device, **overrides)
+    if cfg.env != "CatGrid-v0":
+        return main_text(args, cfg, overrides)
     envs = make_envs(cfg, num_envs=args.num_envs or cfg.num_envs, eval_mode=True)
     agent, _ = load_run(args.checkpoint, args.device, envs=envs, **overrides)
     with torch.no_grad():
         report = evaluate_report(agent, envs, args.episodes, cfg.agent.gamma, args.seed)
     print(format_report(report))
     envs.close()
+    return report
+
+
+def main_text(args: EvalArgs, cfg: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Text runs: ``args.episodes`` held-out prompts (IMDB test split), one episode each, all rows at once."""
+    import json
+
+    from runners.load import load_run
+    from runners.train import make_envs
+
+    split = args.split
+    envs = make_envs(cfg, num_envs=args.episodes, eval_mode=True, overrides={"split": split})
+    agent, _ = load_run(args.checkpoint, args.device, envs=envs, **overrides)
+    hi = cfg.max_new_tokens_range[1] if cfg.max_new_tokens_range else cfg.max_new_tokens
+    with torch.no_grad():
+        report = evaluate_text(agent, envs, hi, seed=args.seed)
+    envs.close()
+    report["split"] = split
+    print(format_text_report(report))
+    run_dir = args.checkpoint.parent if args.checkpoint.name == "checkpoint" else args.checkpoint
+    (run_dir / f"eval_text_{split}.json").write_text(json.dumps(report, indent=2, default=str))
     return report
 
 

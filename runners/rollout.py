@@ -107,6 +107,8 @@ class EpisodeLog:
     shaped_returns: list[float] = field(default_factory=list)
     score_rows: list[int] = field(default_factory=list)
     """env row of each entry of ``scores`` (and of ``prompts``/``responses``/``kls``, which end together)"""
+    response_tokens: list[int] = field(default_factory=list)
+    """text envs: tokens generated in each scored episode (EOS included), from ``info["new_tokens"]``"""
     """KL-shaped envs only: Σ_t (score - β(log π_θ - log π_ref)) per episode, what the agent maximises."""
 
 
@@ -245,6 +247,8 @@ class RolloutCollector:
                 target.extend(float(x) for x in np.asarray(info[key])[ended])
                 if key == "score":
                     log.score_rows.extend(int(i) for i in ended)
+                    if "new_tokens" in info:
+                        log.response_tokens.extend(int(n) for n in np.asarray(info["new_tokens"])[ended])
         for key, target in (("text", log.texts), ("prompt", log.prompts), ("response", log.responses)):
             if f"_{key}" in info:
                 target.extend(str(x) for x in np.asarray(info[key], dtype=object)[np.flatnonzero(info[f"_{key}"])])
