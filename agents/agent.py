@@ -1,4 +1,4 @@
-"""The one agent: PPO or REINFORCE on any policy/value network, for any environment.
+"""The one agent: PPO, REINFORCE, RLOO or GRPO on any policy/value network, for any environment.
 
 The agent sees a :class:`Rollout` — time-major ``(T, N)`` tensors from Gymnasium vector
 envs — and a :class:`~agents.networks.PolicyValueNet`. Nothing in here knows whether the
@@ -17,6 +17,30 @@ PPO (``algo="ppo"``) uses GAE(γ, λ) advantages, the clipped surrogate on the i
 several epochs of shuffled minibatches, advantage normalisation, global grad-norm clipping,
 optional early stop at ``target_kl`` and optional linear LR annealing. Defaults follow "The
 37 implementation details of PPO" (Adam eps 1e-5, clip 0.2, 4 epochs, 4 minibatches, ...).
+
+Group baselines (critic-free; see :mod:`agents.group`). Episodes come in groups that start from
+the same state (``Rollout.group`` ids: rows of a prompt group in the text env, rows ``i // k``
+on CatGrid, whose every episode starts from the same cell). Each complete episode ``i`` of the
+rollout has its return ``R_i = G_0`` (discounted, KL-shaped when the KL is in the reward), and
+every step of the episode gets the episode's advantage ``A_i``:
+
+- RLOO (``algo="rloo"``): REINFORCE with ``A_i = R_i - mean_{j≠i in group} R_j`` (one gradient
+  step per rollout, ``norm_adv`` rescales by the std only, like REINFORCE);
+- GRPO (``algo="grpo"``): ``A_i = (R_i - mean_g R) / (std_g R + group_eps)`` in PPO's clipped
+  surrogate, several epochs of minibatches (no further normalisation), token-level mean.
+
+Neither trains the value head (its loss is off). An episode alone in its group in the batch has
+no baseline: it is skipped (left out of the loss), never NaN. Episodes that do not both start
+and end inside the rollout are left out as for ``reinforce_return="episode"``.
+
+KL to the reference (text envs, β = the env's ``kl_coef``), ``kl_mode``:
+
+- ``"reward"`` (default, TRL's PPO/RLOO): ``r_t = score·1[last] - β(log π_θ - log π_ref)`` folded
+  into the return by the rollout collector;
+- ``"loss"`` (GRPO's choice): the return is the score alone and the loss gets
+  ``β·mean_t k3_t`` with the unbiased, always-positive estimator of KL(π_θ || π_ref)
+  ``k3 = exp(log π_ref - log π_θ) - (log π_ref - log π_θ) - 1`` on the current log-probs, with
+  per-step ``log π_ref`` from the env's ``info["ref_logprob"]`` (any algo may use it).
 """
 
 from __future__ import annotations
@@ -30,6 +54,7 @@ import tyro
 from torch import Tensor
 
 from agents import losses
+from agents.group import grpo_advantages, rloo_advantages
 from agents.masking import ActionMasks, apply_mask
 from agents.networks import Obs, PolicyValueNet, StepBatch, disable_dropout
 from agents.returns import complete_episode_mask, episode_returns, gae, rewards_to_go
@@ -40,14 +65,14 @@ from runners import distributed
 class AgentConfig:
     """Hyperparameters of the agent (CleanRL names where they exist)."""
 
-    algo: Annotated[Literal["ppo", "reinforce"], tyro.conf.Suppress] = "ppo"  # CLI: runners.train --algo
+    algo: Annotated[Literal["ppo", "reinforce", "rloo", "grpo"], tyro.conf.Suppress] = "ppo"  # CLI: runners.train --algo
     gamma: float = 0.99
     gae_lambda: float = 0.95
     learning_rate: float = 2.5e-4
     adam_eps: float = 1e-5
     anneal_lr: bool = True
     update_epochs: int = 4
-    """PPO epochs over each rollout (REINFORCE always uses 1)."""
+    """PPO/GRPO epochs over each rollout (REINFORCE and RLOO always use 1)."""
     num_minibatches: int = 4
     norm_adv: bool = True
     clip_coef: float = 0.2
@@ -58,10 +83,24 @@ class AgentConfig:
     target_kl: float | None = None
     reinforce_return: Literal["episode", "to_go"] = "to_go"
     reinforce_baseline: bool = True
+    group_eps: float = 1e-4
+    """GRPO: ε in (R - mean_g) / (std_g + ε)"""
+    kl_mode: Literal["reward", "loss"] = "reward"
+    """KL to the reference: in the per-token reward, or as the k3 loss term β·k3 (see agents.agent)"""
+
+    @property
+    def group_based(self) -> bool:
+        """RLOO / GRPO: advantages from the other episodes of a group, no value head."""
+        return self.algo in ("rloo", "grpo")
+
+    @property
+    def clipped(self) -> bool:
+        """PPO / GRPO: clipped ratio objective, several epochs, an optimizer step per minibatch."""
+        return self.algo in ("ppo", "grpo")
 
     def __post_init__(self) -> None:
         checks = {
-            "algo must be 'ppo' or 'reinforce'": self.algo in ("ppo", "reinforce"),
+            "algo must be 'ppo', 'reinforce', 'rloo' or 'grpo'": self.algo in ("ppo", "reinforce", "rloo", "grpo"),
             "gamma must be in [0, 1]": 0.0 <= self.gamma <= 1.0,
             "gae_lambda must be in [0, 1]": 0.0 <= self.gae_lambda <= 1.0,
             "learning_rate must be >= 0": self.learning_rate >= 0,
@@ -71,6 +110,8 @@ class AgentConfig:
             "max_grad_norm must be > 0": self.max_grad_norm > 0,
             "reinforce_return must be 'episode' or 'to_go'": self.reinforce_return in ("episode", "to_go"),
             "target_kl must be None or > 0": self.target_kl is None or self.target_kl > 0,
+            "group_eps must be > 0": self.group_eps > 0,
+            "kl_mode must be 'reward' or 'loss'": self.kl_mode in ("reward", "loss"),
         }
         bad = [msg for msg, ok in checks.items() if not ok]
         if bad:
@@ -97,6 +138,9 @@ class Rollout:
     episode_start: Tensor  # (T, N) bool
     valid: Tensor  # (T, N) bool
     action_masks: ActionMasks | None = None  # allowed actions per step (compact); None = all allowed
+    group: Tensor | None = None  # (T, N) long, group id of each step's episode (RLOO/GRPO)
+    ref_logprobs: Tensor | None = None  # (T, N) log π_ref(a_t|s_t) (KL as a loss term)
+    kl_coef: float = 0.0  # β of the KL loss term
 
 
 def _index_obs(obs: Obs, idx: Tensor) -> Obs:
@@ -127,7 +171,7 @@ def chunk_ids(episode_start: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 class Agent:
-    """PPO / REINFORCE on a :class:`PolicyValueNet` (see the module docstring)."""
+    """PPO / REINFORCE / RLOO / GRPO on a :class:`PolicyValueNet` (see the module docstring)."""
 
     def __init__(self, net: PolicyValueNet, config: AgentConfig, total_updates: int | None = None) -> None:
         self.net = disable_dropout(net)  # old and new log-probs must come from the same function
@@ -207,6 +251,8 @@ class Agent:
         if c.algo == "ppo":
             adv, targets = gae(ro.rewards, ro.values, ro.terminated, ro.truncated, c.gamma, c.gae_lambda)
             return adv, targets, ro.valid
+        if c.group_based:
+            return self.group_advantages(ro)
         if c.reinforce_return == "episode":
             ret = episode_returns(ro.rewards, ro.terminated, ro.truncated, ro.episode_start, c.gamma)
         else:
@@ -216,6 +262,31 @@ class Agent:
         )
         adv = ret - ro.values[:-1] if c.reinforce_baseline else ret
         return adv, ret, mask
+
+    def group_advantages(self, ro: Rollout) -> tuple[Tensor, Tensor, Tensor]:
+        """RLOO/GRPO: each complete episode's advantage from its group, on all its steps; (T, N) each.
+
+        Returns the advantages, the episode returns ``G_0`` (as targets, for logging) and the mask of
+        steps of complete episodes that have at least one other episode of their group in the rollout.
+        """
+        c = self.config
+        if ro.group is None:
+            raise ValueError(f"algo={c.algo!r} needs Rollout.group (group ids); collect with RolloutCollector")
+        ret = episode_returns(ro.rewards, ro.terminated, ro.truncated, ro.episode_start, c.gamma)  # (T, N)
+        mask = ro.valid & complete_episode_mask(ro.terminated, ro.truncated, ro.episode_start, need_start=True)
+        flat = lambda x: x.transpose(0, 1).reshape(-1)  # noqa: E731  (T, N) -> (N*T,) column-major
+        start = ro.episode_start.clone()
+        start[0] = True
+        eid = torch.cumsum(flat(start).long(), 0) - 1  # (N*T,) episode index of every step
+        first = torch.nonzero(flat(start) & flat(mask)).squeeze(1)  # (E,) first steps of complete episodes
+        fn = rloo_advantages if c.algo == "rloo" else lambda r, g: grpo_advantages(r, g, c.group_eps)
+        adv_e, ok_e = fn(flat(ret)[first], flat(ro.group)[first])  # (E,) each
+        n_ep = int(eid[-1].item()) + 1
+        adv_table = torch.zeros(n_ep, dtype=ret.dtype, device=ret.device).index_copy_(0, eid[first], adv_e)
+        ok_table = torch.zeros(n_ep, dtype=torch.bool, device=ret.device).index_copy_(0, eid[first], ok_e)
+        unflat = lambda x: x.view(ret.shape[1], ret.shape[0]).transpose(0, 1)  # noqa: E731  (N*T,) -> (T, N)
+        self._group_stats = {"group/episodes": float(first.numel()), "group/skipped_alone": float((~ok_e).sum())}
+        return unflat(adv_table[eid]), ret, mask & unflat(ok_table[eid])
 
     def _set_lr(self) -> None:
         if self.config.anneal_lr and self.total_updates:
@@ -248,13 +319,17 @@ class Agent:
         if max_chunks == 0:
             return {"skipped": 1.0}
         adv = torch.where(mask, adv, 0.0)
-        if c.norm_adv:  # PPO: whiten; REINFORCE: rescale only, so no hidden mean baseline
+        ref_logprob = None if ro.ref_logprobs is None else flat(ro.ref_logprobs)
+        kl_loss_on = c.kl_mode == "loss" and ro.kl_coef > 0
+        if kl_loss_on and ref_logprob is None:
+            raise ValueError("kl_mode='loss' needs Rollout.ref_logprobs (the env's info['ref_logprob'])")
+        if c.norm_adv and c.algo != "grpo":  # PPO: whiten; REINFORCE/RLOO: rescale only (no hidden baseline)
             adv[mask] = self._normalize(adv[mask], center=c.algo == "ppo")
         n_learn = mask.sum()  # this rank's learnable steps
-        epochs = c.update_epochs if c.algo == "ppo" else 1
-        step_each_minibatch = c.algo == "ppo"
+        epochs = c.update_epochs if c.clipped else 1
+        step_each_minibatch = c.clipped
         num_groups = min(c.num_minibatches, max_chunks)
-        stat_keys = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+        stat_keys = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "kl_k3")
         history: list[Tensor] = []  # per epoch: (groups, 1 + len(stat_keys)) global [n, means...]
         self.net.train()
         for _ in range(epochs):
@@ -284,9 +359,9 @@ class Agent:
                         values[m], old_values[idx][m], targets[idx][m],
                         c.clip_coef if (c.algo == "ppo" and c.clip_vloss) else None,
                     )
-                    use_value = c.algo == "ppo" or c.reinforce_baseline
-                    kl = clipfrac = torch.full((), float("nan"), device=self.device)
-                    if c.algo == "ppo":
+                    use_value = c.algo == "ppo" or (c.algo == "reinforce" and c.reinforce_baseline)
+                    kl = clipfrac = kl_k3 = torch.full((), float("nan"), device=self.device)
+                    if c.clipped:
                         pg_loss, ratio = losses.ppo_clip_loss(logprob, old_logprob[idx][m], a, c.clip_coef)
                         with torch.no_grad():
                             kl = losses.approx_kl(logprob, old_logprob[idx][m])
@@ -294,9 +369,12 @@ class Agent:
                     else:
                         pg_loss = losses.reinforce_loss(logprob, a)
                     loss = pg_loss - c.ent_coef * entropy + (c.vf_coef * v_loss if use_value else 0.0)
+                    if kl_loss_on:  # GRPO's KL term β·k3 on the current log-probs
+                        kl_k3 = losses.k3_kl(logprob, ref_logprob[idx][m])
+                        loss = loss + ro.kl_coef * kl_k3
                     weight = 1.0 if step_each_minibatch else n_group / n_learn
                     (loss * weight).backward()
-                    parts = torch.stack([pg_loss, v_loss, entropy, kl, clipfrac]).detach()
+                    parts = torch.stack([pg_loss, v_loss, entropy, kl, clipfrac, kl_k3]).detach()
                     sums[g] = torch.cat([n_group[None], n_group * parts])
                 if step_each_minibatch:
                     distributed.all_reduce_grads(self.net.parameters(), weight=n_group)
@@ -309,14 +387,17 @@ class Agent:
             distributed.all_reduce(sums)  # one collective per epoch: global per-minibatch means
             history.append(torch.cat([sums[:, :1], sums[:, 1:] / sums[:, :1]], dim=1))
             kl_epoch = history[-1][:, 1 + stat_keys.index("approx_kl")]
-            if c.target_kl is not None and c.algo == "ppo" and kl_epoch.mean().item() > c.target_kl:
+            if c.target_kl is not None and c.clipped and kl_epoch.mean().item() > c.target_kl:
                 break
         self.num_updates += 1
         self.net.eval()
         hist = torch.cat(history).cpu().numpy()  # (epochs * groups, 1 + stats): [n, means...]
         out = {k: float(np.average(hist[:, 1 + i], weights=hist[:, 0])) for i, k in enumerate(stat_keys)
                if np.isfinite(hist[:, 1 + i]).all()}  # step-weighted: independent of the minibatch split
-        out["explained_variance"] = self._explained_variance(old_values[mask], targets[mask])
+        if c.group_based:
+            out.update(self._group_stats)
+        else:
+            out["explained_variance"] = self._explained_variance(old_values[mask], targets[mask])
         out["learning_rate"] = self.optimizer.param_groups[0]["lr"]
         return out
 

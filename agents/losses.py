@@ -6,7 +6,8 @@ Shapes: ``B`` is the number of (valid) steps in a minibatch; every input is ``(B
 - importance ratio ``ρ = exp(log π_θ - log π_old)``;
 - PPO clipped surrogate: ``-min(ρ Â, clip(ρ, 1-ε, 1+ε) Â)``;
 - value loss ``½ (V - target)²``, optionally clipped around the old value (PPO2 style);
-- total PPO loss ``policy + c_v · value - c_e · entropy``.
+- total PPO loss ``policy + c_v · value - c_e · entropy``;
+- GRPO's KL term ``β · mean(exp(log π_ref - log π_θ) - (log π_ref - log π_θ) - 1)`` (k3 estimator).
 """
 
 from __future__ import annotations
@@ -54,6 +55,16 @@ def approx_kl(logprob: Tensor, old_logprob: Tensor) -> Tensor:
     """Low-variance estimator of KL(π_old || π_θ): ``mean((ρ - 1) - log ρ)`` (Schulman)."""
     log_ratio = logprob - old_logprob
     return ((torch.exp(log_ratio) - 1.0) - log_ratio).mean()
+
+
+def k3_kl(logprob: Tensor, ref_logprob: Tensor) -> Tensor:
+    """GRPO's KL penalty: mean of ``k3 = exp(log π_ref - log π_θ) - (log π_ref - log π_θ) - 1`` (B,) → ().
+
+    With ``a ~ π_θ`` it is an unbiased, always non-negative estimate of KL(π_θ || π_ref) (Schulman's
+    k3), and its gradient in ``log π_θ`` is ``1 - π_ref/π_θ`` (zero where the two agree).
+    """
+    log_ratio = ref_logprob.detach() - logprob  # (B,)
+    return (torch.exp(log_ratio) - log_ratio - 1.0).mean()
 
 
 def clip_fraction(ratio: Tensor, clip_coef: float) -> Tensor:

@@ -1,6 +1,6 @@
-"""Compare REINFORCE and PPO over several seeds in one TensorBoard log dir, plus a PNG plot.
+"""Compare PPO, REINFORCE, RLOO and GRPO over several seeds in one TensorBoard log dir, plus a PNG plot.
 
-    python -m runners.compare --env CatGrid-v0 --algos ppo reinforce --seeds 0 1 2
+    python -m runners.compare --env CatGrid-v0 --algos ppo reinforce rloo grpo --seeds 0 1 2
     tensorboard --logdir runs/compare__CatGrid-v0__<time>
 
 Every run is an ordinary ``runners.train`` run named ``<env>__<algo>__<seed>`` inside the
@@ -28,7 +28,7 @@ class CompareConfig:
     """Train each algorithm over several seeds into one directory (TensorBoard overlays them) and plot them."""
 
     env: str = "CatGrid-v0"
-    algos: list[str] = field(default_factory=lambda: ["ppo", "reinforce"])
+    algos: list[str] = field(default_factory=lambda: ["ppo", "reinforce", "rloo", "grpo"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     log_dir: str = "runs"
     name: str | None = None
@@ -113,7 +113,7 @@ def plot(out: Path, cc: CompareConfig, v_star: float | None) -> Path:
         ax.axhline(v_star, color="k", ls="--", lw=1, label="V*(start) (discounted)")
     ax.set_xlabel("env steps")
     ax.set_ylabel(f"{cc.tag} (mean ± std over seeds)")
-    ax.set_title(f"{cc.env}: REINFORCE vs PPO")
+    ax.set_title(f"{cc.env}: {' vs '.join(a.upper() for a in cc.algos)}")
     ax.legend()
     fig.tight_layout()
     path = out / "returns.png"

@@ -19,7 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 from agents.agent import Agent
 from runners.rollout import EpisodeLog
 
-LOSS_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance")
+LOSS_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance", "kl_k3")
 
 
 def config_table(cfg: dict[str, Any], prefix: str = "") -> str:
@@ -52,6 +52,9 @@ def log_update(writer: SummaryWriter, step: int, stats: dict[str, float], log: E
     for key in LOSS_KEYS:
         if key in stats and np.isfinite(stats[key]):
             writer.add_scalar(f"losses/{key}", stats[key], step)
+    for key in ("group/episodes", "group/skipped_alone"):  # RLOO/GRPO: episodes used / alone in their group
+        if key in stats:
+            writer.add_scalar(key, stats[key], step)
 
 
 def update_recent(recent: dict[str, list[float]], log: EpisodeLog, keep: int = 100) -> dict[str, list[float]]:

@@ -18,6 +18,11 @@ is ``β·log π_ref(a_t|s_t)`` (+ the score on the last token) and the collector
 agent's half, ``-β·log π_θ(a_t|s_t)`` from the sampling log-prob, so the learner sees
 ``score - β·(log π_θ - log π_ref)`` per token, as TRL's PPO. The logged per-episode KL
 ``Σ_t (log π_θ - log π_ref)`` uses the env's ``info["ref_logprob"]``, so it is exact for any β.
+With the agent's ``kl_mode="loss"`` the collector instead removes the env's ``β·log π_ref`` (the
+learner sees the score alone) and hands ``log π_ref`` and β to the agent's k3 loss term.
+
+Groups (RLOO/GRPO): every step records the group id of its episode, from the env's
+``info["group_id"]`` when it reports one (TextGen with ``group_size``), else ``row // group_size``.
 """
 
 from __future__ import annotations
@@ -126,9 +131,12 @@ class RolloutCollector:
         num_steps: int,
         reward_scale: float = 1.0,
         seed: int | None = None,
+        group_size: int = 1,
     ) -> None:
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        if group_size < 1 or envs.num_envs % group_size:
+            raise ValueError(f"group_size must be >= 1 and divide num_envs={envs.num_envs}, got {group_size}")
         self.envs, self.agent, self.num_steps, self.reward_scale = envs, agent, num_steps, reward_scale
         self.num_envs = envs.num_envs
         self.device = agent.device
@@ -136,12 +144,18 @@ class RolloutCollector:
         obs, info = envs.reset(seed=seed)
         self.obs = obs
         self.mask = mask_from_info(info, self.num_envs, self.device)  # allowed actions at self.obs, or None
+        self.group = np.arange(self.num_envs, dtype=np.int64) // group_size  # (N,) group of each row's episode
+        self._update_group(info)
         self.episode_start = np.ones(self.num_envs, dtype=bool)
         self.valid = np.ones(self.num_envs, dtype=bool)  # False: next step is a reset step
         self._ep_logp = np.zeros(self.num_envs)  # Σ log π_θ over the running episode
         self._ep_ref = np.zeros(self.num_envs)  # Σ log π_ref over the running episode
         self._ep_shaped = np.zeros(self.num_envs)  # Σ shaped reward (score - β KL) of the running episode
         self.pending = agent.policy_step(obs, self.episode_start)
+
+    def _update_group(self, info: dict) -> None:
+        if "group_id" in info:
+            self.group = np.where(info["_group_id"], np.asarray(info["group_id"], dtype=np.int64), self.group)
 
     def refresh(self) -> None:
         """Recompute the pending policy output after the weights changed (new rollout)."""
@@ -163,7 +177,10 @@ class RolloutCollector:
         truncated = np.zeros((T, N), dtype=bool)
         starts = np.zeros((T, N), dtype=bool)
         valid = np.zeros((T, N), dtype=bool)
+        groups = np.zeros((T, N), dtype=np.int64)
         beta = get_kl_coef(self.envs)
+        kl_in_loss = beta is not None and self.agent.config.kl_mode == "loss"
+        ref_logprobs = np.zeros((T, N), dtype=np.float32) if kl_in_loss else None
         log = EpisodeLog()
         masks: list[torch.Tensor | None] = []
         for t in range(T):
@@ -172,17 +189,24 @@ class RolloutCollector:
             masks.append(self.mask)
             obs_buf.append(obs_to_tensor(self.obs, dev))
             actions[t], logprobs[t], values[t] = action, logprob, value
-            starts[t], valid[t] = self.episode_start, self.valid
+            starts[t], valid[t], groups[t] = self.episode_start, self.valid, self.group
             next_obs, reward, term, trunc, info = self.envs.step(action.cpu().numpy())
             reward = np.asarray(reward, dtype=np.float64)
             if beta is not None:
                 logp = logprobs[t].cpu().numpy().astype(np.float64)
                 self._track_kl(logp, reward, beta, info, np.logical_or(term, trunc), log)
-                reward = reward - beta * logp * self.valid
+                if kl_in_loss:  # learn from the score alone; the agent adds β·k3(log π_θ, log π_ref)
+                    ref = self._ref_logprob(info, reward, beta)  # None only when β = 0 (no KL term)
+                    ref = np.where(self.valid, 0.0 if ref is None else ref, 0.0)
+                    ref_logprobs[t] = ref
+                    reward = reward - beta * ref
+                else:
+                    reward = reward - beta * logp * self.valid
                 self._log_shaped_returns(reward, np.logical_or(term, trunc), log)
             rewards[t] = reward * self.reward_scale
             terminated[t], truncated[t] = term, trunc
             self._log_episodes(info, log)
+            self._update_group(info)
             done = np.logical_or(term, trunc)
             self.episode_start = ~self.valid  # the obs after a reset step starts an episode
             self.valid = ~done
@@ -201,6 +225,8 @@ class RolloutCollector:
             obs=obs, actions=actions, logprobs=logprobs, values=values, rewards=as_t(rewards),
             terminated=as_t(terminated), truncated=as_t(truncated), episode_start=as_t(starts), valid=as_t(valid),
             action_masks=_stack_masks(masks, logprobs.shape[1], logits.shape[-1]),
+            group=as_t(groups), ref_logprobs=None if ref_logprobs is None else as_t(ref_logprobs),
+            kl_coef=float(beta or 0.0),
         )
         return rollout, log
 
@@ -214,12 +240,8 @@ class RolloutCollector:
         ``β·log π_ref`` (+ the score on the last token) and ``log π_ref`` is recovered from it; with β = 0 nothing
         can be recovered and no KL is logged (rather than a wrong one).
         """
-        if "ref_logprob" in info:
-            ref = np.asarray(info["ref_logprob"], dtype=np.float64)
-        elif beta > 0:  # the env reward is β·log π_ref (+ score on the last token)
-            score = np.where(info.get("_score", np.zeros_like(self.valid)), info.get("score", 0.0), 0.0)
-            ref = (reward - score) / beta
-        else:
+        ref = self._ref_logprob(info, reward, beta)
+        if ref is None:
             return
         self._ep_logp += np.where(self.valid, logp, 0.0)
         self._ep_ref += np.where(self.valid, ref, 0.0)
@@ -228,6 +250,16 @@ class RolloutCollector:
         reset = ~self.valid
         self._ep_logp[reset] = 0.0
         self._ep_ref[reset] = 0.0
+
+    def _ref_logprob(self, info: dict, reward: np.ndarray, beta: float) -> np.ndarray | None:
+        """log π_ref(a_t|s_t) per row (N,): the env's ``ref_logprob``, else recovered from its reward when
+        β > 0 (the env reward is β·log π_ref + the score on the last token), else None."""
+        if "ref_logprob" in info:
+            return np.asarray(info["ref_logprob"], dtype=np.float64)
+        if beta > 0:
+            score = np.where(info.get("_score", np.zeros_like(self.valid)), info.get("score", 0.0), 0.0)
+            return (reward - score) / beta
+        return None
 
     def _log_shaped_returns(self, reward: np.ndarray, done: np.ndarray, log: EpisodeLog) -> None:
         """With KL shaping, an episode's return is Σ(score - β·KL terms), not the env's half of it."""

@@ -1,7 +1,8 @@
-"""Train the agent (PPO or REINFORCE) on CatGrid-v0 or TextGen-IMDB-v0.
+"""Train the agent (PPO, REINFORCE, RLOO or GRPO) on CatGrid-v0 or TextGen-IMDB-v0.
 
     python -m runners.train --env CatGrid-v0 --algo ppo --seed 0
     python -m runners.train --env CatGrid-v0 --algo reinforce --map-name 8x8
+    python -m runners.train --env CatGrid-v0 --algo rloo --group-size 4
     python -m runners.train --env TextGen-IMDB-v0 --model PATH --reward-model PATH|vader
     python -m runners.train --resume runs/CatGrid-v0__ppo__0__1732450000
     torchrun --nproc-per-node 2 -m runners.train --env CatGrid-v0 --num-envs 32   # data-parallel
@@ -51,7 +52,7 @@ class TrainConfig:
     """One training run. The defaults shown are those of the chosen --env and --algo."""
 
     env: Literal["CatGrid-v0", "TextGen-IMDB-v0"] = "CatGrid-v0"
-    algo: Literal["ppo", "reinforce"] = "ppo"
+    algo: Literal["ppo", "reinforce", "rloo", "grpo"] = "ppo"
     seed: int = 0
     total_timesteps: int = 300_000
     """env steps of all ranks together (T x N x ranks per rollout, reset steps included)"""
@@ -63,6 +64,8 @@ class TrainConfig:
     reward_scale: float = 0.01
     """multiplies the learning reward (not the logged returns)"""
     agent: AgentConfig = field(default_factory=AgentConfig)
+    group_size: int = 1
+    """RLOO/GRPO: rows per group (text: rows sharing a prompt; CatGrid: rows i // group_size); divides num_envs"""
     d_model: int = 64
     """CatGrid-v0 network: transformer width"""
     n_layer: int = 2
@@ -131,27 +134,43 @@ class TrainConfig:
             raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
         return cls(**d)
 
+    def __post_init__(self) -> None:
+        if self.group_size < 1 or self.num_envs % self.group_size:
+            raise ValueError(f"group_size must be >= 1 and divide num_envs={self.num_envs}, got {self.group_size}")
+        if self.algo in ("rloo", "grpo") and self.group_size < 2:
+            raise ValueError(f"algo={self.algo!r} compares the episodes of a group: pass --group-size >= 2")
+
     @property
     def num_updates(self) -> int:
         """Updates (rollouts per rank) to reach ``total_timesteps`` with every rank of this job."""
         return max(1, self.total_timesteps // (self.num_envs * self.num_steps * distributed.world_size()))
 
 
+ALGOS = ("ppo", "reinforce", "rloo", "grpo")
+
+
 def preset(env: str, algo: str = "ppo") -> TrainConfig:
     """Default configuration for an environment and algorithm."""
-    if algo not in ("ppo", "reinforce"):
-        raise ValueError(f"unknown algo {algo!r}: choose ppo or reinforce")
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algo {algo!r}: choose one of {', '.join(ALGOS)}")
     if env == "CatGrid-v0":
-        if algo == "reinforce":
+        if algo in ("reinforce", "rloo"):
             return TrainConfig(env=env, algo=algo, total_timesteps=600_000, num_envs=16, num_steps=256,
-                               agent=AgentConfig(algo="reinforce", learning_rate=1e-3, num_minibatches=1,
+                               group_size=4 if algo == "rloo" else 1,
+                               agent=AgentConfig(algo=algo, learning_rate=1e-3, num_minibatches=1,
+                                                 anneal_lr=True, ent_coef=0.01))
+        if algo == "grpo":
+            return TrainConfig(env=env, algo=algo, total_timesteps=600_000, num_envs=16, num_steps=256, group_size=4,
+                               agent=AgentConfig(algo=algo, learning_rate=5e-4, update_epochs=4, num_minibatches=4,
                                                  anneal_lr=True, ent_coef=0.01))
         return TrainConfig(env=env, algo=algo)
     if env == "TextGen-IMDB-v0":
         agent = AgentConfig(algo=algo, gamma=1.0, gae_lambda=0.95, learning_rate=1.41e-5, anneal_lr=False,
-                            update_epochs=4 if algo == "ppo" else 1, num_minibatches=4, ent_coef=0.0,
-                            vf_coef=0.1, max_grad_norm=1.0, norm_adv=True)
+                            update_epochs=4 if algo in ("ppo", "grpo") else 1, num_minibatches=4, ent_coef=0.0,
+                            vf_coef=0.1, max_grad_norm=1.0, norm_adv=True,
+                            kl_mode="loss" if algo == "grpo" else "reward")
         return TrainConfig(env=env, algo=algo, total_timesteps=64 * 17 * 100, num_envs=64, num_steps=17,
+                           group_size=4 if algo in ("rloo", "grpo") else 1,
                            reward_scale=1.0, agent=agent, checkpoint_every=20, eval_episodes=0)
     raise ValueError(f"unknown env {env!r}: choose CatGrid-v0 or TextGen-IMDB-v0")
 
@@ -184,7 +203,8 @@ def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
         return {"map_name": cfg.map_name, "slip": cfg.slip}
     kw = {"model": cfg.model, "reward_model": cfg.reward_model, "kl_coef": cfg.kl_coef, "device": cfg.device,
           "max_new_tokens": tuple(cfg.max_new_tokens_range) if cfg.max_new_tokens_range else cfg.max_new_tokens,
-          "min_new_tokens": cfg.min_new_tokens, "missing_eos_penalty": cfg.missing_eos_penalty}
+          "min_new_tokens": cfg.min_new_tokens, "missing_eos_penalty": cfg.missing_eos_penalty,
+          "group_size": cfg.group_size}
     if cfg.dataset:
         kw["dataset"] = cfg.dataset
     return kw
@@ -196,6 +216,8 @@ def make_envs(
     """The vector env of a run, wrapped in RecordEpisodeStatistics. ``overrides`` replaces env
     kwargs with objects a CLI cannot express (a model object, a reward callable)."""
     kwargs = env_kwargs(cfg) | (overrides or {})
+    if eval_mode:
+        kwargs.pop("group_size", None)  # evaluation: one episode per prompt, any number of rows
     envs = gym.make_vec(cfg.env, num_envs=num_envs or cfg.num_envs, vectorization_mode=cfg.vectorization_mode, **kwargs)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
@@ -286,7 +308,7 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
         set_env_attr(envs, "kl_coef", beta)
     # rank r's sub-envs get the seeds one process with ranks x num_envs envs would give them
     env_seed = cfg.seed + start_update + rank * cfg.num_envs
-    collector = RolloutCollector(envs, agent, cfg.num_steps, cfg.reward_scale, seed=env_seed)
+    collector = RolloutCollector(envs, agent, cfg.num_steps, cfg.reward_scale, seed=env_seed, group_size=cfg.group_size)
     collector.global_step = global_step
     recent: dict[str, list[float]] = {"return": [], "score": [], "kl": []}
     t0, steps0 = time.time(), global_step

@@ -50,10 +50,10 @@ def test_compare_overlays_algorithms_and_plots(tmp_path):
     out = compare.main(compare.CompareConfig(seeds=[0, 1], log_dir=str(tmp_path), name="cmp", total_timesteps=2048,
                                              eval_episodes=8, jobs=1))
     cmp = tmp_path / "cmp"
-    assert {p.name for p in cmp.iterdir() if p.is_dir()} == {
-        "CatGrid-v0__ppo__0", "CatGrid-v0__ppo__1", "CatGrid-v0__reinforce__0", "CatGrid-v0__reinforce__1"}
+    algos = ("ppo", "reinforce", "rloo", "grpo")  # the default: all four on one chart
+    assert {p.name for p in cmp.iterdir() if p.is_dir()} == {f"CatGrid-v0__{a}__{s}" for a in algos for s in (0, 1)}
     assert (cmp / "returns.png").stat().st_size > 1000
-    assert set(out["summary"]) == {"ppo__0", "ppo__1", "reinforce__0", "reinforce__1"}
+    assert set(out["summary"]) == {f"{a}__{s}" for a in algos for s in (0, 1)}
 
 
 def test_bad_config_errors(tmp_path, capsys):
