@@ -1,4 +1,4 @@
-"""Benchmark: PPO wall time and env steps to reach 0.99·V*(start) on CatGrid-v0 (greedy policy).
+"""Benchmark: wall time and env steps to reach threshold·V*(start) on CatGrid-v0 (greedy policy), any --algo.
 
     python benchmarks/catgrid_ppo.py --map-name 5x5 --seeds 0 1 2 --threshold 0.99
 
@@ -39,7 +39,7 @@ def time_to_threshold(args: Args, seed: int) -> dict[str, float]:
     eval_envs = gym.make_vec("CatGrid-v0", num_envs=64, vectorization_mode="vector_entry_point", map_name=args.map_name)
     v_star = optimal_start_value(eval_envs, cfg.agent.gamma)
     agent = build_agent(cfg, envs, total_updates=cfg.num_updates)
-    collector = RolloutCollector(envs, agent, cfg.num_steps, cfg.reward_scale, seed=seed)
+    collector = RolloutCollector(envs, agent, cfg.num_steps, cfg.reward_scale, seed=seed, group_size=cfg.group_size)
     train_time, ratio = 0.0, float("nan")
     for update in range(cfg.num_updates):
         t0 = time.perf_counter()

@@ -126,7 +126,7 @@ def _columns(ro, cols: slice):
     """A copy of env columns ``cols`` of a rollout (what one rank with those envs would have collected)."""
     from dataclasses import fields as dc_fields
 
-    take = lambda x: None if x is None else x[:, cols].clone()  # noqa: E731  (action_masks: None for CatGrid)
+    take = lambda x: x if x is None or isinstance(x, float) else x[:, cols].clone()  # noqa: E731  (None / kl_coef)
     return type(ro)(**{f.name: take(getattr(ro, f.name)) for f in dc_fields(ro)})
 
 
