@@ -14,6 +14,10 @@ then says so in bold.
 3. ``runners.train``: PPO on TextGen-IMDB-v0 with the SFT model as policy *and* frozen
    reference, the reward model as the score, adaptive KL control.
 
+Under ``torchrun --nproc-per-node N -m runners.rlhf ...`` rank 0 runs the SFT and reward-model
+stages and the held-out evaluations while the other ranks wait; the PPO stage is data-parallel
+(``--num-envs`` per rank, see :mod:`runners.distributed`).
+
 The report (``<output_dir>/report.md`` + ``report.json``) gives the mean reward on held-out
 prompts (IMDB test split, the same prompts before and after PPO), the final KL to the
 reference, a few paired before/after samples, and where the TensorBoard runs are.
@@ -34,7 +38,7 @@ import torch
 from agents.agent import Agent, AgentConfig
 from agents.networks import CausalLMPolicy
 from envs.lm import load_causal_lm
-from runners import sft, train_reward
+from runners import distributed, sft, train_reward
 from runners.evaluate import evaluate_text
 from runners.train import preset as train_preset
 from runners.train import train
@@ -71,6 +75,8 @@ class RLHFConfig:
     threads: int = 2
     reuse: bool = True
     """skip a stage whose output directory already holds a model"""
+    dist_timeout: float = 7200.0
+    """torchrun runs: seconds the other ranks wait for rank 0's SFT and reward-model stages"""
 
 
 PRESETS = {
@@ -86,13 +92,31 @@ def _has_model(path: Path) -> bool:
 
 
 def run_stages(cfg: RLHFConfig) -> dict[str, Any]:
+    """All stages; under torchrun only rank 0 returns the full report (the others: the PPO result)."""
+    main_rank = distributed.init_distributed("auto", cfg.dist_timeout).rank == 0
     out = Path(cfg.output_dir or f"artifacts/rlhf-{cfg.preset}")
-    out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     timings: dict[str, float] = {}
     metrics: dict[str, Any] = {}
-
     sft_dir, rm_dir = out / "sft", out / "rm"
+    with distributed.agree_on_errors("the SFT and reward-model stages"):  # the other ranks wait here
+        if main_rank:
+            out.mkdir(parents=True, exist_ok=True)
+            _supervised_stages(cfg, sft_dir, rm_dir, timings, metrics)
+    if not main_rank:  # data-parallel PPO only; rank 0 evaluates and reports
+        return {"ppo": _ppo_stage(cfg, sft_dir, rm_dir)}
+    before = held_out(cfg, sft_dir, rm_dir, Agent(CausalLMPolicy(load_causal_lm(str(sft_dir))[0]).eval(), AgentConfig()))
+    t0 = time.time()
+    result = _ppo_stage(cfg, sft_dir, rm_dir)
+    timings["ppo_seconds"] = time.time() - t0
+    agent: Agent = result.pop("agent")
+    after = held_out(cfg, sft_dir, rm_dir, agent)
+    return {"config": dataclasses.asdict(cfg), "output_dir": str(out), "timings": timings, "stages": metrics,
+            "ppo": result, "before": before, "after": after,
+            "tensorboard": [str(Path(cfg.log_dir)), result["run_dir"]]}
+
+
+def _supervised_stages(cfg: RLHFConfig, sft_dir: Path, rm_dir: Path, timings: dict, metrics: dict) -> None:
     t0 = time.time()
     if not (cfg.reuse and _has_model(sft_dir)):
         size = {"n_layer": cfg.sft_size[0], "n_embd": cfg.sft_size[1]} if cfg.sft_size else {}
@@ -112,38 +136,30 @@ def run_stages(cfg: RLHFConfig) -> dict[str, Any]:
         metrics["reward_model"] = train_reward.run_reward_training(rm_cfg)
     timings["rm_seconds"] = time.time() - t0
 
-    # held-out prompts (test split), scored by the trained reward model; same seed → same prompts
-    eval_kwargs = dict(model=str(sft_dir), reward_model=str(rm_dir), split="test", max_new_tokens=cfg.max_new_tokens,
-                       kl_coef=cfg.kl_coef, device="auto")
 
-    def held_out(agent: Agent) -> dict[str, Any]:
-        envs = gym.make_vec("TextGen-IMDB-v0", num_envs=cfg.eval_prompts, vectorization_mode="vector_entry_point",
-                            **eval_kwargs)
-        with torch.no_grad():
-            res = evaluate_text(agent, envs, cfg.max_new_tokens, seed=10_000 + cfg.seed)
-        envs.close()
-        return res
+def held_out(cfg: RLHFConfig, sft_dir: Path, rm_dir: Path, agent: Agent) -> dict[str, Any]:
+    """Held-out prompts (test split) scored by the trained reward model; same seed → same prompts."""
+    envs = gym.make_vec("TextGen-IMDB-v0", num_envs=cfg.eval_prompts, vectorization_mode="vector_entry_point",
+                        model=str(sft_dir), reward_model=str(rm_dir), split="test", max_new_tokens=cfg.max_new_tokens,
+                        kl_coef=cfg.kl_coef, device="auto")
+    with torch.no_grad():
+        res = evaluate_text(agent, envs, cfg.max_new_tokens, seed=10_000 + cfg.seed)
+    envs.close()
+    return res
 
-    before_lm, _ = load_causal_lm(str(sft_dir))
-    before = held_out(Agent(CausalLMPolicy(before_lm).eval(), AgentConfig()))
 
-    t0 = time.time()
+def _ppo_stage(cfg: RLHFConfig, sft_dir: Path, rm_dir: Path) -> dict[str, Any]:
     tcfg = train_preset("TextGen-IMDB-v0", "ppo")
     tcfg.model, tcfg.reward_model, tcfg.max_new_tokens = str(sft_dir), str(rm_dir), cfg.max_new_tokens
     tcfg.num_envs, tcfg.num_steps = cfg.num_envs, cfg.max_new_tokens + 1
-    tcfg.total_timesteps = tcfg.num_envs * tcfg.num_steps * cfg.ppo_updates
+    tcfg.total_timesteps = tcfg.num_envs * tcfg.num_steps * cfg.ppo_updates * distributed.world_size()  # all ranks
     tcfg.agent = dataclasses.replace(tcfg.agent, learning_rate=cfg.learning_rate)
     tcfg.kl_coef, tcfg.kl_target, tcfg.kl_horizon = cfg.kl_coef, cfg.kl_target, cfg.kl_horizon
     tcfg.log_dir, tcfg.run_name, tcfg.seed, tcfg.threads = (cfg.log_dir, f"rlhf-{cfg.preset}-ppo__{cfg.seed}__{int(time.time())}",
                                                           cfg.seed, cfg.threads)  # a fresh run per invocation
     tcfg.max_minutes = cfg.ppo_max_minutes
-    result = train(tcfg)
-    timings["ppo_seconds"] = time.time() - t0
-    agent: Agent = result.pop("agent")
-    after = held_out(agent)
-    return {"config": dataclasses.asdict(cfg), "output_dir": str(out), "timings": timings, "stages": metrics,
-            "ppo": result, "before": before, "after": after,
-            "tensorboard": [str(Path(cfg.log_dir)), result["run_dir"]]}
+    tcfg.dist_timeout = cfg.dist_timeout
+    return train(tcfg)
 
 
 def report_markdown(rep: dict[str, Any], samples: int = 5) -> str:
@@ -205,7 +221,12 @@ def parse_args(argv: list[str] | None = None) -> RLHFConfig:
 
 def main(cfg: RLHFConfig | None = None) -> dict[str, Any]:
     cfg = cfg or parse_args()
-    rep = run_stages(cfg)
+    try:
+        rep = run_stages(cfg)
+    finally:
+        distributed.shutdown()
+    if "output_dir" not in rep:  # a torchrun rank other than 0: rank 0 writes the report
+        return rep
     out = Path(rep["output_dir"])
     (out / "report.json").write_text(json.dumps(rep, indent=2, default=str))
     md = report_markdown(rep)
