@@ -26,6 +26,9 @@ CELL_COLOURS = {  # RGB per cell letter for render_mode="rgb_array"
     "T": (50, 110, 215), "M": (200, 35, 45),
 }
 CAT_COLOUR, GRID_COLOUR, CELL_PX = (255, 150, 0), (120, 120, 120), 16
+RENDER_LEGEND = (("cat", CAT_COLOUR), ("start 0", CELL_COLOURS["C"]), ("empty 0", CELL_COLOURS["."]),
+                 ("broom -1", CELL_COLOURS["B"]), ("bathtub -10", CELL_COLOURS["T"]), ("meat +100", CELL_COLOURS["M"]))
+"""(words, RGB) of what the rgb_array frames show, for image legends."""
 
 MAPS: dict[str, list[str]] = {
     # Bathtubs flank the meat; the optimum takes a shortcut over one broom (-1) instead of a
@@ -216,16 +219,8 @@ def build_transition_table(t: GridTables) -> TransitionTable:
     return P
 
 
-def value_iteration(P: Any, gamma: float = 0.99, tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
-    """Optimal state values ``V*`` (S,) and a greedy policy (S,) int64 for a table ``P[s][a]``.
-
-    Infinite-horizon discounted values: terminal transitions do not bootstrap and any time limit
-    is ignored. Stops when a sweep changes V by less than ``tol`` (so ``|V - V*| < tol*gamma/(1-gamma)``).
-    """
-    if not 0.0 <= gamma < 1.0:
-        raise ValueError(f"gamma must be in [0, 1) for value iteration to converge, got {gamma}")
-    if not tol > 0.0:
-        raise ValueError(f"tol must be > 0, got {tol}")
+def _flat_table(P: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """``P[s][a]`` as flat arrays over its K outcomes: flat (s, a) index, prob, next state, reward, 1 - terminated."""
     n_s, n_a = len(P), len(P[0])
     rows = []  # (K, 6): s, a, prob, next_state, reward, terminated
     for s in range(n_s):
@@ -238,6 +233,20 @@ def value_iteration(P: Any, gamma: float = 0.99, tol: float = 1e-10) -> tuple[np
     arr = np.array(rows, dtype=np.float64)  # (K, 6)
     idx = (arr[:, 0] * n_a + arr[:, 1]).astype(np.int64)  # (K,) flat (s, a)
     prob, nxt, rew, cont = arr[:, 2], arr[:, 3].astype(np.int64), arr[:, 4], 1.0 - arr[:, 5]
+    return idx, prob, nxt, rew, cont, n_s, n_a
+
+
+def value_iteration(P: Any, gamma: float = 0.99, tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal state values ``V*`` (S,) and a greedy policy (S,) int64 for a table ``P[s][a]``.
+
+    Infinite-horizon discounted values: terminal transitions do not bootstrap and any time limit
+    is ignored. Stops when a sweep changes V by less than ``tol`` (so ``|V - V*| < tol*gamma/(1-gamma)``).
+    """
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f"gamma must be in [0, 1) for value iteration to converge, got {gamma}")
+    if not tol > 0.0:
+        raise ValueError(f"tol must be > 0, got {tol}")
+    idx, prob, nxt, rew, cont, n_s, n_a = _flat_table(P)
 
     def backup(v: np.ndarray) -> np.ndarray:  # (S,) -> (S, A)
         target = prob * (rew + gamma * cont * v[nxt])  # (K,)
@@ -252,13 +261,42 @@ def value_iteration(P: Any, gamma: float = 0.99, tol: float = 1e-10) -> tuple[np
     return v, backup(v).argmax(axis=1).astype(np.int64)
 
 
-def optimal_start_value(env_or_kwargs: Any, gamma: float = 0.99) -> float:
-    """``V*(start)`` for an env (single or vector, wrapped or not) or a dict of CatGridEnv kwargs."""
+def finite_horizon_values(P: Any, horizon: int, policy: np.ndarray | None = None) -> np.ndarray:
+    """Expected UNdiscounted return within ``horizon`` steps from each state (S,), by backward induction:
+    ``V_0 = 0``, ``V_k(s) = max_a Σ p·(r + [not terminated]·V_{k-1}(s'))``; with ``policy`` (S,) the action is
+    ``policy[s]`` instead of the max. Without a policy no policy can exceed it in expectation under a
+    ``horizon``-step time limit (the optimum may depend on the time left)."""
+    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 0:
+        raise ValueError(f"horizon must be an integer >= 0, got {horizon!r}")
+    idx, prob, nxt, rew, cont, n_s, n_a = _flat_table(P)
+    v = np.zeros(n_s)
+    for _ in range(horizon):
+        target = prob * (rew + cont * v[nxt])  # (K,)
+        q = np.bincount(idx, weights=target, minlength=n_s * n_a).reshape(n_s, n_a)  # (S, A)
+        v = q.max(axis=1) if policy is None else q[np.arange(n_s), policy]
+    return v
+
+
+def _tables(env_or_kwargs: Any) -> GridTables:
     if isinstance(env_or_kwargs, Mapping):
         kwargs = {k: v for k, v in env_or_kwargs.items() if k not in ("render_mode", "max_episode_steps")}
-        t = make_tables(**kwargs)
-    else:
-        t = env_or_kwargs.unwrapped.tables
+        return make_tables(**kwargs)
+    return env_or_kwargs.unwrapped.tables
+
+
+def optimal_start_return(env_or_kwargs: Any, horizon: int = 50, gamma: float | None = None) -> float:
+    """Exact expected undiscounted return from the start cell within ``horizon`` steps (the registered time limit is
+    50), the quantity ``charts/episodic_return`` measures (unlike the discounted ``V*(start)``): the maximum over
+    all policies, or with ``gamma`` that of the discounted-optimal policy π*_γ (what PPO with that γ approaches)."""
+    t = _tables(env_or_kwargs)
+    P = build_transition_table(t)
+    policy = None if gamma is None else value_iteration(P, gamma)[1]
+    return float(finite_horizon_values(P, horizon, policy)[t.start])
+
+
+def optimal_start_value(env_or_kwargs: Any, gamma: float = 0.99) -> float:
+    """``V*(start)`` for an env (single or vector, wrapped or not) or a dict of CatGridEnv kwargs."""
+    t = _tables(env_or_kwargs)
     v, _ = value_iteration(build_transition_table(t), gamma)
     return float(v[t.start])
 
@@ -348,6 +386,8 @@ class CatGridEnv(gym.Env[np.ndarray, np.int64]):
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    render_legend = RENDER_LEGEND
+    action_names = ACTION_NAMES
 
     def __init__(
         self,

@@ -5,8 +5,9 @@
 
 Every run is an ordinary ``runners.train`` run named ``<env>__<algo>__<seed>`` inside the
 comparison directory, so TensorBoard overlays them on one chart. ``returns.png`` shows the
-mean ± std over seeds of ``charts/episodic_return`` against env steps, and ``summary.json``
-holds the final evaluations.
+mean ± std over seeds of ``charts/episodic_return`` (undiscounted, sampled training episodes)
+against env steps next to the exact optima of that same quantity (CatGrid-v0), and ``summary.json`` holds the
+final evaluations (greedy discounted return next to the discounted ``V*(start)``).
 """
 
 from __future__ import annotations
@@ -96,23 +97,39 @@ def require_matplotlib() -> None:
         ) from None
 
 
-def plot(out: Path, cc: CompareConfig, v_star: float | None) -> Path:
+def reference_lines(cfg: TrainConfig, tag: str) -> list[tuple[float, str]]:
+    """Exact optima of the SAME quantity as ``tag`` (CatGrid-v0, undiscounted ``charts/episodic_return`` under the
+    time limit): the best any policy can do, and what the discounted-optimal policy π*_γ of the runs' γ gets."""
+    if cfg.env != "CatGrid-v0" or tag != "charts/episodic_return":
+        return []
+    import gymnasium as gym
+
+    from envs.catgrid import optimal_start_return
+    from runners.train import env_kwargs
+
+    kwargs, horizon, gamma = env_kwargs(cfg), gym.spec(cfg.env).max_episode_steps, cfg.agent.gamma
+    return [(optimal_start_return(kwargs, horizon), f"max E[return] of any policy in {horizon} steps (exact)"),
+            (optimal_start_return(kwargs, horizon, gamma=gamma), f"E[return] of π*(γ={gamma:g}) in {horizon} steps (exact)")]
+
+
+def plot(out: Path, cc: CompareConfig, references: list[tuple[float, str]]) -> Path:
     require_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for algo in cc.algos:
         curves = [read_curve(out / f"{cc.env}__{algo}__{seed}", cc.tag) for seed in cc.seeds]
         grid, mean, std = aggregate(curves)
         ax.plot(grid, mean, label=f"{algo} (n={len(cc.seeds)})")
         ax.fill_between(grid, mean - std, mean + std, alpha=0.25)
-    if v_star is not None:
-        ax.axhline(v_star, color="k", ls="--", lw=1, label="V*(start) (discounted)")
+    for (value, label), style in zip(references, ("--", ":")):
+        ax.axhline(value, color="k", ls=style, lw=1, label=f"{label}: {value:.2f}")
     ax.set_xlabel("env steps")
-    ax.set_ylabel(f"{cc.tag} (mean ± std over seeds)")
+    what = "undiscounted return of training episodes" if cc.tag == "charts/episodic_return" else cc.tag
+    ax.set_ylabel(f"{what}\n(mean ± std over seeds)")
     ax.set_title(f"{cc.env}: {' vs '.join(a.upper() for a in cc.algos)}")
     ax.legend()
     fig.tight_layout()
@@ -142,8 +159,7 @@ def main(cc: CompareConfig | None = None) -> dict[str, Any]:
         results = [_run(c) for c in cfgs]
     summary = {f"{c.algo}__{c.seed}": r.get("eval", {}) | {"wall_time": r["wall_time"], "global_step": r["global_step"]}
                for c, r in zip(cfgs, results)}
-    v_star = next((r["eval"].get("v_star_start") for r in results if r.get("eval")), None)
-    png = plot(out, cc, v_star) if cc.plot else None
+    png = plot(out, cc, reference_lines(cfgs[0], cc.tag)) if cc.plot else None
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     for key, res in summary.items():
         if "greedy" in res:

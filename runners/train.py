@@ -341,6 +341,8 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
             if log.kls:
                 set_env_attr(envs, "kl_coef", kl_ctl.update(float(np.mean(log.kls)), len(log.kls)))
             writer.add_scalar("objective/kl_coef", kl_ctl.value, step)
+        elif log.kls:  # fixed β
+            writer.add_scalar("objective/kl_coef", cfg.kl_coef, step)
         if log.texts and (update % cfg.sample_every == 0):
             writer.add_text("samples", logging_utils.samples_table(log), step)
         bar.set_postfix(logging_utils.postfix(recent), refresh=False)

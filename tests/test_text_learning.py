@@ -28,14 +28,14 @@ def run(algo: str, updates: int, tiny_lm, tiny_tokenizer, tmp_path, kl_target: f
     acc = EventAccumulator(result["run_dir"])
     acc.Reload()
     series = {tag: np.array([e.value for e in acc.Scalars(tag)])
-              for tag in ("env/score_mean", "objective/kl", "objective/kl_coef", "charts/episodic_return")}
+              for tag in ("objective/scores", "objective/kl", "objective/kl_coef", "charts/episodic_return")}
     return result, series
 
 
 @pytest.mark.slow
 def test_ppo_raises_score_and_keeps_kl_near_target(tiny_lm, tiny_tokenizer, tmp_path):
     _, s = run("ppo", 80, tiny_lm, tiny_tokenizer, tmp_path)
-    score, kl = s["env/score_mean"], s["objective/kl"]
+    score, kl = s["objective/scores"], s["objective/kl"]
     assert score[-20:].mean() > score[:3].mean() + 0.1, score
     assert 0.3 * 3.0 < kl[-20:].mean() < 3 * 3.0, kl  # adaptive β holds KL around its target
     assert s["objective/kl_coef"].std() > 0  # the controller moved β
@@ -44,7 +44,7 @@ def test_ppo_raises_score_and_keeps_kl_near_target(tiny_lm, tiny_tokenizer, tmp_
 def test_reinforce_runs_through_the_same_command(tiny_lm, tiny_tokenizer, tmp_path):
     result, s = run("reinforce", 4, tiny_lm, tiny_tokenizer, tmp_path)
     assert result["global_step"] == 4 * 32 * 9
-    assert len(s["env/score_mean"]) == 4 and np.isfinite(s["charts/episodic_return"]).all()
+    assert len(s["objective/scores"]) == 4 and np.isfinite(s["charts/episodic_return"]).all()
 
 
 def test_cli_trains_text_env_from_a_local_model_dir(tiny_lm_dir, tmp_path):
@@ -57,7 +57,8 @@ def test_cli_trains_text_env_from_a_local_model_dir(tiny_lm_dir, tmp_path):
     assert result["global_step"] == 40
     acc = EventAccumulator(result["run_dir"])
     acc.Reload()
-    for tag in ("env/score_mean", "objective/kl", "objective/kl_coef", "objective/entropy", "losses/approx_kl"):
+    for tag in ("objective/scores", "objective/kl", "objective/kl_coef", "losses/entropy", "losses/approx_kl"):
         assert tag in acc.Tags()["scalars"], tag
+    assert "objective/entropy" not in acc.Tags()["scalars"] and "env/score_mean" not in acc.Tags()["scalars"]
     assert "samples/text_summary" in acc.Tags()["tensors"]
     assert (tmp_path / "cli" / "checkpoint" / "model.safetensors").is_file()
