@@ -34,12 +34,14 @@ from typing import Any, Literal
 
 import gymnasium as gym
 import torch
+from transformers import AutoTokenizer
 
 from agents.agent import Agent, AgentConfig
 from agents.networks import CausalLMPolicy
 from envs.lm import load_causal_lm
 from runners import distributed, sft, train_reward
-from runners.evaluate import evaluate_text
+from runners.export import export_policy
+from runners.text_eval import evaluate_text, metrics_row, paired_gain, table_head
 from runners.train import preset as train_preset
 from runners.train import train
 
@@ -52,20 +54,27 @@ class RLHFConfig:
     output_dir: str | None = None
     """default: artifacts/rlhf-<preset>"""
     log_dir: str = "runs"
-    sft_steps: int = 900
-    sft_max_train_reviews: int | None = None
+    sft_steps: int = 800
+    sft_max_train_reviews: int | None = 12_000
     sft_size: tuple[int, int] | None = None
     """(n_layer, n_embd) of the SFT GPT-2 (default: the SFT tiny preset's)"""
-    rm_steps: int = 400
+    rm_steps: int = 500
     rm_max_length: int | None = None
     rm_train_pairs: int = 20_000
-    ppo_updates: int = 100
+    ppo_updates: int = 80
     sft_max_minutes: float | None = None
     """optional wall-clock caps: a capped stage stops early and the report says so"""
     rm_max_minutes: float | None = None
     ppo_max_minutes: float | None = None
     num_envs: int = 64
     max_new_tokens: int = 16
+    """response length cap (the upper end when max_new_tokens_range is set)"""
+    max_new_tokens_range: tuple[int, int] | None = None
+    """(lo, hi): each episode draws its cap from lo..hi (TRL's LengthSampler); overrides max_new_tokens"""
+    min_new_tokens: int = 12
+    """EOS is masked out of the policy's allowed actions before this many tokens: PPO cannot win by
+    ending early (the reward hacking a length-blind reward model invites)"""
+    missing_eos_penalty: float | None = None
     learning_rate: float = 2e-4
     kl_coef: float = 0.1
     kl_target: float = 6.0
@@ -83,7 +92,7 @@ PRESETS = {
     "tiny": RLHFConfig(),
     "ci": RLHFConfig(preset="ci", sft_steps=150, sft_max_train_reviews=3000, sft_size=(2, 128), rm_steps=150,
                      rm_train_pairs=6000, rm_max_length=48, ppo_updates=12, num_envs=32,
-                     max_new_tokens=10, learning_rate=3e-4, eval_prompts=128, reuse=False),
+                     max_new_tokens=10, min_new_tokens=7, learning_rate=3e-4, eval_prompts=128, reuse=False),
 }
 
 
@@ -105,14 +114,25 @@ def run_stages(cfg: RLHFConfig) -> dict[str, Any]:
             _supervised_stages(cfg, sft_dir, rm_dir, timings, metrics)
     if not main_rank:  # data-parallel PPO only; rank 0 evaluates and reports
         return {"ppo": _ppo_stage(cfg, sft_dir, rm_dir)}
+    t0 = time.time()
     before = held_out(cfg, sft_dir, rm_dir, Agent(CausalLMPolicy(load_causal_lm(str(sft_dir))[0]).eval(), AgentConfig()))
+    timings["eval_seconds"] = time.time() - t0
     t0 = time.time()
     result = _ppo_stage(cfg, sft_dir, rm_dir)
     timings["ppo_seconds"] = time.time() - t0
     agent: Agent = result.pop("agent")
+    t0 = time.time()
     after = held_out(cfg, sft_dir, rm_dir, agent)
+    timings["eval_seconds"] += time.time() - t0
+    tokenizer = AutoTokenizer.from_pretrained(str(sft_dir))
+    policy_dir = export_policy(agent.net, tokenizer, out, _longest(cfg), cfg.min_new_tokens)  # out/policy
+    checks = {**paired_gain(before, after),
+              "length_ratio_tokens": after["tokens_mean"] / before["tokens_mean"],
+              "length_ratio_chars": after["chars_mean"] / before["chars_mean"],
+              "rm_accuracy": metrics.get("reward_model", {}).get("eval_accuracy"),
+              "final_kl": result.get("recent_kl"), "kl_target": cfg.kl_target}
     return {"config": dataclasses.asdict(cfg), "output_dir": str(out), "timings": timings, "stages": metrics,
-            "ppo": result, "before": before, "after": after,
+            "ppo": result, "before": before, "after": after, "checks": checks, "policy_dir": str(policy_dir),
             "tensorboard": [str(Path(cfg.log_dir)), result["run_dir"]]}
 
 
@@ -137,21 +157,35 @@ def _supervised_stages(cfg: RLHFConfig, sft_dir: Path, rm_dir: Path, timings: di
     timings["rm_seconds"] = time.time() - t0
 
 
+
+def _length_kwargs(cfg: RLHFConfig) -> dict[str, Any]:
+    """The env's length controls: max_new_tokens (int or range), min_new_tokens, missing_eos_penalty."""
+    return dict(max_new_tokens=tuple(cfg.max_new_tokens_range) if cfg.max_new_tokens_range else cfg.max_new_tokens,
+                min_new_tokens=cfg.min_new_tokens, missing_eos_penalty=cfg.missing_eos_penalty)
+
+
+def _longest(cfg: RLHFConfig) -> int:
+    return cfg.max_new_tokens_range[1] if cfg.max_new_tokens_range else cfg.max_new_tokens
+
+
 def held_out(cfg: RLHFConfig, sft_dir: Path, rm_dir: Path, agent: Agent) -> dict[str, Any]:
-    """Held-out prompts (test split) scored by the trained reward model; same seed → same prompts."""
+    """Held-out prompts (test split) scored by the trained reward model, under the training length controls;
+    same seed → same prompts."""
     envs = gym.make_vec("TextGen-IMDB-v0", num_envs=cfg.eval_prompts, vectorization_mode="vector_entry_point",
-                        model=str(sft_dir), reward_model=str(rm_dir), split="test", max_new_tokens=cfg.max_new_tokens,
-                        kl_coef=cfg.kl_coef, device="auto")
+                        model=str(sft_dir), reward_model=str(rm_dir), split="test", kl_coef=cfg.kl_coef, device="auto",
+                        **_length_kwargs(cfg))
     with torch.no_grad():
-        res = evaluate_text(agent, envs, cfg.max_new_tokens, seed=10_000 + cfg.seed)
+        res = evaluate_text(agent, envs, _longest(cfg), seed=10_000 + cfg.seed)
     envs.close()
     return res
 
 
 def _ppo_stage(cfg: RLHFConfig, sft_dir: Path, rm_dir: Path) -> dict[str, Any]:
     tcfg = train_preset("TextGen-IMDB-v0", "ppo")
-    tcfg.model, tcfg.reward_model, tcfg.max_new_tokens = str(sft_dir), str(rm_dir), cfg.max_new_tokens
-    tcfg.num_envs, tcfg.num_steps = cfg.num_envs, cfg.max_new_tokens + 1
+    tcfg.model, tcfg.reward_model, tcfg.max_new_tokens = str(sft_dir), str(rm_dir), _longest(cfg)
+    tcfg.max_new_tokens_range, tcfg.min_new_tokens = cfg.max_new_tokens_range, cfg.min_new_tokens
+    tcfg.missing_eos_penalty = cfg.missing_eos_penalty
+    tcfg.num_envs, tcfg.num_steps = cfg.num_envs, _longest(cfg) + 1
     tcfg.total_timesteps = tcfg.num_envs * tcfg.num_steps * cfg.ppo_updates * distributed.world_size()  # all ranks
     tcfg.agent = dataclasses.replace(tcfg.agent, learning_rate=cfg.learning_rate)
     tcfg.kl_coef, tcfg.kl_target, tcfg.kl_horizon = cfg.kl_coef, cfg.kl_target, cfg.kl_horizon
@@ -163,14 +197,18 @@ def _ppo_stage(cfg: RLHFConfig, sft_dir: Path, rm_dir: Path) -> dict[str, Any]:
 
 
 def report_markdown(rep: dict[str, Any], samples: int = 5) -> str:
-    b, a = rep["before"], rep["after"]
-    t = rep["timings"]
+    """The markdown report: timings, stage metrics, before/after held-out table, checks and paired samples."""
+    b, a, c, t, conf = rep["before"], rep["after"], rep["checks"], rep["timings"], rep["config"]
+    fmt = lambda x, spec=".3f": "n/a" if x is None else format(x, spec)  # noqa: E731
+    total = sum(t.values())
     lines = [
-        f"# RLHF pipeline report (preset `{rep['config']['preset']}`)",
-        "",
-        "| stage | wall time (s) |", "|-|-|",
-        f"| SFT | {t['sft_seconds']:.0f} |", f"| reward model | {t['rm_seconds']:.0f} |", f"| PPO | {t['ppo_seconds']:.0f} |",
-        "",
+        f"# RLHF pipeline report (preset `{conf['preset']}`)", "",
+        "| stage | steps | wall time (s) |", "|-|-|-|",
+        f"| SFT | {conf['sft_steps']} optimizer steps | {t['sft_seconds']:.0f} |",
+        f"| reward model | {conf['rm_steps']} optimizer steps | {t['rm_seconds']:.0f} |",
+        f"| PPO | {conf['ppo_updates']} updates ({rep['ppo']['global_step']} env steps) | {t['ppo_seconds']:.0f} |",
+        f"| held-out evaluation (before + after) | {2 * b['episodes']} responses | {t['eval_seconds']:.0f} |",
+        f"| total | | {total:.0f} ({total / 60:.1f} min) |", "",
     ]
     sft_m = rep["stages"].get("sft", {})
     rm_m = rep["stages"].get("reward_model", {})
@@ -181,26 +219,31 @@ def report_markdown(rep: dict[str, Any], samples: int = 5) -> str:
     if sft_m:
         lines.append(f"- SFT held-out perplexity: {sft_m.get('eval_perplexity', float('nan')):.1f}")
     if rm_m:
-        lines.append(f"- reward model held-out pairwise accuracy: {rm_m.get('eval_accuracy', float('nan')):.3f}")
+        lines.append(f"- reward model pairwise accuracy on {rm_m.get('eval_pairs', '?')} held-out IMDB test pairs: "
+                     f"{fmt(rm_m.get('eval_accuracy'))} (on {rm_m.get('short_eval_words', '?')}-word prefixes: "
+                     f"{fmt(rm_m.get('eval_accuracy_short'))})")
+    if not (sft_m and rm_m):
+        lines.append("- (a stage was reused from an earlier run in this output dir: its metrics and time are not here)")
+    span = (f"{conf['max_new_tokens_range'][0]}..{conf['max_new_tokens_range'][1]}" if conf["max_new_tokens_range"]
+            else str(conf["max_new_tokens"]))
     lines += [
-        "",
-        f"Held-out prompts (IMDB test split, n = {b['episodes']}, same prompts before and after):",
-        "",
-        "| | mean reward | std | mean KL to reference (nats/episode) |", "|-|-|-|-|",
-        f"| before PPO (SFT policy) | {b['score_mean']:.3f} | {b['score_std']:.3f} | {b['kl_mean']:.3f} |",
-        f"| after PPO | {a['score_mean']:.3f} | {a['score_std']:.3f} | {a['kl_mean']:.3f} |",
-        "",
-        f"Final training KL (last 100 episodes): {rep['ppo'].get('recent_kl', float('nan')):.3f}; "
-        f"env steps {rep['ppo']['global_step']}.",
-        "",
-        "## Samples (same prompt, before → after; the first rows of the eval batch)",
-        "",
+        f"- length controls: max_new_tokens {span}, min_new_tokens {conf['min_new_tokens']} (EOS masked before it), "
+        f"missing_eos_penalty {conf['missing_eos_penalty']}", "",
+        f"Held-out prompts (IMDB test split, n = {b['episodes']}, the same prompts before and after; sampled at "
+        "temperature 1 under the same length controls):", "",
+        *table_head(), "| before PPO (SFT policy) | " + metrics_row(b), "| after PPO | " + metrics_row(a), "",
+        f"- score gain (paired by prompt): {c['gain']:+.3f} ± {c['gain_sem']:.3f} s.e. = **{c['gain_in_sems']:.1f} "
+        "standard errors**",
+        f"- response length after / before: tokens {c['length_ratio_tokens']:.2f}, characters "
+        f"{c['length_ratio_chars']:.2f}",
+        f"- KL to the reference during the last PPO updates: {fmt(c['final_kl'])} nats/episode (target "
+        f"{c['kl_target']}); held-out after PPO: {a['kl_mean']:.3f}",
+        f"- trained policy: `{rep['policy_dir']}` (AutoModelForCausalLM.from_pretrained; `--model` of a new run)", "",
+        "## Samples (same prompt, before → after; the first rows of the eval batch)", "",
         "| prompt | before | score | after | score |", "|-|-|-|-|-|",
     ]
     esc = lambda s: s.replace("|", "\\|").replace("\n", " ")  # noqa: E731
     for sb, sa in list(zip(b["samples"], a["samples"]))[:samples]:
-        if sb["prompt"] != sa["prompt"]:
-            raise RuntimeError("before/after evaluations saw different prompts; they must share the env seed")
         lines.append(f"| {esc(sb['prompt'])} | {esc(sb['response'])} | {sb['score']:.2f} | "
                      f"{esc(sa['response'])} | {sa['score']:.2f} |")
     lines += ["", f"TensorBoard: `tensorboard --logdir {rep['tensorboard'][0]}` (PPO run: `{rep['tensorboard'][1]}`)."]
