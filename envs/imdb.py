@@ -70,14 +70,15 @@ def _split_file(directory: Path, split: str) -> Path:
     )
 
 
-def _normalise_row(obj: object, where: str) -> dict:
+def _normalise_row(obj: object, where: str, text_field: str = "text") -> dict:
     if not isinstance(obj, dict):
         raise ValueError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
-    if "text" not in obj:
-        raise ValueError(f'{where}: row has no "text" field (fields: {sorted(obj)}); each line needs "text"')
-    text = obj["text"]
+    if text_field not in obj:
+        raise ValueError(f'{where}: row has no "{text_field}" field; its fields are {sorted(obj)}. Pass '
+                         "text_field=<the field holding the text> (CLI: --text-field)")
+    text = obj[text_field]
     if not isinstance(text, str):
-        raise ValueError(f'{where}: "text" must be a string, got {type(text).__name__}')
+        raise ValueError(f"{where}: {text_field!r} must be a string, got {type(text).__name__}")
     row: dict = {"text": clean_review(text)}
     label = obj.get("label")
     if label is not None and label != -1:  # the hub marks unlabeled reviews with -1
@@ -109,25 +110,25 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[str, object]]:
 
 
 @functools.lru_cache(maxsize=8)
-def _read_jsonl_cached(path: str, mtime_ns: int, size: int) -> tuple[dict, ...]:
+def _read_jsonl_cached(path: str, mtime_ns: int, size: int, text_field: str = "text") -> tuple[dict, ...]:
     """Parse a JSON-lines file once per (path, mtime, size); the key changes when the file does."""
-    rows = [_normalise_row(obj, where) for where, obj in iter_jsonl(path)]
+    rows = [_normalise_row(obj, where, text_field) for where, obj in iter_jsonl(path)]
     if not rows:
         raise ValueError(f"{path} holds no rows; it must contain at least one JSON object with a \"text\" field")
     return tuple(rows)
 
 
-def _read_jsonl(path: Path) -> tuple[dict, ...]:
+def _read_jsonl(path: Path, text_field: str = "text") -> tuple[dict, ...]:
     if not path.is_file():
         raise FileNotFoundError(f"IMDB file not found: {path}. {OFFLINE_HINT}")
     if not path.name.endswith(_SUFFIXES):
         raise ValueError(f"{path} is not a JSON-lines file: the name must end in .jsonl or .jsonl.gz")
     stat = path.stat()
-    return _read_jsonl_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    return _read_jsonl_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size, text_field)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_hub(hub_id: str, split: str) -> tuple[dict, ...]:
+def _load_hub(hub_id: str, split: str, text_field: str = "text") -> tuple[dict, ...]:
     try:
         import datasets  # optional dependency: pip install 'rlhf-gym[hub]'
     except ImportError:
@@ -139,7 +140,10 @@ def _load_hub(hub_id: str, split: str) -> tuple[dict, ...]:
         ds = datasets.load_dataset(hub_id, split=_HUB_SPLIT.get(split, split))
     except Exception as e:  # network errors, unknown ids and splits all surface differently
         raise FileNotFoundError(f"cannot load {hub_id!r} split {split!r} from the hub ({e}). {OFFLINE_HINT}") from e
-    rows = tuple(_normalise_row(obj, f"{hub_id}[{split}]") for obj in ds)
+    if text_field not in ds.column_names:
+        raise ValueError(f"hub dataset {hub_id!r} has no {text_field!r} column; its columns are {ds.column_names}. "
+                         "Pass text_field=<the column holding the text> (CLI: --text-field)")
+    rows = tuple(_normalise_row(obj, f"{hub_id}[{split}]", text_field) for obj in ds)
     if not rows:
         raise ValueError(f"hub dataset {hub_id!r} split {split!r} is empty")
     return rows
@@ -149,21 +153,21 @@ def _looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or source.endswith(_SUFFIXES)
 
 
-def _resolve(split: str, source: str | os.PathLike | None) -> tuple[dict, ...]:
+def _resolve(split: str, source: str | os.PathLike | None, text_field: str = "text") -> tuple[dict, ...]:
     if source is None:
         directory = default_imdb_dir()
         if directory.is_dir():
-            return _read_jsonl(_split_file(directory, split))
+            return _read_jsonl(_split_file(directory, split), text_field)
         try:
-            return _load_hub(HUB_ID, split)
+            return _load_hub(HUB_ID, split, text_field)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"no local IMDB copy at {directory} and the hub fallback failed: {e}") from None
     path = Path(source).expanduser()
     if path.is_dir():
-        return _read_jsonl(_split_file(path, split))
+        return _read_jsonl(_split_file(path, split), text_field)
     if path.exists() or isinstance(source, os.PathLike) or _looks_like_path(str(source)):
-        return _read_jsonl(path)
-    return _load_hub(str(source), split)
+        return _read_jsonl(path, text_field)
+    return _load_hub(str(source), split, text_field)
 
 
 def load_imdb(
@@ -171,8 +175,11 @@ def load_imdb(
     source: str | os.PathLike | None = None,
     limit: int | None = None,
     seed: int | None = None,
+    text_field: str = "text",
 ) -> list[dict]:
     """Load IMDB reviews as a list of ``{"text", "label"?}`` dicts (fresh copies, safe to mutate).
+
+    ``text_field`` names the field (hub: column) holding the text; rows always come back under ``"text"``.
 
     ``split`` picks ``{split}.jsonl[.gz]`` from a directory or the hub split (ignored when
     ``source`` is a file). The local files are sorted by label, so pass ``seed`` to shuffle
@@ -180,7 +187,7 @@ def load_imdb(
     """
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
-    rows = _resolve(split, source)
+    rows = _resolve(split, source, text_field)
     order = list(range(len(rows)))
     if seed is not None:
         random.Random(seed).shuffle(order)

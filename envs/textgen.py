@@ -26,6 +26,7 @@ from gymnasium import spaces
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from envs.length import LengthSampler, action_mask, check_min_new_tokens, eos_mask_rows
+from envs.hub import check_sources
 from envs.lm import DEFAULT_REWARD_MODEL, IncrementalLM, freeze, load_causal_lm, make_reward_fn, resolve_device
 
 DEFAULT_MODEL = "lvwerra/gpt2-imdb"
@@ -69,15 +70,28 @@ def tokenize_prompts(
     return table, lengths
 
 
-def load_texts(dataset: DatasetArg, split: str) -> list[str]:
-    """Review texts from a local IMDB file/dir or hub id (via :func:`envs.imdb.load_imdb`, cleaned) or a list."""
+def load_texts(dataset: DatasetArg, split: str, text_field: str = "text") -> list[str]:
+    """Review texts from a local IMDB file/dir or hub id (via :func:`envs.imdb.load_imdb`, cleaned), a sequence of
+    strings, or a sequence of dicts / a ``datasets.Dataset`` whose ``text_field`` column holds the text."""
     if dataset is None or isinstance(dataset, (str, os.PathLike)):
         from envs.imdb import load_imdb
 
-        return [row["text"] for row in load_imdb(split=split, source=dataset)]
-    texts = [row["text"] if isinstance(row, dict) else row for row in dataset]
+        return [row["text"] for row in load_imdb(split=split, source=dataset, text_field=text_field)]
+    columns = getattr(dataset, "column_names", None)  # datasets.Dataset
+    if columns is not None and text_field not in columns:
+        raise ValueError(f"the dataset has no {text_field!r} column; its columns are {list(columns)}. "
+                         "Pass text_field=<the column holding the text> (CLI: --text-field).")
+    texts = []
+    for i, row in enumerate(dataset):
+        if isinstance(row, dict):
+            if text_field not in row:
+                raise ValueError(f"dataset row {i} has no {text_field!r} field; its fields are {sorted(row)}. "
+                                 "Pass text_field=<the field holding the text> (CLI: --text-field).")
+            row = row[text_field]
+        texts.append(row)
     if not all(isinstance(t, str) for t in texts):
-        raise TypeError("dataset must be a path, an HF dataset id, or a sequence of strings / {'text': ...} dicts.")
+        raise TypeError("dataset must be a path, an HF dataset id, a datasets.Dataset, or a sequence of strings / "
+                        f"{{{text_field!r}: str}} dicts.")
     return texts
 
 
@@ -140,6 +154,7 @@ class TextGenCore:
         ref_model: ModelArg | None = None,
         reward_model: Any = DEFAULT_REWARD_MODEL,
         dataset: DatasetArg = None,
+        text_field: str = "text",
         split: str = "train",
         max_new_tokens: int | tuple[int, int] = 16,
         min_new_tokens: int = 0,
@@ -169,12 +184,14 @@ class TextGenCore:
         self.kl_coef = kl_coef
         self.seq_len = self.prompt_max_len + self.max_new_tokens  # L
         self.device = resolve_device(device)
+        check_sources(model=model, tokenizer=tokenizer, ref_model=ref_model, reward_model=reward_model,
+                      dataset=dataset)  # one short error for every default that needs an unreachable hub
         self.ref_model, self.tokenizer = _reference_model(model, tokenizer, ref_model, self.device)
         self.vocab_size = int(self.ref_model.get_output_embeddings().weight.shape[0])  # V
         self._check_model()
         self.pad_token_id, self.eos_token_id = int(self.tokenizer.pad_token_id), int(self.tokenizer.eos_token_id)
         self.reward_fn = make_reward_fn(reward_model, device=self.device, batch_size=max(64, self.num_rows))
-        texts = load_texts(dataset, split)
+        texts = load_texts(dataset, split, text_field)
         table, lengths = tokenize_prompts(texts, self.tokenizer, self.prompt_max_len) if texts else (None, None)
         if table is None or not (lengths >= self.prompt_min_len).any():
             raise ValueError(
@@ -413,9 +430,11 @@ class TextGenEnv(CoreKLCoef, gym.Env[dict[str, np.ndarray], int]):
             ref_logp_t = -F.cross_entropy(logits, actions_t, reduction="none")  # (N,) log π_ref(a|s), fused
 
     Arguments: ``model`` (HF id / local dir / PreTrainedModel + ``tokenizer``; the initial policy, whose frozen
-    copy is the reference unless ``ref_model`` is given), ``reward_model`` (see :func:`envs.lm.make_reward_fn`),
-    ``dataset`` (IMDB .jsonl[.gz] file/dir, hub id, or a list of texts; default: the local copy, else
-    ``stanfordnlp/imdb``), ``split``, ``max_new_tokens`` (int, or ``(lo, hi)``: each episode draws its limit
+    copy is the reference unless ``ref_model`` is given; without the hub, a short
+    error lists every default that cannot load and what to pass instead), ``reward_model`` (see :func:`envs.lm.make_reward_fn`),
+    ``dataset`` (IMDB .jsonl[.gz] file/dir, hub id, a ``datasets.Dataset``, or a list of texts or dicts; default:
+    the local copy, else ``stanfordnlp/imdb``), ``text_field`` (the column holding the text, default ``"text"``),
+    ``split``, ``max_new_tokens`` (int, or ``(lo, hi)``: each episode draws its limit
     uniformly from lo..hi, like TRL's LengthSampler), ``min_new_tokens`` (default 0), ``missing_eos_penalty``
     (default None), ``prompt_min_len``, ``prompt_max_len``, ``kl_coef``, ``device`` and ``render_mode`` (None or ``"ansi"``: the text so far). ``group_size`` is accepted and
     ignored (it only means something for the vector env).

@@ -83,6 +83,8 @@ class TrainConfig:
     dataset: str | None = None
     """TextGen-IMDB-v0 prompts: a .jsonl[.gz] file, a dir with train.jsonl.gz, or an HF dataset id
     (default: the local IMDB copy, else stanfordnlp/imdb)"""
+    text_field: str = "text"
+    """TextGen-IMDB-v0: the dataset column holding the review text"""
     max_new_tokens: int = 16
     """TextGen-IMDB-v0: response length cap (tokens)"""
     max_new_tokens_range: tuple[int, int] | None = None
@@ -204,7 +206,7 @@ def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     kw = {"model": cfg.model, "reward_model": cfg.reward_model, "kl_coef": cfg.kl_coef, "device": cfg.device,
           "max_new_tokens": tuple(cfg.max_new_tokens_range) if cfg.max_new_tokens_range else cfg.max_new_tokens,
           "min_new_tokens": cfg.min_new_tokens, "missing_eos_penalty": cfg.missing_eos_penalty,
-          "group_size": cfg.group_size}
+          "group_size": cfg.group_size, "text_field": cfg.text_field}
     if cfg.dataset:
         kw["dataset"] = cfg.dataset
     return kw
