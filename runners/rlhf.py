@@ -90,7 +90,7 @@ class RLHFConfig:
 
 PRESETS = {
     "tiny": RLHFConfig(),
-    "ci": RLHFConfig(preset="ci", sft_steps=150, sft_max_train_reviews=3000, sft_size=(2, 128), rm_steps=150,
+    "ci": RLHFConfig(preset="ci", sft_steps=300, sft_max_train_reviews=3000, sft_size=(2, 128), rm_steps=250,
                      rm_train_pairs=6000, rm_max_length=48, ppo_updates=12, num_envs=32,
                      max_new_tokens=10, min_new_tokens=7, learning_rate=3e-4, eval_prompts=128, reuse=False),
 }

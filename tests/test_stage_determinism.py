@@ -127,8 +127,8 @@ def test_ppo_stage_same_seed_bit_identical(tmp_path: Path, tiny_lm, tiny_tokeniz
 
     def run(name: str, seed: int = 0) -> Path:
         cfg = preset("TextGen-IMDB-v0", "ppo")
-        cfg.num_envs, cfg.num_steps, cfg.max_new_tokens, cfg.total_timesteps = 4, 5, 4, 2 * 4 * 5
-        cfg.agent.learning_rate = 1e-3
+        cfg.num_envs, cfg.num_steps, cfg.max_new_tokens_range, cfg.total_timesteps = 4, 5, (3, 4), 2 * 4 * 5
+        cfg.min_new_tokens, cfg.agent.learning_rate = 2, 1e-3
         cfg.log_dir, cfg.run_name, cfg.threads, cfg.progress, cfg.seed = str(tmp_path), name, 1, False, seed
         train(cfg, env_overrides={"model": tiny_lm, "tokenizer": tiny_tokenizer, "reward_model": "vader",
                                   "dataset": texts, "device": "cpu"})
@@ -138,3 +138,6 @@ def test_ppo_stage_same_seed_bit_identical(tmp_path: Path, tiny_lm, tiny_tokeniz
     ta, tb, tc = (load_file(p / "model.safetensors") for p in (a, b, c))  # header order is a set's: compare tensors
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
     assert not all(torch.equal(ta[k], tc[k]) for k in ta)
+    # the exported policy (what a user takes away) is bit-identical, file for file; length controls on
+    assert _bytes(a.parent / "policy") == _bytes(b.parent / "policy") != _bytes(c.parent / "policy")
+    assert _bytes(a.parent, "value_head.safetensors") == _bytes(b.parent, "value_head.safetensors")
