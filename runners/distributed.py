@@ -114,6 +114,9 @@ def init_distributed(device: str | torch.device = "auto", timeout_s: float = DEF
         raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
     local_rank = _env_int("LOCAL_RANK", 0)
     wants_cuda = str(device) == "auto" or torch.device(device).type == "cuda"
+    if wants_cuda and str(device) != "auto" and torch.device(device).index is not None:
+        raise ValueError(f"device {device!r} would put every rank on the same GPU; use 'cuda' or 'auto' "
+                         "(torchrun gives each rank GPU LOCAL_RANK)")
     if wants_cuda and torch.cuda.is_available():
         if local_rank >= torch.cuda.device_count():
             raise RuntimeError(

@@ -34,6 +34,11 @@ def test_world_size_without_torchrun_env_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     with pytest.raises(RuntimeError, match="torchrun"):
         distributed.init_distributed("cpu")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match="same GPU"):
+        distributed.init_distributed("cuda:1")
 
 
 @dataclass

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -121,5 +120,5 @@ def test_two_process_catgrid_ppo_reaches_99_percent_of_optimum(tmp_path):
     assert ev["greedy"]["success_rate"] >= 0.95, ev
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
     steps = scalar_steps(run, "charts/episodic_return")
-    assert steps == sorted(set(steps)) and steps[-1] == 300_000 // 4096 * 4096  # logged once per update
-    assert np.isfinite(steps).all()
+    # logged once per update, by one rank: 73 updates of 2 x 32 x 64 = 4096 steps
+    assert steps == [4096 * k for k in range(1, 300_000 // 4096 + 1)]
