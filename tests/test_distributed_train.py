@@ -95,7 +95,7 @@ def test_two_process_text_run_completes(tiny_lm_dir, tmp_path):
               "--log-dir", str(tmp_path), "--run-name", "text"])
     run = tmp_path / "text"
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
-    assert scalar_steps(run, "env/score_mean") == [40, 80]  # 2 ranks x 4 envs x 5 steps per update
+    assert scalar_steps(run, "objective/scores") == [40, 80]  # 2 ranks x 4 envs x 5 steps per update
     assert len(scalar_steps(run, "objective/kl_coef")) == 2
     assert json.loads((run / "checkpoint" / "state.json").read_text())["world_size"] == 2
     from safetensors.torch import load_file
