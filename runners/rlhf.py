@@ -102,6 +102,9 @@ def _has_model(path: Path) -> bool:
 
 def run_stages(cfg: RLHFConfig) -> dict[str, Any]:
     """All stages; under torchrun only rank 0 returns the full report (the others: the PPO result)."""
+    from runners.cli import quiet_transformers
+
+    quiet_transformers()  # our progress bars show the run, not transformers' loading bars
     main_rank = distributed.init_distributed("auto", cfg.dist_timeout).rank == 0
     out = Path(cfg.output_dir or f"artifacts/rlhf-{cfg.preset}")
     torch.set_num_threads(cfg.threads)

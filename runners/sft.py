@@ -215,6 +215,9 @@ def generate_samples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
 
 def run_sft(cfg: SFTConfig) -> dict:
     """Train as configured, save the model dir atomically, and return the metrics dict."""
+    from runners.cli import quiet_transformers
+
+    quiet_transformers()  # our progress bars show the run, not transformers' loading bars
     if cfg.model is None and cfg.preset != "tiny" and not cfg.resume:
         raise ValueError("pass --model (hub id or local dir) or --preset tiny to train from scratch")
     start = time.monotonic()  # the time budget covers data loading and tokenizer training too

@@ -268,6 +268,9 @@ def _datasets(cfg: RewardConfig) -> tuple[list[dict], list[dict], list[dict], li
 
 def run_reward_training(cfg: RewardConfig) -> dict:
     """Train the reward model as configured, save it atomically and return the metrics dict."""
+    from runners.cli import quiet_transformers
+
+    quiet_transformers()  # our progress bars show the run, not transformers' loading bars
     start = time.monotonic()  # the time budget covers data preparation too
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)

@@ -120,3 +120,14 @@ def test_in_memory_objects_are_recorded_and_reload_asks_for_them(tmp_path, tiny_
     obs = {"input_ids": np.full((2, 11), 5), "attention_mask": np.ones((2, 11))}
     actions, _ = agent.predict(obs)
     assert actions.shape == (2,) and (actions >= 0).all()
+
+
+def test_runners_silence_transformers_loading_bars(tmp_path, tiny_lm_dir, capsys, one_thread):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()  # as in a fresh process
+    train.main(["--env", "TextGen-IMDB-v0", "--model", str(tiny_lm_dir), "--reward-model", "vader", "--num-envs", "2",
+                "--num-steps", "3", "--max-new-tokens", "2", "--total-timesteps", "6", "--device", "cpu",
+                "--threads", "1", "--log-dir", str(tmp_path), "--run-name", "t"])
+    err = capsys.readouterr().err
+    assert "Loading weights" not in err and "run directory:" in err
