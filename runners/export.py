@@ -59,7 +59,7 @@ def export_policy(net: CausalLMPolicy, tokenizer: PreTrainedTokenizerBase, run_d
     fd, tmp = tempfile.mkstemp(prefix=f".{VALUE_HEAD_FILE}.", dir=run_dir)
     os.close(fd)
     try:
-        save_file(head, tmp, metadata={"hidden_size": str(head["weight"].shape[1]), "policy": POLICY_DIR})
+        save_file(head, tmp)  # no metadata: safetensors orders it by hash, the file would not be reproducible
         os.replace(tmp, run_dir / VALUE_HEAD_FILE)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
