@@ -92,11 +92,17 @@ def test_two_process_text_run_completes(tiny_lm_dir, tmp_path):
     torchrun(["--env", "TextGen-IMDB-v0", "--model", str(tiny_lm_dir), "--reward-model", "vader",
               "--num-envs", "4", "--num-steps", "5", "--max-new-tokens", "4", "--total-timesteps", "80",
               "--sample-every", "1", "--device", "cpu", "--threads", "1", "--no-progress",
+              "--kl-coef", "0.2", "--kl-target", "6", "--kl-horizon", "100",
               "--log-dir", str(tmp_path), "--run-name", "text"])
     run = tmp_path / "text"
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
     assert scalar_steps(run, "objective/scores") == [40, 80]  # 2 ranks x 4 envs x 5 steps per update
     assert len(scalar_steps(run, "objective/kl_coef")) == 2
+    # the KL controller saw the episodes of BOTH ranks: after the first rollout (KL 0: the policy is its
+    # reference) β = 0.2 (1 - 0.2 n / 100) with n >= 8 episodes (2 ranks x 4 envs); rank 0's alone: n = 4
+    acc = EventAccumulator(str(next(run.glob("events.out.tfevents.*"))))
+    acc.Reload()
+    assert acc.Scalars("objective/kl_coef")[0].value <= 0.2 * (1 - 0.2 * 8 / 100) + 1e-6
     assert json.loads((run / "checkpoint" / "state.json").read_text())["world_size"] == 2
     from safetensors.torch import load_file
 
