@@ -154,6 +154,7 @@ def _supervised_stages(cfg: RLHFConfig, sft_dir: Path, rm_dir: Path, timings: di
     if not (cfg.reuse and _has_model(rm_dir)):
         rm_cfg = train_reward.tiny_config(init=str(sft_dir), output_dir=str(rm_dir), log_dir=cfg.log_dir,
                                           max_minutes=cfg.rm_max_minutes, max_steps=cfg.rm_steps,
+                                          eval_every=max(100, cfg.rm_steps // 2),  # 1000-pair evals cost ~15 s each
                                           n_train_pairs=cfg.rm_train_pairs, seed=cfg.seed, num_threads=cfg.threads,
                                           **({"max_length": cfg.rm_max_length} if cfg.rm_max_length else {}))
         metrics["reward_model"] = train_reward.run_reward_training(rm_cfg)
