@@ -8,10 +8,11 @@
 on GPU ``LOCAL_RANK``); without torchrun it does nothing and every helper below is a no-op,
 so one process runs exactly the single-process code.
 
-Data parallelism as the agent uses it: every rank collects its own rollouts, computes the
-loss of its share of each minibatch weighted by ``n_local / n_global`` (so the SUM over ranks
-is the loss of the global minibatch), and :func:`all_reduce_grads` sums the gradients before
-clipping and the optimizer step. All ranks start from rank 0's weights
+Data parallelism as the agent uses it: every rank collects its own rollouts and computes the
+mean loss of its share of each minibatch; :func:`all_reduce_grads` then replaces each rank's
+gradient by the mean over ranks weighted by their numbers of steps ``Σ_r n_r g_r / Σ_r n_r``
+(the gradient of the mean loss over the global minibatch) before clipping and the optimizer
+step. All ranks start from rank 0's weights
 (:func:`broadcast_module`), take identical steps and so keep identical weights. This is what
 ``DistributedDataParallel`` does, done explicitly because the networks are called through
 ``act``/``evaluate`` rather than ``forward``, and because ranks may hold different numbers
@@ -129,6 +130,16 @@ def init_distributed(device: str | torch.device = "auto", timeout_s: float = DEF
         backend, _comm_device = "gloo", torch.device("cpu")
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
     return info()
+
+
+def require_single_process(command: str) -> None:
+    """RuntimeError if launched by torchrun with several processes: ``command`` is not data-parallel."""
+    if _env_int("WORLD_SIZE", 1) > 1:
+        raise RuntimeError(
+            f"{command} runs in one process; under torchrun with WORLD_SIZE={os.environ['WORLD_SIZE']} every rank "
+            f"would train and write the same output. Run `python -m {command} ...` (runners.rlhf runs this stage "
+            "on rank 0 when it is launched by torchrun)."
+        )
 
 
 def shutdown() -> None:

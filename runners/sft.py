@@ -39,6 +39,7 @@ from torch.utils.tensorboard import SummaryWriter
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from envs.imdb import load_imdb
+from runners import distributed
 from runners.lm_presets import (BudgetBar, cli_with_presets, make_tiny_lm, resolve_device, save_pretrained_atomic,
                                 require_progress, stop_report, train_tokenizer)
 
@@ -331,6 +332,7 @@ def run_sft(cfg: SFTConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     """CLI entry point: ``python -m runners.sft --help``."""
+    distributed.require_single_process("runners.sft")
     cfg = cli_with_presets(SFTConfig, PRESETS, argv, description=__doc__, module="runners.sft")
     metrics = run_sft(cfg)
     print(f"step {metrics['step']}  held-out perplexity {metrics['eval_perplexity']:.2f} "

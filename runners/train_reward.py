@@ -38,6 +38,7 @@ from torch.utils.tensorboard import SummaryWriter
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, GPT2ForSequenceClassification
 
 from envs.imdb import iter_jsonl, load_imdb
+from runners import distributed
 from runners.lm_presets import (BudgetBar, cli_with_presets, require_progress, resolve_device, save_pretrained_atomic,
                                 stop_report, tiny_gpt2_config, train_tokenizer)
 from runners.sft import batch_indices, lr_factor
@@ -344,6 +345,7 @@ def run_reward_training(cfg: RewardConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     """CLI entry point: ``python -m runners.train_reward --help``."""
+    distributed.require_single_process("runners.train_reward")
     cfg = cli_with_presets(RewardConfig, PRESETS, argv, description=__doc__, module="runners.train_reward")
     metrics = run_reward_training(cfg)
     short = metrics.get("eval_accuracy_short")

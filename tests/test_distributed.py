@@ -47,6 +47,15 @@ class Log:
     tag: str = ""
 
 
+@pytest.mark.parametrize("module", ["sft", "train_reward"])
+def test_single_process_stages_refuse_torchrun(monkeypatch, module):
+    import importlib
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="runs in one process"):
+        importlib.import_module(f"runners.{module}").main(["--help"])
+
+
 def _collectives(rank: int) -> dict:
     net = torch.nn.Linear(3, 2)
     torch.nn.init.constant_(net.weight, float(rank))  # ranks differ until the broadcast
