@@ -150,8 +150,12 @@ def main(cc: CompareConfig | None = None) -> dict[str, Any]:
     if cc.plot:
         require_matplotlib()
     out = Path(cc.log_dir) / (cc.name or f"compare__{cc.env}__{int(time.time())}")
-    out.mkdir(parents=True, exist_ok=True)
     cfgs = run_configs(cc, out)
+    taken = [c.run_name for c in cfgs if (out / c.run_name).is_dir() and any((out / c.run_name).iterdir())]
+    if taken:  # refuse before training anything (each run would refuse on its own, mid-comparison)
+        raise FileExistsError(f"{out} already holds runs {taken}; pick another --name (runs never append to old "
+                              "TensorBoard events)")
+    out.mkdir(parents=True, exist_ok=True)
     if cc.jobs > 1:
         with ProcessPoolExecutor(max_workers=cc.jobs) as pool:
             results = list(pool.map(_run, cfgs))

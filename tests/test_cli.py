@@ -58,6 +58,14 @@ def test_run_name_collision_is_refused_and_default_names_never_collide(tmp_path,
     assert runs.new_run_dir(tmp_path, None, "r") == tmp_path / "r_2"
 
 
+def test_compare_refuses_an_existing_comparison_before_training(tmp_path):
+    (tmp_path / "cmp" / "CatGrid-v0__ppo__0").mkdir(parents=True)
+    (tmp_path / "cmp" / "CatGrid-v0__ppo__0" / "events.out").write_text("")
+    with pytest.raises(FileExistsError, match="another --name"):
+        compare.main(compare.CompareConfig(seeds=[0], log_dir=str(tmp_path), name="cmp", jobs=1, plot=False))
+    assert sorted(p.name for p in (tmp_path / "cmp").iterdir()) == ["CatGrid-v0__ppo__0"]
+
+
 def test_resuming_a_finished_run_says_so_and_writes_nothing(tmp_path, capsys, one_thread):
     train.main(["--log-dir", str(tmp_path), "--run-name", "r", *TINY])
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "r").rglob("*")}

@@ -53,6 +53,24 @@ def test_missing_matplotlib_is_a_clear_error_before_training(monkeypatch, tmp_pa
     assert not (tmp_path / "c").exists()  # failed before any run started
 
 
+def test_track_mirrors_tensorboard_to_wandb(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from runners import train
+
+    calls = {}
+
+    def init(**kwargs):
+        calls.update(kwargs)
+        return SimpleNamespace(finish=lambda: calls.setdefault("finished", True))
+
+    monkeypatch.setitem(sys.modules, "wandb", SimpleNamespace(init=init))
+    train.main(["--track", "--wandb-project", "p", "--log-dir", str(tmp_path), "--run-name", "w", "--no-progress",
+                "--total-timesteps", "512", "--num-envs", "8", "--num-steps", "32", "--eval-episodes", "0"])
+    assert calls["sync_tensorboard"] is True and calls["project"] == "p" and calls["name"] == "w"
+    assert calls["config"]["env"] == "CatGrid-v0" and calls["finished"] is True
+
+
 def test_track_without_wandb_is_a_clear_error(monkeypatch, tmp_path):
     from runners import train
 
