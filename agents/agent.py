@@ -374,7 +374,8 @@ class Agent:
                         loss = loss + ro.kl_coef * kl_k3
                     weight = 1.0 if step_each_minibatch else n_group / n_learn
                     (loss * weight).backward()
-                    parts = torch.stack([pg_loss, v_loss, entropy, kl, clipfrac, kl_k3]).detach()
+                    v_stat = v_loss if use_value else torch.full((), float("nan"), device=self.device)  # not trained
+                    parts = torch.stack([pg_loss, v_stat, entropy, kl, clipfrac, kl_k3]).detach()
                     sums[g] = torch.cat([n_group[None], n_group * parts])
                 if step_each_minibatch:
                     distributed.all_reduce_grads(self.net.parameters(), weight=n_group)

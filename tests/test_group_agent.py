@@ -75,7 +75,7 @@ def test_group_update_skips_value_loss_and_reports_groups():
     head = [p.clone() for p in agent.net.parameters()]
     stats = agent.update(hand_rollout())
     assert stats["group/episodes"] == 4 and stats["group/skipped_alone"] == 1
-    assert "explained_variance" not in stats
+    assert "explained_variance" not in stats and "value_loss" not in stats  # the value head is not trained
     assert any(not torch.equal(p, q) for p, q in zip(head, agent.net.parameters()))
 
 
