@@ -25,7 +25,11 @@ rollout has its return ``R_i = G_0`` (discounted, KL-shaped when the KL is in th
 every step of the episode gets the episode's advantage ``A_i``:
 
 - RLOO (``algo="rloo"``): REINFORCE with ``A_i = R_i - mean_{j≠i in group} R_j`` (one gradient
-  step per rollout, ``norm_adv`` rescales by the std only, like REINFORCE);
+  step per rollout, ``norm_adv`` rescales by the std only, like REINFORCE). With
+  ``reinforce_return="to_go"`` (the default, as for REINFORCE) step τ of episode i is weighted by
+  its reward-to-go minus the other episodes' reward-to-go at the same step index,
+  ``G_{i,τ} - mean_{j≠i} G_{j,τ}`` (0 after an episode's end); ``"episode"`` uses ``G_0`` (TRL's
+  sequence-level RLOO; the text preset);
 - GRPO (``algo="grpo"``): ``A_i = (R_i - mean_g R) / (std_g R + group_eps)`` in PPO's clipped
   surrogate, several epochs of minibatches (no further normalisation), token-level mean.
 
@@ -279,14 +283,30 @@ class Agent:
         start[0] = True
         eid = torch.cumsum(flat(start).long(), 0) - 1  # (N*T,) episode index of every step
         first = torch.nonzero(flat(start) & flat(mask)).squeeze(1)  # (E,) first steps of complete episodes
-        fn = rloo_advantages if c.algo == "rloo" else lambda r, g: grpo_advantages(r, g, c.group_eps)
-        adv_e, ok_e = fn(flat(ret)[first], flat(ro.group)[first])  # (E,) each
         n_ep = int(eid[-1].item()) + 1
-        adv_table = torch.zeros(n_ep, dtype=ret.dtype, device=ret.device).index_copy_(0, eid[first], adv_e)
-        ok_table = torch.zeros(n_ep, dtype=torch.bool, device=ret.device).index_copy_(0, eid[first], ok_e)
         unflat = lambda x: x.view(ret.shape[1], ret.shape[0]).transpose(0, 1)  # noqa: E731  (N*T,) -> (T, N)
+        if c.algo == "rloo" and c.reinforce_return == "to_go":  # per-step baseline mean_{j≠i} G_{j,τ}
+            pos = torch.arange(eid.numel(), device=eid.device)
+            first_pos = torch.zeros(n_ep, dtype=torch.long, device=eid.device).index_copy_(0, eid[first], first)
+            tau = pos - first_pos[eid]  # (N*T,) step index inside the episode (valid where mask)
+            steps = torch.nonzero(flat(mask)).squeeze(1)
+            row = torch.full((n_ep,), -1, dtype=torch.long, device=eid.device)
+            row[eid[first]] = torch.arange(first.numel(), device=eid.device)  # episode -> row of the (E, L) table
+            L = int(tau[steps].max().item()) + 1 if steps.numel() else 1
+            to_go = rewards_to_go(ro.rewards, ro.terminated, ro.truncated, c.gamma)
+            table = torch.zeros(first.numel(), L, dtype=ret.dtype, device=ret.device)  # (E, L), 0 after the end
+            table[row[eid[steps]], tau[steps]] = flat(to_go)[steps]
+            adv_el, ok_e = rloo_advantages(table, flat(ro.group)[first])  # (E, L), (E,)
+            adv = torch.zeros_like(flat(ret))
+            adv[steps] = adv_el[row[eid[steps]], tau[steps]]
+            ret = to_go
+        else:  # one advantage per episode, on all its steps
+            fn = rloo_advantages if c.algo == "rloo" else lambda r, g: grpo_advantages(r, g, c.group_eps)
+            adv_e, ok_e = fn(flat(ret)[first], flat(ro.group)[first])  # (E,) each
+            adv = torch.zeros(n_ep, dtype=ret.dtype, device=ret.device).index_copy_(0, eid[first], adv_e)[eid]
+        ok_table = torch.zeros(n_ep, dtype=torch.bool, device=ret.device).index_copy_(0, eid[first], ok_e)
         self._group_stats = {"group/episodes": float(first.numel()), "group/skipped_alone": float((~ok_e).sum())}
-        return unflat(adv_table[eid]), ret, mask & unflat(ok_table[eid])
+        return unflat(adv), ret, mask & unflat(ok_table[eid])
 
     def _set_lr(self) -> None:
         if self.config.anneal_lr and self.total_updates:

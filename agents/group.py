@@ -11,6 +11,9 @@ episodes of group ``g`` in the batch.
 
       b_i = (Σ_{j∈g, j≠i} R_j) / (n_g - 1),     A_i = R_i - b_i = n_g/(n_g - 1) · (R_i - mean_g R).
 
+  With per-step returns (reward-to-go ``G_{i,τ}`` at step τ of episode i, 0 after its end) the
+  baseline is taken per step: ``A_{i,τ} = G_{i,τ} - mean_{j≠i} G_{j,τ}``.
+
   ``b_i`` does not depend on episode ``i``'s actions (the episodes are independent draws), so
   ``E[∇log π · b_i] = 0``: the estimate stays unbiased.
 - GRPO (group relative policy optimisation; Shao et al. 2024, DeepSeekMath): the return
@@ -32,14 +35,15 @@ from torch import Tensor
 
 def _group_stats(returns: Tensor, group: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per episode: its return shifted by its group's minimum ``x_i = R_i - min_g R`` and the
-    count n_g, sum Σ x and sum of squares Σ x² of its group, each (E,) float64.
+    count n_g, sum Σ x and sum of squares Σ x² of its group, float64 shaped like ``returns``
+    (``(E,)``, or ``(E, L)`` with the group statistics taken per column).
 
     The shift changes no advantage but makes an all-equal group exactly 0 (x_i = 0 exactly).
     """
-    if returns.dim() != 1 or group.shape != returns.shape:
+    if returns.dim() not in (1, 2) or group.dim() != 1 or group.shape[0] != returns.shape[0]:
         raise ValueError(
-            f"returns and group must be (E,) tensors of equal shape, got {tuple(returns.shape)} and "
-            f"{tuple(group.shape)}"
+            f"returns must be (E,) or (E, L) and group (E,) with equal equal shape[0], got {tuple(returns.shape)} "
+            f"and {tuple(group.shape)}"
         )
     if group.dtype.is_floating_point or group.dtype == torch.bool:
         raise TypeError(f"group ids must be integers, got dtype {group.dtype}")
@@ -47,10 +51,11 @@ def _group_stats(returns: Tensor, group: Tensor) -> tuple[Tensor, Tensor, Tensor
         raise ValueError("returns must be finite (got NaN or inf)")
     _, dense = torch.unique(group, return_inverse=True)  # (E,) in [0, G)
     G = int(dense.max().item()) + 1 if dense.numel() else 0
-    r = returns.to(torch.float64)
-    zeros = torch.zeros(G, dtype=torch.float64, device=r.device)  # (G,)
-    low = zeros.clone().scatter_reduce_(0, dense, r, "amin", include_self=False)  # (G,) min_g R
-    x = r - low[dense]  # (E,)
+    r = returns.to(torch.float64)  # (E,) or (E, L)
+    zeros = torch.zeros((G, *r.shape[1:]), dtype=torch.float64, device=r.device)  # (G,) or (G, L)
+    index = dense.view(-1, *([1] * (r.dim() - 1))).expand_as(r)
+    low = zeros.clone().scatter_reduce_(0, index, r, "amin", include_self=False)  # min_g R
+    x = r - low[dense]
     count = zeros.clone().index_add_(0, dense, torch.ones_like(x))
     total = zeros.clone().index_add_(0, dense, x)
     sq = zeros.clone().index_add_(0, dense, x * x)
@@ -59,7 +64,7 @@ def _group_stats(returns: Tensor, group: Tensor) -> tuple[Tensor, Tensor, Tensor
 
 def group_sizes(group: Tensor) -> Tensor:
     """n_g of every episode's group, (E,) int64."""
-    _, count, _, _ = _group_stats(torch.zeros(group.shape, dtype=torch.float64, device=group.device), group)
+    _, count, _, _ = _group_stats(torch.zeros(group.shape, dtype=torch.float64, device=group.device), group)  # (E,)
     return count.long()
 
 
@@ -67,18 +72,21 @@ def rloo_advantages(returns: Tensor, group: Tensor) -> tuple[Tensor, Tensor]:
     """RLOO advantage ``A_i = R_i - mean of the other returns of i's group``.
 
     Args:
-        returns: (E,) episode returns ``R_i``.
+        returns: (E,) episode returns ``R_i``, or (E, L) per-step returns ``G_{i,τ}`` (reward-to-go at step
+            τ of the episode, 0 after its end): then the baseline is per step, ``mean_{j≠i} G_{j,τ}``, still
+            independent of episode i's actions.
         group: (E,) integer group ids.
 
     Returns:
-        advantages (E,) in the dtype of ``returns`` (0 for singleton groups) and ``valid`` (E,)
-        bool, False for episodes alone in their group (leave them out of the loss).
+        advantages shaped and typed like ``returns`` (0 for singleton groups) and ``valid`` (E,) bool,
+        False for episodes alone in their group (leave them out of the loss).
     """
     x, count, total, _ = _group_stats(returns, group)
-    valid = count > 1
-    baseline = (total - x) / torch.clamp(count - 1.0, min=1.0)  # (E,)
+    valid = count > 1  # like returns (n_g repeated over the columns)
+    valid_e = valid if returns.dim() == 1 else valid[:, 0]  # (E,)
+    baseline = (total - x) / torch.clamp(count - 1.0, min=1.0)  # like returns
     adv = torch.where(valid, x - baseline, torch.zeros_like(x))
-    return adv.to(returns.dtype), valid
+    return adv.to(returns.dtype), valid_e
 
 
 def grpo_advantages(returns: Tensor, group: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor]:
@@ -94,6 +102,8 @@ def grpo_advantages(returns: Tensor, group: Tensor, eps: float = 1e-4) -> tuple[
     """
     if eps <= 0:
         raise ValueError(f"eps must be > 0, got {eps}")
+    if returns.dim() != 1:
+        raise ValueError(f"GRPO normalises one return per episode: returns must be (E,), got {tuple(returns.shape)}")
     x, count, total, sq = _group_stats(returns, group)
     valid = count > 1
     mean = total / count

@@ -170,7 +170,8 @@ def preset(env: str, algo: str = "ppo") -> TrainConfig:
         agent = AgentConfig(algo=algo, gamma=1.0, gae_lambda=0.95, learning_rate=1.41e-5, anneal_lr=False,
                             update_epochs=4 if algo in ("ppo", "grpo") else 1, num_minibatches=4, ent_coef=0.0,
                             vf_coef=0.1, max_grad_norm=1.0, norm_adv=True,
-                            kl_mode="loss" if algo == "grpo" else "reward")
+                            kl_mode="loss" if algo == "grpo" else "reward",
+                            reinforce_return="episode" if algo == "rloo" else "to_go")  # RLOO: sequence level
         return TrainConfig(env=env, algo=algo, total_timesteps=64 * 17 * 100, num_envs=64, num_steps=17,
                            group_size=4 if algo in ("rloo", "grpo") else 1,
                            reward_scale=1.0, agent=agent, checkpoint_every=20, eval_episodes=0)

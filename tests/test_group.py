@@ -88,3 +88,15 @@ def test_bad_input_raises():
         rloo_advantages(torch.tensor([1.0, float("nan")]), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="eps"):
         grpo_advantages(torch.zeros(2), torch.zeros(2, dtype=torch.long), eps=0.0)
+
+
+def test_rloo_per_step_returns_by_hand():
+    # group 0: three episodes with reward-to-go by step (0 after the end); group 1: one episode (skipped)
+    g_to_go = torch.tensor([[3.0, 2.0, 0.0], [1.0, 1.0, 1.0], [2.0, 0.0, 0.0], [5.0, 4.0, 3.0]])
+    adv, valid = rloo_advantages(g_to_go, torch.tensor([0, 0, 0, 1]))
+    # step 0: 3-(1+2)/2, 1-(3+2)/2, 2-(3+1)/2; step 1: 2-(1+0)/2, 1-(2+0)/2, 0-(2+1)/2; step 2: 0-.5, 1-0, 0-.5
+    expected = [[1.5, 1.5, -0.5], [-1.5, 0.0, 1.0], [0.0, -1.5, -0.5], [0.0, 0.0, 0.0]]
+    torch.testing.assert_close(adv, torch.tensor(expected))
+    assert valid.tolist() == [True, True, True, False]
+    with pytest.raises(ValueError, match="one return per episode"):
+        grpo_advantages(g_to_go, torch.tensor([0, 0, 0, 1]))

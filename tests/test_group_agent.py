@@ -53,7 +53,7 @@ def _agent(algo: str, **kw) -> Agent:
 
 @pytest.mark.parametrize("algo", ["rloo", "grpo"])
 def test_group_advantages_by_hand(algo):
-    adv, ret, mask = _agent(algo).group_advantages(hand_rollout())
+    adv, ret, mask = _agent(algo, reinforce_return="episode").group_advantages(hand_rollout())
     # RLOO: A = 1 - (3+2)/2, B = 3 - (1+2)/2, C = 2 - (1+3)/2; GRPO: (R - 2) / (1 + eps)
     a, b, c = (-1.5, 1.5, 0.0) if algo == "rloo" else (-1 / 1.0001, 1 / 1.0001, 0.0)
     expected_mask = [[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]]
@@ -61,6 +61,15 @@ def test_group_advantages_by_hand(algo):
     assert adv[mask].tolist() == pytest.approx([a, c, a, c, c, b, b])  # row-major order of the mask
     assert not torch.isnan(adv).any()
     assert ret[0, 0] == 1 and ret[3, 0] == 3 and ret[0, 2] == 5
+
+
+def test_rloo_to_go_per_step_baseline_by_hand():
+    adv, ret, mask = _agent("rloo", reinforce_return="to_go").group_advantages(hand_rollout())
+    # reward-to-go by step index: A [1, 1], B [3, 3], C [2, 2, 2] (0 after an end); per step τ:
+    # A: 1 - (3+2)/2 twice; B: 3 - (1+2)/2 twice; C: 2 - (1+3)/2 twice, then 2 - (0+0)/2
+    assert mask.int().tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]]
+    assert adv[mask].tolist() == pytest.approx([-1.5, 0.0, -1.5, 0.0, 2.0, 1.5, 1.5])
+    assert ret[1, 1] == 2 and ret[3, 0] == 3  # reward-to-go
 
 
 def test_group_algos_need_group_ids():
