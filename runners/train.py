@@ -156,9 +156,9 @@ def preset(env: str, algo: str = "ppo") -> TrainConfig:
     if algo not in ALGOS:
         raise ValueError(f"unknown algo {algo!r}: choose one of {', '.join(ALGOS)}")
     if env == "CatGrid-v0":
-        if algo in ("reinforce", "rloo"):  # RLOO reaches 0.95·V*(5x5) in ~40k steps: a third of the budget
-            return TrainConfig(env=env, algo=algo, total_timesteps=600_000 if algo == "reinforce" else 200_000,
-                               num_envs=16, num_steps=256, group_size=4 if algo == "rloo" else 1,
+        if algo in ("reinforce", "rloo"):  # one gradient step per rollout: both need the longer budget
+            return TrainConfig(env=env, algo=algo, total_timesteps=600_000, num_envs=16, num_steps=256,
+                               group_size=4 if algo == "rloo" else 1,
                                agent=AgentConfig(algo=algo, learning_rate=1e-3, num_minibatches=1,
                                                  anneal_lr=True, ent_coef=0.01))
         if algo == "grpo":

@@ -40,4 +40,4 @@ def test_group_algo_reaches_95_percent_of_optimum_on_5x5(group_results, algo):
     result = group_results[algo]
     ev = result["eval"]
     assert ev["greedy"]["ratio_to_v_star"] >= 0.95, ev
-    assert result["global_step"] <= 200_000  # the default budget
+    assert result["global_step"] <= {"rloo": 600_000, "grpo": 200_000}[algo]  # the default budgets
