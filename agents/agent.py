@@ -8,9 +8,14 @@ REINFORCE (``algo="reinforce"``), as the lecture builds it, weights ``∇log π(
 ``Ψ_t``: the full-episode return ``G_0`` (``reinforce_return="episode"``), the reward-to-go
 ``G_t`` (``"to_go"``), or the reward-to-go minus a learned baseline ``G_t - V(s_t)``
 (``reinforce_baseline=True``). It is Monte Carlo: steps whose episode does not finish inside
-the rollout are left out, and it takes one gradient step per rollout (minibatches only
-accumulate gradients). With ``norm_adv`` its weights are only rescaled by their std (no
-mean subtraction, which would be a hidden baseline).
+the rollout are not learned from yet: the agent carries them over and prepends them to the
+next rollout, so every step of every episode is learned from exactly once, when its episode
+has finished (dropping them instead would bias the gradient toward actions that end episodes
+early). It takes one gradient step per rollout (minibatches only accumulate gradients), and
+its policy loss is ``-Σ log π · Ψ`` over the learned steps divided by the number of steps the
+rollout collected (a constant: dividing by the number of learned steps, which depends on the
+actions, would bias it again). With ``norm_adv`` its weights are only rescaled by their std
+(no mean subtraction, which would be a hidden baseline).
 
 PPO (``algo="ppo"``) uses GAE(γ, λ) advantages, the clipped surrogate on the importance ratio
 ``ρ = exp(log π_θ - log π_old)``, an optionally clipped value loss, an entropy bonus,
@@ -58,6 +63,7 @@ import tyro
 from torch import Tensor
 
 from agents import losses
+from agents.carry import prepend, unfinished_tail
 from agents.group import grpo_advantages, rloo_advantages
 from agents.masking import ActionMasks, apply_mask
 from agents.networks import Obs, PolicyValueNet, StepBatch, disable_dropout
@@ -183,6 +189,8 @@ class Agent:
         self.optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate, eps=config.adam_eps)
         self.total_updates = total_updates
         self.num_updates = 0
+        self.carry: Rollout | None = None
+        """REINFORCE: steps of unfinished episodes, prepended to the next rollout (not checkpointed)."""
 
     @property
     def device(self) -> torch.device:
@@ -319,11 +327,19 @@ class Agent:
 
         Data-parallel (``torchrun``, see :mod:`runners.distributed`): each rank passes its own
         rollout; advantage statistics, minibatch counts, gradients (weighted by each rank's
-        learnable steps), the early stop at ``target_kl`` and the returned statistics are all
-        global, so N ranks with E envs each take the step one process with N·E envs would.
+        learnable steps, or by its rollout steps for REINFORCE), the early stop at ``target_kl``
+        and the returned statistics are all global, so N ranks with E envs each take the step
+        one process with N·E envs would.
+
+        Rollouts must be consecutive (one collector): REINFORCE learns from the steps of the
+        episodes that finish in ``ro``, including their steps carried over from earlier rollouts.
         """
         c = self.config
         self._set_lr()
+        rollout_steps = ro.valid.numel()  # T * N of the new rollout: REINFORCE's loss denominator
+        if c.algo == "reinforce":
+            ro = prepend(self.carry, ro)
+            self.carry = unfinished_tail(ro)
         adv, targets, mask = self.advantages(ro)  # (T, N) each
         flat = lambda x: x.transpose(0, 1).reshape(-1)  # noqa: E731  (T, N) -> (N*T,)
         adv, targets, mask = flat(adv), flat(targets), flat(mask)
@@ -346,6 +362,7 @@ class Agent:
         if c.norm_adv and c.algo != "grpo":  # PPO: whiten; REINFORCE/RLOO: rescale only (no hidden baseline)
             adv[mask] = self._normalize(adv[mask], center=c.algo == "ppo")
         n_learn = mask.sum()  # this rank's learnable steps
+        denom = rollout_steps if c.algo == "reinforce" else n_learn  # of the one-step-per-rollout loss
         epochs = c.update_epochs if c.clipped else 1
         step_each_minibatch = c.clipped
         num_groups = min(c.num_minibatches, max_chunks)
@@ -392,7 +409,8 @@ class Agent:
                     if kl_loss_on:  # GRPO's KL term β·k3 on the current log-probs
                         kl_k3 = losses.k3_kl(logprob, ref_logprob[idx][m])
                         loss = loss + ro.kl_coef * kl_k3
-                    weight = 1.0 if step_each_minibatch else n_group / n_learn
+                    # one step per rollout: Σ over the learned steps / denom (REINFORCE: rollout steps, a constant)
+                    weight = 1.0 if step_each_minibatch else n_group / denom
                     (loss * weight).backward()
                     v_stat = v_loss if use_value else torch.full((), float("nan"), device=self.device)  # not trained
                     parts = torch.stack([pg_loss, v_stat, entropy, kl, clipfrac, kl_k3]).detach()
@@ -402,7 +420,7 @@ class Agent:
                     torch.nn.utils.clip_grad_norm_(self.net.parameters(), c.max_grad_norm)
                     self.optimizer.step()
             if not step_each_minibatch:
-                distributed.all_reduce_grads(self.net.parameters(), weight=n_learn)
+                distributed.all_reduce_grads(self.net.parameters(), weight=denom)
                 torch.nn.utils.clip_grad_norm_(self.net.parameters(), c.max_grad_norm)
                 self.optimizer.step()
             distributed.all_reduce(sums)  # one collective per epoch: global per-minibatch means
