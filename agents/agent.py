@@ -11,10 +11,10 @@ REINFORCE (``algo="reinforce"``), as the lecture builds it, weights ``∇log π(
 the rollout are not learned from yet: the agent carries them over and prepends them to the
 next rollout, so every step of every episode is learned from exactly once, when its episode
 has finished (dropping them instead would bias the gradient toward actions that end episodes
-early). It takes one gradient step per rollout (minibatches only accumulate gradients), and
-its policy loss is ``-Σ log π · Ψ`` over the learned steps divided by the number of steps the
-rollout collected (a constant: dividing by the number of learned steps, which depends on the
-actions, would bias it again). With ``norm_adv`` its weights are only rescaled by their std
+early; see :mod:`agents.carry`). It takes one gradient step per rollout (minibatches only
+accumulate gradients), and its loss (policy, value and entropy terms) is a sum over the learned
+steps divided by the number of steps the rollout collected (a constant: dividing by the number
+of learned steps, which depends on the actions, would bias it again). With ``norm_adv`` its weights are only rescaled by their std
 (no mean subtraction, which would be a hidden baseline).
 
 PPO (``algo="ppo"``) uses GAE(γ, λ) advantages, the clipped surrogate on the importance ratio
@@ -198,24 +198,33 @@ class Agent:
 
     # ------------------------------------------------------------------ acting
     @staticmethod
-    def sample(logits: Tensor, greedy: bool = False, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def sample(
+        logits: Tensor, greedy: bool = False, mask: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Sample (or argmax) actions from logits (N, A); returns actions (N,) and log π (N,).
 
         With ``mask`` (N, A) bool (True = allowed) both come from the masked distribution
         (:func:`agents.masking.apply_mask`), the one :meth:`update` evaluates.
 
-        Plain multinomial sampling at temperature 1 by inverse CDF (one uniform per row and a
-        binary search), which is much faster than ``Categorical.sample`` for LM-sized action
-        spaces; the returned log-probs are the exact sampling log-probs.
+        Multinomial sampling at temperature 1 by inverse CDF in float64: one float64 uniform per
+        row (from ``generator``) and a binary search in the float64 cumulative sum of
+        ``exp(log π)``, where ``log π`` is the float32 log-softmax that is returned. Every action
+        is drawn with its float32 softmax probability to double precision, including tail tokens
+        far below float32 resolution of the cumulative sum (a float32 CDF at vocab 50k is off
+        by total variation ~3e-4 and never draws them); actions of probability 0 are never
+        drawn. Much faster than ``Categorical.sample`` at LM vocabulary sizes
+        (``benchmarks/sampling_speed.py``).
         """
         logp = torch.log_softmax(apply_mask(logits.float(), mask), dim=-1)  # (N, A)
         if greedy:
             actions = logp.argmax(-1)
         else:
-            cdf = logp.exp().cumsum(-1)  # (N, A)
-            u = torch.rand(cdf.shape[0], 1, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
-            actions = torch.searchsorted(cdf, u).squeeze(1).clamp_(max=logits.shape[-1] - 1)  # (N,)
-            if mask is not None:  # u on a cdf plateau edge (prob ~2^-24) could land on a forbidden action
+            cdf = logp.exp().double().cumsum_(-1)  # (N, A): float32 probabilities, float64 running sum
+            total = cdf[:, -1:]  # (N, 1), 1 up to float32 rounding of the softmax
+            u = torch.rand(cdf.shape[0], 1, device=cdf.device, dtype=torch.float64, generator=generator) * total
+            u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # u < total, even after rounding
+            actions = torch.searchsorted(cdf, u, right=True).squeeze(1)  # (N,) first action with cdf > u
+            if mask is not None:  # zero-probability actions have empty intervals; kept as a guard
                 actions = torch.where(mask.gather(1, actions[:, None]).squeeze(1), actions, logp.argmax(-1))
         return actions, logp.gather(1, actions.unsqueeze(1)).squeeze(1)
 

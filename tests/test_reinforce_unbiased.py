@@ -137,3 +137,22 @@ def test_reinforce_learns_each_step_once_with_its_full_return(ret):
     for ro, want in zip((ro1, ro2, ro3), expected):
         agent.update(ro)
         assert -float(net.theta.grad) == pytest.approx(want / 6, rel=1e-5)  # Σ ∇log π·Ψ / (T·N)
+
+
+def test_carry_keeps_dict_observations_and_action_masks():
+    from agents.carry import prepend, unfinished_tail
+    from agents.masking import ActionMasks
+
+    ro1 = hand_rollout([[0, 1], [0, 0]], [[1, 0], [1, 1]], [[0, 1], [0, 0]], [[1, 1], [1, 0]], [[1, 1], [0, 0]])
+    ro1.obs = {"ids": torch.arange(4).reshape(2, 2, 1), "mask": torch.ones(2, 2, 1)}
+    masks = torch.tensor([[[1, 0], [1, 1]], [[0, 1], [1, 1]]], dtype=torch.bool)  # (T, N, A)
+    ro1.action_masks = ActionMasks.stack(list(masks))
+    ro2 = hand_rollout([[1, 0], [0, 0]], [[0, 0], [0, 0]], [[1, 0], [0, 0]], [[1, 1], [0, 1]], [[0, 1], [0, 0]])
+    ro2.obs = {"ids": 10 + torch.arange(4).reshape(2, 2, 1), "mask": torch.ones(2, 2, 1)}
+    tail = unfinished_tail(ro1)  # column 0 runs on (2 steps); column 1 ended, then a reset step
+    assert tail.valid.tolist() == [[True, False], [True, False]]
+    full = prepend(tail, ro2)
+    assert full.values.shape == (5, 2) and full.valid[:, 0].tolist() == [True, True, True, False]
+    assert full.obs["ids"][:, 0, 0].tolist() == [0, 2, 10, 12]
+    dense = full.action_masks.dense()  # (4, 2, A): carried masks, then all-allowed for ro2 (no masks)
+    assert dense[:2, 0].tolist() == masks[:, 0].tolist() and dense[2:].all()
