@@ -14,12 +14,13 @@ has finished (dropping them instead would bias the gradient toward actions that 
 early; see :mod:`agents.carry`). It takes one gradient step per rollout (minibatches only
 accumulate gradients), and its loss (policy, value and entropy terms) is a sum over the learned
 steps divided by the number of steps the rollout collected (a constant: dividing by the number
-of learned steps, which depends on the actions, would bias it again). With ``norm_adv`` its weights are only rescaled by their std
-(no mean subtraction, which would be a hidden baseline).
+of learned steps, which depends on the actions, would bias it again). With ``norm_adv`` its
+weights are only rescaled by their std (no mean subtraction, which would be a hidden baseline).
 
 PPO (``algo="ppo"``) uses GAE(γ, λ) advantages, the clipped surrogate on the importance ratio
 ``ρ = exp(log π_θ - log π_old)``, an optionally clipped value loss, an entropy bonus,
-several epochs of shuffled minibatches, advantage normalisation, global grad-norm clipping,
+several epochs of shuffled minibatches, advantage normalisation (per rollout or per minibatch:
+``norm_adv_scope``), global grad-norm clipping,
 optional early stop at ``target_kl`` and optional linear LR annealing. Defaults follow "The
 37 implementation details of PPO" (Adam eps 1e-5, clip 0.2, 4 epochs, 4 minibatches, ...).
 
@@ -85,6 +86,12 @@ class AgentConfig:
     """PPO/GRPO epochs over each rollout (REINFORCE and RLOO always use 1)."""
     num_minibatches: int = 4
     norm_adv: bool = True
+    """PPO: whiten the advantages (zero mean, unit std); REINFORCE/RLOO: divide their weights by
+    their std; GRPO: nothing (its group advantages are already normalised)."""
+    norm_adv_scope: Literal["rollout", "minibatch"] = "rollout"
+    """Statistics of ``norm_adv``: over all learnable steps of the rollout, once (TRL's classic
+    PPOTrainer), or over each minibatch (CleanRL's ppo.py, Stable-Baselines3, OpenAI Baselines
+    ppo2). Reset steps and unfinished REINFORCE episodes never enter the statistics."""
     clip_coef: float = 0.2
     clip_vloss: bool = True
     ent_coef: float = 0.01
@@ -118,6 +125,7 @@ class AgentConfig:
             "num_minibatches must be >= 1": self.num_minibatches >= 1,
             "clip_coef must be > 0": self.clip_coef > 0,
             "max_grad_norm must be > 0": self.max_grad_norm > 0,
+            "norm_adv_scope must be 'rollout' or 'minibatch'": self.norm_adv_scope in ("rollout", "minibatch"),
             "reinforce_return must be 'episode' or 'to_go'": self.reinforce_return in ("episode", "to_go"),
             "target_kl must be None or > 0": self.target_kl is None or self.target_kl > 0,
             "group_eps must be > 0": self.group_eps > 0,
@@ -368,7 +376,9 @@ class Agent:
         kl_loss_on = c.kl_mode == "loss" and ro.kl_coef > 0
         if kl_loss_on and ref_logprob is None:
             raise ValueError("kl_mode='loss' needs Rollout.ref_logprobs (the env's info['ref_logprob'])")
-        if c.norm_adv and c.algo != "grpo":  # PPO: whiten; REINFORCE/RLOO: rescale only (no hidden baseline)
+        norm = c.norm_adv and c.algo != "grpo"  # PPO: whiten; REINFORCE/RLOO: rescale only (no hidden baseline)
+        per_minibatch = norm and c.norm_adv_scope == "minibatch"
+        if norm and not per_minibatch:
             adv[mask] = self._normalize(adv[mask], center=c.algo == "ppo")
         n_learn = mask.sum()  # this rank's learnable steps
         denom = rollout_steps if c.algo == "reinforce" else n_learn  # of the one-step-per-rollout loss
@@ -388,8 +398,10 @@ class Agent:
                 if step_each_minibatch:
                     self.optimizer.zero_grad(set_to_none=True)
                 n_group = torch.zeros((), device=self.device)
+                in_group = torch.isin(chunk, group)  # (N*T,) all False for an empty group
+                if per_minibatch:  # before the branch: every rank joins the statistics' collective
+                    adv_group = self._normalize(adv[in_group & mask], center=c.algo == "ppo")
                 if group.numel() > 0:  # empty only on a rank with fewer chunks than minibatches
-                    in_group = torch.isin(chunk, group)
                     idx = torch.nonzero(in_group).squeeze(1)  # (B,) steps, chunk-contiguous
                     batch = self._make_batch(obs, actions, chunk, idx)
                     logits, values = self.net.evaluate(batch)  # (B, A), (B,)
@@ -400,7 +412,7 @@ class Agent:
                     dist = torch.distributions.Categorical(logits=logits[m])
                     logprob = dist.log_prob(actions[idx][m])
                     entropy = dist.entropy().mean()
-                    a = adv[idx][m]
+                    a = adv_group if per_minibatch else adv[idx][m]
                     v_loss = losses.value_loss(
                         values[m], old_values[idx][m], targets[idx][m],
                         c.clip_coef if (c.algo == "ppo" and c.clip_vloss) else None,

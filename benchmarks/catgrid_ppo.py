@@ -29,11 +29,14 @@ class Args:
     eval_episodes: int = 500
     threads: int = 2
     algo: str = "ppo"
+    norm_adv_scope: str = "rollout"
+    """statistics of the advantage normalisation: rollout | minibatch"""
 
 
 def time_to_threshold(args: Args, seed: int) -> dict[str, float]:
     cfg = preset("CatGrid-v0", args.algo)
     cfg.seed, cfg.map_name = seed, args.map_name
+    cfg.agent.norm_adv_scope = args.norm_adv_scope
     torch.manual_seed(seed)
     envs = make_envs(cfg)
     eval_envs = gym.make_vec("CatGrid-v0", num_envs=64, vectorization_mode="vector_entry_point", map_name=args.map_name)
@@ -60,7 +63,8 @@ def main() -> None:
 
     args = tyro.cli(Args)
     torch.set_num_threads(args.threads)
-    print(f"{args.algo} on CatGrid-v0 {args.map_name}: time to greedy >= {args.threshold} x V*(start)")
+    print(f"{args.algo} on CatGrid-v0 {args.map_name} (norm_adv_scope={args.norm_adv_scope}, {args.threads} thread(s)): "
+          f"time to greedy >= {args.threshold} x V*(start)")
     print(f"{'seed':>4} {'reached':>8} {'ratio':>7} {'env steps':>10} {'train s':>8}")
     for seed in args.seeds:
         r = time_to_threshold(args, seed)

@@ -118,14 +118,40 @@ def test_teacher_forced_update_pass_matches_kv_cached_rollout(tiny_lm, tiny_toke
 
 
 def test_one_ppo_and_one_reinforce_update_change_the_policy(tiny_lm, tiny_tokenizer, texts):
+    """One update moves the value head, and moves the policy so that log π rises where Â > 0.
+
+    The policy check has no entropy or value term, so only the policy gradient can move the LM:
+    Σ Â·(log π_new - log π_old) over the learned steps (the first-order surrogate gain) must be > 0.
+    """
     for algo in ("ppo", "reinforce"):
         torch.manual_seed(2)
-        _, agent, collector = make(tiny_lm, tiny_tokenizer, texts, num_envs=4, num_steps=12)
-        agent.config = AgentConfig(algo=algo, gamma=1.0, learning_rate=1e-3, num_minibatches=2, update_epochs=1)
+        config = AgentConfig(algo=algo, gamma=1.0, learning_rate=1e-3, num_minibatches=2, update_epochs=1)
+        _, agent, collector = make(tiny_lm, tiny_tokenizer, texts, num_envs=4, num_steps=12, config=config)
         before = [p.detach().clone() for p in agent.net.value_head.parameters()]
         stats = agent.update(collector.collect()[0])
         assert np.isfinite(stats["policy_loss"]) and np.isfinite(stats["value_loss"])
         assert any(not torch.equal(b, p) for b, p in zip(before, agent.net.value_head.parameters()))
+
+        torch.manual_seed(2)
+        config = AgentConfig(algo=algo, gamma=1.0, learning_rate=1e-3, num_minibatches=1, update_epochs=1,
+                             ent_coef=0.0, vf_coef=0.0, reinforce_baseline=False)
+        _, agent, collector = make(tiny_lm, tiny_tokenizer, texts, num_envs=4, num_steps=12, config=config)
+        ro = collector.collect()[0]
+        adv, _, mask = agent.advantages(ro)
+        flat = lambda x: x.transpose(0, 1).reshape(-1)  # noqa: E731
+        chunk = torch.as_tensor(chunk_ids(ro.episode_start.numpy(), ro.valid.numpy()))
+        batch = Agent._make_batch(_flatten_obs(ro.obs), flat(ro.actions), chunk, torch.arange(chunk.numel()))
+
+        def logp() -> torch.Tensor:
+            with torch.no_grad():
+                return torch.log_softmax(agent.net.evaluate(batch)[0], -1).gather(1, batch.actions[:, None])[:, 0]
+
+        old = logp()
+        agent.update(ro)
+        a = flat(adv)[flat(mask)]
+        a = a - a.mean() if algo == "ppo" else a  # the agent whitens PPO's advantages (std: a positive scale)
+        gain = float((a * (logp() - old)[flat(mask)]).sum())
+        assert gain > 0, (algo, gain)
 
 
 def test_dropout_free_policy_ppo_ratio_is_one_at_learning_rate_zero(tiny_lm, tiny_tokenizer, texts, monkeypatch):

@@ -1,0 +1,163 @@
+"""Mutation check: plant classic RL bugs one at a time and see which fast tests catch each.
+
+    python tests/mutations.py                      # every mutation (~1 min each on 2 cores)
+    python tests/mutations.py --only entropy_sign no_policy_gradient
+    python tests/mutations.py --list
+
+For every mutation the repository (tracked and untracked, non-ignored files) is copied to a
+temporary directory, ONE source edit is applied there (its exact text must occur, so a refactor
+that moves the code makes the script fail loudly instead of silently testing nothing), and the
+mutation's fast tests run in the copy (``PYTHONPATH`` = the copy, one thread). A mutation is
+caught when at least one test fails; the script prints each mutation with its failing tests
+and exits with status 1 if any mutation survives. Not collected by pytest (no ``test_`` prefix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GRID = ["tests/test_update_gradients.py", "tests/test_reinforce_unbiased.py", "tests/test_sampling.py",
+        "tests/test_agent.py", "tests/test_returns.py"]
+TEXT = ["tests/test_text_agent.py", "tests/test_textgen.py"]
+
+
+@dataclass
+class Mutation:
+    name: str
+    bug: str
+    path: str
+    old: str
+    new: str
+    tests: list[str]
+    count: int = 1  # occurrences of ``old`` that must exist (all are replaced)
+
+
+MUTATIONS = [
+    Mutation("reset_steps_in_ppo_loss", "reset steps (NEXT_STEP autoreset) not masked out of the PPO loss",
+             "agents/agent.py", "return adv, targets, ro.valid", "return adv, targets, torch.ones_like(ro.valid)",
+             GRID),
+    Mutation("adv_norm_over_masked_steps", "advantage normalisation computed over masked steps too",
+             "agents/agent.py", "adv[mask] = self._normalize(adv[mask], center=c.algo == \"ppo\")",
+             "adv = self._normalize(adv, center=c.algo == \"ppo\")", GRID),
+    Mutation("old_logprobs_recomputed", "old log-probs recomputed at update time (ratio always 1)",
+             "agents/agent.py", "old_logprob[idx][m]", "logprob.detach()", GRID, count=2),
+    Mutation("entropy_sign", "entropy bonus sign flipped",
+             "agents/agent.py", "loss = pg_loss - c.ent_coef * entropy", "loss = pg_loss + c.ent_coef * entropy",
+             GRID),
+    Mutation("baseline_grad_in_policy_loss", "REINFORCE baseline's gradient flowing into the policy loss",
+             "agents/agent.py", "pg_loss = losses.reinforce_loss(logprob, a)",
+             "pg_loss = -(logprob * (targets[idx][m] - values[m])).mean()", GRID),
+    Mutation("reinforce_loss_not_detached", "reinforce_loss lets gradient into its weights Ψ (e.g. a baseline)",
+             "agents/losses.py", "-(logprob * advantages.detach()).mean()", "-(logprob * advantages).mean()", GRID),
+    Mutation("kl_penalty_on_last_token", "all per-token KL penalty moved to the last token (episode sum unchanged)",
+             "runners/rollout.py", "reward = reward - beta * logp * self.valid",
+             "self._kl_sum = getattr(self, '_kl_sum', 0.0) + beta * logp * self.valid; "
+             "_end = np.logical_or(term, trunc) & self.valid; "
+             "reward = np.where(_end, reward - self._kl_sum, reward); "
+             "self._kl_sum = np.where(_end | ~self.valid, 0.0, self._kl_sum)", TEXT),
+    Mutation("value_targets_from_normalised_adv", "value targets built from normalised advantages",
+             "agents/agent.py", "n_learn = mask.sum()  # this rank's learnable steps",
+             "targets = adv + old_values; n_learn = mask.sum()", GRID),
+    Mutation("reinforce_unfinished_steps", "REINFORCE keeping steps of unfinished episodes with truncated returns",
+             "agents/agent.py", "mask = ro.valid & complete_episode_mask(", "mask = ro.valid | complete_episode_mask(",
+             GRID),
+    Mutation("no_policy_gradient", "no policy gradient at all (policy loss multiplied by 0)",
+             "agents/agent.py", "loss = pg_loss - c.ent_coef * entropy", "loss = 0.0 * pg_loss - c.ent_coef * entropy",
+             GRID + ["tests/test_text_agent.py"]),
+    # the defects of issue #7 itself
+    Mutation("reinforce_drops_unfinished_episodes", "REINFORCE drops (does not carry) unfinished episodes: biased",
+             "agents/agent.py", "ro = prepend(self.carry, ro)", "ro = ro", GRID),
+    Mutation("reinforce_mean_over_learned_steps", "REINFORCE divides by the (action-dependent) learned step count",
+             "agents/agent.py", "denom = rollout_steps if c.algo == \"reinforce\" else n_learn",
+             "denom = n_learn", GRID),
+    Mutation("dropout_left_on", "dropout left on in the policy (PPO ratio ≠ 1 at θ = θ_old)",
+             "agents/networks.py", "    configs = []\n", "    return module\n    configs = []\n", TEXT),
+    Mutation("ref_logprob_only_with_kl", "reference log-prob reported only when kl_coef > 0 (KL logged wrong at β=0)",
+             "envs/textgen.py", "info[\"ref_logprob\"], info[\"_ref_logprob\"] = ref_logp, active.copy()",
+             "if beta > 0: info[\"ref_logprob\"], info[\"_ref_logprob\"] = ref_logp, active.copy()", TEXT),
+    Mutation("float32_cdf_sampling", "sampling from a float32 CDF (tail tokens never drawn)",
+             "agents/agent.py", "cdf = logp.exp().double().cumsum_(-1)", "cdf = logp.exp().cumsum_(-1).double()",
+             GRID),
+]
+
+
+def imdb_dir() -> Path:
+    """The IMDB copy the repository itself would use (the copy lives elsewhere, so pass it on)."""
+    sys.path.insert(0, str(ROOT))
+    from envs.imdb import default_imdb_dir
+
+    return default_imdb_dir().resolve()
+
+
+def repo_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                         check=True, capture_output=True).stdout.decode()
+    return [f for f in out.split("\0") if f and (ROOT / f).is_file()]
+
+
+def run(m: Mutation, files: list[str], extra: list[str], timeout: float) -> tuple[list[str], float]:
+    """Failing test ids of the fast tests with mutation ``m`` planted (empty: the mutation survived)."""
+    with tempfile.TemporaryDirectory(prefix=f"mut_{m.name}_") as tmp:
+        for f in files:
+            (Path(tmp) / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, Path(tmp) / f)
+        target = Path(tmp) / m.path
+        text = target.read_text()
+        if text.count(m.old) != m.count:
+            raise SystemExit(f"{m.name}: expected {m.count} occurrence(s) of {m.old!r} in {m.path}, found "
+                             f"{text.count(m.old)}; update tests/mutations.py to the current code")
+        target.write_text(text.replace(m.old, m.new))
+        env = {**os.environ, "PYTHONPATH": tmp, "OMP_NUM_THREADS": "1", "RLHF_IMDB_DIR": str(imdb_dir())}
+        cmd = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", "-m", "not slow",
+               *m.tests, *extra]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
+        failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, flags=re.M)
+        if proc.returncode not in (0, 1) and not failed:
+            raise SystemExit(f"{m.name}: pytest exited {proc.returncode}\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        return failed, time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="*", default=None, help="mutation names to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutation")
+    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    args = parser.parse_args()
+    chosen = [m for m in MUTATIONS if args.only is None or m.name in args.only]
+    if args.list:
+        for m in MUTATIONS:
+            print(f"{m.name:36s} {m.bug}")
+        return
+    unknown = set(args.only or []) - {m.name for m in MUTATIONS}
+    if unknown:
+        raise SystemExit(f"unknown mutations {sorted(unknown)}; see --list")
+    files = repo_files()
+    survived = []
+    for m in chosen:
+        failed, secs = run(m, files, args.pytest_args, args.timeout)
+        status = "caught" if failed else "SURVIVED"
+        print(f"[{status}] {m.name} ({secs:.0f}s): {m.bug}", flush=True)
+        for test in failed:
+            print(f"    {test}", flush=True)
+        if not failed:
+            survived.append(m.name)
+    if survived:
+        print(f"{len(survived)} mutation(s) survived: {', '.join(survived)}")
+        sys.exit(1)
+    print(f"all {len(chosen)} mutations caught")
+
+
+if __name__ == "__main__":
+    main()
