@@ -89,9 +89,9 @@ class AgentConfig:
     """PPO: whiten the advantages (zero mean, unit std); REINFORCE/RLOO: divide their weights by
     their std; GRPO: nothing (its group advantages are already normalised)."""
     norm_adv_scope: Literal["rollout", "minibatch"] = "rollout"
-    """Statistics of ``norm_adv``: over all learnable steps of the rollout, once (TRL's classic
-    PPOTrainer), or over each minibatch (CleanRL's ppo.py, Stable-Baselines3, OpenAI Baselines
-    ppo2). Reset steps and unfinished REINFORCE episodes never enter the statistics."""
+    """statistics of norm_adv: over all learnable steps of the rollout, once (as TRL's classic
+    PPOTrainer), or over each minibatch (as CleanRL's ppo.py, Stable-Baselines3 and OpenAI
+    Baselines ppo2); reset steps and unfinished REINFORCE episodes never enter them"""
     clip_coef: float = 0.2
     clip_vloss: bool = True
     ent_coef: float = 0.01
