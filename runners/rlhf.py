@@ -12,15 +12,21 @@ then says so in bold.
 2. ``runners.train_reward``: a reward model initialised from the SFT trunk, trained on IMDB
    preference pairs (positive review chosen over negative) with ``-log σ(r_chosen - r_rejected)``.
 3. ``runners.train``: PPO on TextGen-IMDB-v0 with the SFT model as policy *and* frozen
-   reference, the reward model as the score, adaptive KL control.
+   reference, the reward model as the score, adaptive KL control, and length controls: EOS is
+   masked out of the allowed actions for the first ``--min-new-tokens`` tokens (12 of 16 in the
+   tiny preset), so the policy cannot raise a length-blind score by ending early.
 
 Under ``torchrun --nproc-per-node N -m runners.rlhf ...`` rank 0 runs the SFT and reward-model
 stages and the held-out evaluations while the other ranks wait; the PPO stage is data-parallel
 (``--num-envs`` per rank, see :mod:`runners.distributed`).
 
-The report (``<output_dir>/report.md`` + ``report.json``) gives the mean reward on held-out
-prompts (IMDB test split, the same prompts before and after PPO), the final KL to the
-reference, a few paired before/after samples, and where the TensorBoard runs are.
+The trained policy is exported to ``<output_dir>/policy/`` (a plain transformers model; value head
+beside it). The report (``<output_dir>/report.md`` + ``report.json``) gives, for the same held-out
+prompts (IMDB test split) before and after PPO, the mean score ± standard error with a 95% interval,
+the KL to the reference, response length in tokens and characters, EOS rate and distinct-1/2
+(:mod:`runners.text_eval`); the paired score gain in standard errors, the length ratio, the reward
+model's accuracy on 1000 IMDB test pairs, the final KL against its target, timings, paired samples
+and where the TensorBoard runs are.
 """
 
 from __future__ import annotations
@@ -91,7 +97,7 @@ class RLHFConfig:
 PRESETS = {
     "tiny": RLHFConfig(),
     "ci": RLHFConfig(preset="ci", sft_steps=300, sft_max_train_reviews=3000, sft_size=(2, 128), rm_steps=250,
-                     rm_train_pairs=6000, rm_max_length=48, ppo_updates=12, num_envs=32,
+                     rm_train_pairs=6000, rm_max_length=48, ppo_updates=24, num_envs=32,
                      max_new_tokens=10, min_new_tokens=7, learning_rate=3e-4, eval_prompts=128, reuse=False),
 }
 
