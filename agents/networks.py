@@ -182,9 +182,10 @@ class CausalLMPolicy(PolicyValueNet):
     Observations are ``{"input_ids": (N, L), "attention_mask": (N, L)}``, left padded, as
     TextGen-IMDB-v0 returns them; actions are token ids. Rollouts decode incrementally with a
     KV cache (one new token per row per step; a row's prompt is prefilled only when its
-    episode starts). The update reads a chunk's whole sequence (its last observation plus
-    its last action) in one teacher-forced pass and picks the logits/values of its steps.
-    Dropout is switched off in ``model`` (in place, see :func:`disable_dropout`).
+    episode starts). The update reads a chunk's whole sequence (its last observation, cropped
+    to the minibatch's longest real length) in one teacher-forced pass and picks the
+    logits/values of its steps. Dropout is switched off in ``model`` (in place, see
+    :func:`disable_dropout`).
     """
 
     def __init__(self, model: PreTrainedModel) -> None:
@@ -206,7 +207,7 @@ class CausalLMPolicy(PolicyValueNet):
         input_ids, attention_mask = obs["input_ids"], obs["attention_mask"]  # (N, L)
         n = input_ids.shape[0]
         if self._decoder is None or self._decoder.num_rows != n:
-            self._decoder = IncrementalLM(self.lm, n)
+            self._decoder = IncrementalLM(self.lm, n, max_len=int(input_ids.shape[1]))  # rows never outgrow obs
             episode_start = np.ones(n, dtype=bool)
         restart = np.asarray(episode_start, dtype=bool)
         tokens = None
@@ -222,12 +223,12 @@ class CausalLMPolicy(PolicyValueNet):
     def evaluate(self, batch: StepBatch) -> tuple[Tensor, Tensor]:
         ids = batch.obs["input_ids"][batch.chunk_last]  # (C, L)
         mask = batch.obs["attention_mask"][batch.chunk_last]  # (C, L)
-        last_action = batch.actions[batch.chunk_last].unsqueeze(1)  # (C, 1)
-        seq = torch.cat([ids, last_action.to(ids.dtype)], dim=1)  # (C, L+1)
-        seq_mask = torch.cat([mask, torch.ones_like(last_action, dtype=mask.dtype)], dim=1)
-        hidden = forward_left_padded(self.lm, seq, seq_mask)  # (C, L+1, D)
-        L = ids.shape[1]
-        pos = L - 1 - batch.steps_to_end  # (B,) position whose output predicts the step's action
+        width = int(mask.sum(1).max())  # columns holding a real token of some chunk (the rest is padding)
+        ids, mask = ids[:, -width:], mask[:, -width:]  # (C, W)
+        # The chunk's last observation already holds every state of the chunk (its prefixes); the last action
+        # is never an input whose output is read, so it is not appended.
+        hidden = forward_left_padded(self.lm, ids, mask)  # (C, W, D)
+        pos = width - 1 - batch.steps_to_end  # (B,) position whose output predicts the step's action
         h = hidden[batch.chunk, pos]  # (B, D)
         return self.policy_head(h), self.value_head(h).squeeze(-1)  # (B, V), (B,)
 

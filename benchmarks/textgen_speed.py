@@ -16,9 +16,10 @@ is a GPT-2 sequence classifier (the format ``runners.train_reward`` saves) of sh
     value head), reference log-probs (KV-cached frozen copy), reward-model scoring of finished rows. Reported as
     time per response token relative to (a), with a breakdown of where the time goes.
 (c) A PPO iteration: (b) + one update (1 epoch, 4 minibatches), as response tokens/s and as a fraction of
-    (a)'s tokens/s; peak RSS of the process (``resource.getrusage``) after the PPO iterations.
+    (a)'s tokens/s; peak RSS of the process (``resource.getrusage``).
 
-All three run in one process on the same models, so the ratios cancel most of the machine's noise.
+All three run in one process on the same models, interleaved batch by batch (a, b, c, a, b, c, ...) after one
+warm-up batch each, so the ratios cancel most of the noise of a shared machine.
 """
 
 from __future__ import annotations
@@ -106,19 +107,19 @@ def setup(args: Args):
     return tok, lm, rm
 
 
-def bench_generate(args: Args, tok, lm, prompts: np.ndarray) -> float:
-    """Seconds per batch of ``model.generate()`` (sampling, exactly ``new_tokens`` new tokens)."""
+def make_generate(args: Args, tok, lm, prompts: np.ndarray) -> Callable[[], int]:
+    """One ``model.generate()`` batch (sampling, exactly ``new_tokens`` new tokens) -> response tokens."""
     ids = torch.as_tensor(prompts)
-    mask = torch.ones_like(ids)
-    kw = dict(input_ids=ids, attention_mask=mask, do_sample=True, top_k=0, pad_token_id=tok.pad_token_id)
-    with torch.no_grad():
-        lm.generate(max_new_tokens=2, **kw)  # warm-up
-        t0 = time.perf_counter()
-        for _ in range(args.repeats):
-            out = lm.generate(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, **kw)
-        dt = time.perf_counter() - t0
-    assert out.shape[1] == args.prompt_len + args.new_tokens
-    return dt / args.repeats
+    kw = dict(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
+              pad_token_id=tok.pad_token_id, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
+
+    def generate() -> int:
+        with torch.no_grad():
+            out = lm.generate(**kw)
+        assert out.shape[1] == args.prompt_len + args.new_tokens
+        return args.batch * args.new_tokens
+
+    return generate
 
 
 def make_collector(args: Args, tok, lm, rm, cfg: AgentConfig, timers: Timers) -> tuple[Agent, RolloutCollector]:
@@ -138,28 +139,41 @@ def make_collector(args: Args, tok, lm, rm, cfg: AgentConfig, timers: Timers) ->
     return agent, collector
 
 
-def run(args: Args, tok, lm, rm, update: bool, timers: Timers) -> tuple[float, int, dict[str, float]]:
-    """Seconds and response tokens of ``repeats`` rollouts (+ updates), and the per-part seconds."""
+def make_iteration(args: Args, tok, lm, rm, update: bool, timers: Timers) -> Callable[[], int]:
+    """One rollout (+ one PPO update when ``update``) -> response tokens; parts timed into ``timers``."""
     cfg = AgentConfig(algo="ppo", update_epochs=1, num_minibatches=4, gamma=1.0, learning_rate=1e-5, anneal_lr=False)
     agent, collector = make_collector(args, tok, lm, rm, cfg, timers)
-    sample = Agent.sample
-    Agent.sample = staticmethod(timers.wrap("policy decode", sample))
-    try:
-        ro, _ = collector.collect()  # warm-up (and aligns every row on an episode start)
+
+    def iteration() -> int:
+        t0 = time.perf_counter()
+        ro, _ = collector.collect()
+        timers.seconds["rollout"] += time.perf_counter() - t0
         if update:
+            t0 = time.perf_counter()
             agent.update(ro)
-        timers.reset()
-        tokens, t0 = 0, time.perf_counter()
-        for _ in range(args.repeats):
-            t1 = time.perf_counter()
-            ro, _ = collector.collect()
-            timers.seconds["rollout"] += time.perf_counter() - t1
-            if update:
-                t1 = time.perf_counter()
-                agent.update(ro)
-                timers.seconds["update"] += time.perf_counter() - t1
-            tokens += int(ro.valid.sum())
-        return time.perf_counter() - t0, tokens, dict(timers.seconds)
+            timers.seconds["update"] += time.perf_counter() - t0
+        return int(ro.valid.sum())
+
+    return iteration
+
+
+def measure(phases: dict[str, Callable[[], int]], timers: dict[str, Timers], repeats: int) -> dict[str, tuple[float, int]]:
+    """Warm every phase up once, then run them interleaved ``repeats`` times (so that load changes on a shared
+    machine hit every phase alike) -> total (seconds, response tokens) per phase."""
+    sample = Agent.sample
+    try:
+        for name, phase in phases.items():
+            Agent.sample = staticmethod(timers[name].wrap("policy decode", sample))
+            phase()  # warm-up (the first rollout also aligns every row on an episode start)
+            timers[name].reset()
+        totals = {name: [0.0, 0] for name in phases}
+        for _ in range(repeats):
+            for name, phase in phases.items():
+                Agent.sample = staticmethod(timers[name].wrap("policy decode", sample))
+                t0 = time.perf_counter()
+                totals[name][1] += phase()
+                totals[name][0] += time.perf_counter() - t0
+        return {name: (sec, tok) for name, (sec, tok) in totals.items()}
     finally:
         Agent.sample = sample
 
@@ -175,35 +189,38 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     prompts = rng.integers(0, len(tok), size=(args.batch, args.prompt_len))
     rss_setup, _ = rss_mb()
-    gen_s = bench_generate(args, tok, lm, prompts)
-    gen_tok_s = args.batch * args.new_tokens / gen_s
-    roll_s, roll_tokens, parts = run(args, tok, lm, rm, update=False, timers=Timers())
-    ppo_s, ppo_tokens, ppo_parts = run(args, tok, lm, rm, update=True, timers=Timers())
+    timers = {"generate": Timers(), "rollout": Timers(), "ppo": Timers()}
+    phases = {
+        "generate": make_generate(args, tok, lm, prompts),
+        "rollout": make_iteration(args, tok, lm, rm, update=False, timers=timers["rollout"]),
+        "ppo": make_iteration(args, tok, lm, rm, update=True, timers=timers["ppo"]),
+    }
+    results = measure(phases, timers, args.repeats)
     _, rss_peak = rss_mb()
-    per_tok_gen = gen_s / (args.batch * args.new_tokens)
-    per_tok_roll = roll_s / roll_tokens
-    ppo_tok_s = ppo_tokens / ppo_s
+    gen_s, roll_s, ppo_s = (results[k][0] / args.repeats for k in ("generate", "rollout", "ppo"))
+    per_tok_gen, per_tok_roll, per_tok_ppo = (results[k][0] / results[k][1] for k in ("generate", "rollout", "ppo"))
+    gen_tok_s, ppo_tok_s = 1 / per_tok_gen, 1 / per_tok_ppo
+    parts = {k: v / args.repeats for k, v in timers["rollout"].seconds.items()}
+    ppo_parts = {k: v / args.repeats for k, v in timers["ppo"].seconds.items()}
     load = os.getloadavg()[0]
     print(f"workload: GPT-2 {args.n_layer}x{args.n_head}x{args.n_embd} vocab {lm.config.vocab_size} "
           f"({n_params / 1e6:.1f}M params), reward model {args.rm_n_layer}x{args.rm_n_head}x{args.rm_n_embd}, "
           f"batch {args.batch}, prompt {args.prompt_len}, {args.new_tokens} new tokens, {args.threads} threads, "
           f"{args.repeats} batches per phase, load average {load:.2f}")
     print(f"(a) model.generate()               {gen_s:8.3f} s/batch {gen_tok_s:9.0f} response tokens/s")
-    print(f"(b) rollout (env + agent, KV cache) {roll_s / args.repeats:8.3f} s/batch {1 / per_tok_roll:9.0f} "
+    print(f"(b) rollout (env + agent, KV cache) {roll_s:8.3f} s/batch {1 / per_tok_roll:9.0f} "
           f"response tokens/s   rollout/generate time per token {per_tok_roll / per_tok_gen:.2f}x")
     for name in ("policy decode", "reference", "reward model"):
-        print(f"      {name:<15} {parts.get(name, 0.0) / args.repeats:8.3f} s/batch "
-              f"({parts.get(name, 0.0) / roll_s:5.1%} of the rollout, "
-              f"{parts.get(name, 0.0) / args.repeats / gen_s:.2f}x generate)")
+        print(f"      {name:<15} {parts.get(name, 0.0):8.3f} s/batch ({parts.get(name, 0.0) / roll_s:5.1%} of the "
+              f"rollout, {parts.get(name, 0.0) / gen_s:.2f}x generate)")
     rest = roll_s - sum(parts.get(k, 0.0) for k in ("policy decode", "reference", "reward model"))
-    print(f"      {'env + collector':<15} {rest / args.repeats:8.3f} s/batch ({rest / roll_s:5.1%} of the rollout)")
-    print(f"(c) PPO iteration (1 epoch, 4 mb)  {ppo_s / args.repeats:8.3f} s/batch {ppo_tok_s:9.0f} "
+    print(f"      {'env + collector':<15} {rest:8.3f} s/batch ({rest / roll_s:5.1%} of the rollout)")
+    print(f"(c) PPO iteration (1 epoch, 4 mb)  {ppo_s:8.3f} s/batch {ppo_tok_s:9.0f} "
           f"response tokens/s   fraction of generate tokens/s {ppo_tok_s / gen_tok_s:.2f}")
-    print(f"      rollout         {ppo_parts['rollout'] / args.repeats:8.3f} s/batch")
-    print(f"      update          {ppo_parts['update'] / args.repeats:8.3f} s/batch "
-          f"({ppo_parts['update'] / args.repeats / gen_s:.2f}x generate)")
-    print(f"memory: RSS after building the models {rss_setup:.0f} MB, peak RSS after the PPO iterations "
-          f"{rss_peak:.0f} MB")
+    print(f"      rollout         {ppo_parts['rollout']:8.3f} s/batch ({ppo_parts['rollout'] / gen_s:.2f}x generate)")
+    print(f"      update          {ppo_parts['update']:8.3f} s/batch ({ppo_parts['update'] / gen_s:.2f}x generate)")
+    print(f"memory: RSS after building the models {rss_setup:.0f} MB, peak RSS of the process (all phases, the PPO "
+          f"update being the largest) {rss_peak:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -2,15 +2,15 @@
 
 - :func:`resolve_device` / :func:`load_causal_lm`: device choice and loading of a causal LM plus its tokenizer
   (HF id, local directory or ready objects) with an actionable error when the hub is unreachable.
-- :class:`IncrementalLM`: batched KV-cached decoding over ``N`` independent rows, each of which can restart with a
-  new prompt at any step (Gymnasium autoreset) without recomputing the other rows or its own past.
+- :class:`IncrementalLM` (from :mod:`envs.kv_cache`, re-exported): batched decoding over ``N`` independent rows
+  with a preallocated KV cache, each row able to restart with a new prompt at any step (Gymnasium autoreset)
+  without recomputing the other rows.
 - :func:`make_reward_fn`: turns a sentiment classifier, ``"vader"`` or a plain callable into a checked batched
   ``list[str] -> np.ndarray`` scorer.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,10 +21,16 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    DynamicCache,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+
+from envs.kv_cache import IncrementalLM, attention_mask_for, forward_left_padded, padded_causal_mask
+
+__all__ = [
+    "IncrementalLM", "attention_mask_for", "forward_left_padded", "padded_causal_mask", "freeze", "load_causal_lm",
+    "make_reward_fn", "offline_hint", "prepare_tokenizer", "resolve_device",
+]
 
 RewardFn = Callable[[list[str]], np.ndarray]
 DEFAULT_REWARD_MODEL = "lvwerra/distilbert-imdb"
@@ -108,218 +114,6 @@ def freeze(model: PreTrainedModel) -> PreTrainedModel:
     model.eval()
     model.requires_grad_(False)
     return model
-
-
-def _as_numpy(x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()  # a device sync on GPU: prefer numpy inputs (env observations are numpy)
-    if isinstance(x, np.ndarray):
-        return x
-    raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}.")
-
-
-def padded_causal_mask(mask: torch.Tensor) -> torch.Tensor:
-    """(B, L) bool key mask of left-padded rows -> (B, 1, L, L) bool attention mask.
-
-    Causal, padded keys hidden, and every padded query attends to itself so no attention row
-    is empty (an all-masked row gives NaN in sdpa, and NaN poisons gradients even when the
-    padded outputs are never read).
-    """
-    L = mask.shape[1]
-    eye = torch.eye(L, dtype=torch.bool, device=mask.device)
-    causal = eye.cumsum(0).bool() if L > 0 else eye  # (L, L) lower triangle
-    return ((causal & mask[:, None, :]) | eye)[:, None]  # (B, 1, L, L)
-
-
-def attention_mask_for(model: PreTrainedModel, mask4: torch.Tensor) -> torch.Tensor:
-    """Bool 4D mask -> the form the model's attention implementation expects (eager: additive)."""
-    if model.config._attn_implementation == "eager":
-        dtype = model.get_output_embeddings().weight.dtype
-        zero, low = torch.tensor([0.0, torch.finfo(dtype).min], dtype=dtype, device=mask4.device)
-        return torch.where(mask4, zero, low)
-    return mask4
-
-
-def forward_left_padded(
-    model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, cache: DynamicCache | None = None,
-    cache_kw: str = "past_key_values",
-) -> torch.Tensor:
-    """Teacher-forced trunk pass over left-padded rows ``ids`` (B, L); returns hidden states (B, L, D).
-
-    Position ids count real tokens only, so a row's positions do not depend on its padding.
-    """
-    mask = mask.bool()
-    pos = (mask.long().cumsum(-1) - 1).clamp_(min=0)  # (B, L)
-    kwargs = {cache_kw: cache, "use_cache": True} if cache is not None else {"use_cache": False}
-    out = model.base_model(
-        input_ids=ids, attention_mask=attention_mask_for(model, padded_causal_mask(mask)), position_ids=pos, **kwargs
-    )
-    return out.last_hidden_state
-
-
-class IncrementalLM:
-    """Batched KV-cached decoding over ``num_rows`` independent rows that may restart at any step.
-
-    All rows share one :class:`~transformers.DynamicCache` of width ``S``; row ``n``'s real tokens are always the
-    rightmost ``lengths[n]`` columns (restarts are spliced in right-aligned, older columns masked out). Each token
-    gets position id = number of real tokens before it, so left padding never shifts absolute positions. Leading
-    columns masked for every row are trimmed once there are more than ``max_slack`` of them, so ``S`` stays
-    bounded over arbitrarily long rollouts. Attention uses a ready 4D mask (``sdpa``: bool, ``eager``: additive);
-    padded queries attend to themselves so no row is ever fully masked (no NaN can enter the cache).
-
-    ``step`` returns the trunk's last hidden state per row, (N, D); apply :attr:`head` for logits.
-    """
-
-    def __init__(self, model: PreTrainedModel, num_rows: int, max_slack: int = 16) -> None:
-        if num_rows < 1:
-            raise ValueError(f"num_rows must be >= 1, got {num_rows}.")
-        self.model = model
-        self.trunk = model.base_model  # e.g. GPT2Model: returns hidden states
-        self.head = model.get_output_embeddings()  # (D -> V)
-        self.num_rows = num_rows
-        self.max_slack = max_slack
-        self.device = next(model.parameters()).device
-        if model.config._attn_implementation not in ("sdpa", "eager"):
-            raise ValueError(
-                f"IncrementalLM needs attention 'sdpa' or 'eager' (ready 4D masks), not "
-                f"{model.config._attn_implementation!r}; call model.set_attn_implementation('sdpa') first."
-            )
-        params = inspect.signature(self.trunk.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget every row; the next :meth:`step` must restart all rows."""
-        self._cache: DynamicCache | None = None
-        self._mask: torch.Tensor | None = None  # (N, S) bool
-        self._pos: torch.Tensor | None = None  # (N,) position id of each row's next token
-        self.lengths = np.zeros(self.num_rows, dtype=np.int64)  # real tokens per row (host)
-
-    @property
-    def cache_length(self) -> int:
-        """Current cache width ``S`` (0 before the first step)."""
-        return 0 if self._mask is None else int(self._mask.shape[1])
-
-    def _attn_mask(self, mask4: torch.Tensor) -> torch.Tensor:
-        return attention_mask_for(self.model, mask4)
-
-    def _forward(self, ids: torch.Tensor, mask4: torch.Tensor, pos: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
-        out = self.trunk(
-            input_ids=ids, attention_mask=self._attn_mask(mask4), position_ids=pos, use_cache=True,
-            **{self._cache_kw: cache},
-        )
-        return out.last_hidden_state  # (B, Q, D)
-
-    def _prefill(self, ids: np.ndarray, mask: np.ndarray) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
-        """Left-padded contexts (R, Lp) through a fresh cache -> cache, mask (R, Lp), last hidden state (R, D)."""
-        ids_t = torch.as_tensor(ids, device=self.device)
-        mask_t = torch.as_tensor(mask, device=self.device).bool()  # (R, Lp)
-        cache = DynamicCache()
-        hidden = forward_left_padded(self.model, ids_t, mask_t, cache=cache, cache_kw=self._cache_kw)
-        return cache, mask_t, hidden[:, -1]
-
-    def _read_restarts(self, rows: np.ndarray, input_ids: Any, attention_mask: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Restarting rows' contexts cropped to their longest real length; validates left padding."""
-        ids = _as_numpy(input_ids, "input_ids")
-        mask = _as_numpy(attention_mask, "attention_mask")
-        if ids.ndim != 2 or ids.shape != mask.shape or ids.shape[0] != self.num_rows:
-            raise ValueError(
-                f"input_ids and attention_mask must both be (num_rows={self.num_rows}, L); got {ids.shape} and "
-                f"{mask.shape}."
-            )
-        ids, mask = ids[rows].astype(np.int64), mask[rows].astype(np.int64)  # (R, L)
-        lengths = mask.sum(1)
-        if (lengths == 0).any():
-            raise ValueError("Every restarting row needs at least one real token in attention_mask.")
-        if (np.diff(mask, axis=1) < 0).any():
-            raise ValueError("Contexts must be LEFT padded (attention_mask of the form 0..0 1..1).")
-        width = int(lengths.max())
-        ids = np.where(mask > 0, ids, 0)  # whatever sits under the padding, embed a valid id
-        return ids[:, -width:], mask[:, -width:]
-
-    @torch.no_grad()
-    def step(
-        self,
-        tokens: torch.Tensor | None,
-        restart: np.ndarray | None,
-        input_ids: np.ndarray | torch.Tensor | None = None,
-        attention_mask: np.ndarray | torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Advance every row by one and return each row's last hidden state, (N, D).
-
-        tokens (N,) long on the model's device: token appended to non-restarting rows (ignored for restarting
-        rows; may be None when all rows restart). restart (N,) host bool array, None = all rows: those rows start
-        over from their left-padded context in ``input_ids``/``attention_mask`` (N, L) (only restarting rows are
-        read), prefilled together in one batched forward.
-        """
-        restart_all = restart is None or bool(np.all(restart))
-        if self._cache is None and not restart_all:
-            raise ValueError("The first step (and the first after reset()) must restart every row.")
-        rows = np.arange(self.num_rows) if restart_all else np.flatnonzero(restart)
-        if rows.size and (input_ids is None or attention_mask is None):
-            raise ValueError("Restarting rows need input_ids and attention_mask.")
-        if restart_all:
-            ids, mask = self._read_restarts(rows, input_ids, attention_mask)
-            self._cache, self._mask, hidden = self._prefill(ids, mask)
-            self._pos = torch.as_tensor(mask.sum(1), device=self.device)
-            self.lengths = mask.sum(1)
-            return hidden
-        if tokens is None or tokens.shape != (self.num_rows,):
-            raise ValueError(f"tokens must be a ({self.num_rows},) tensor when some rows continue.")
-        hidden = self._decode(tokens, rows)
-        if rows.size:
-            hidden = self._splice(rows, *self._read_restarts(rows, input_ids, attention_mask), hidden)
-        self._trim()
-        return hidden
-
-    def _decode(self, tokens: torch.Tensor, restart_rows: np.ndarray) -> torch.Tensor:
-        """Append one token to every row (restarting rows get a dummy that :meth:`_splice` overwrites)."""
-        if restart_rows.size:
-            tokens = tokens.clone()
-            tokens[torch.as_tensor(restart_rows, device=self.device)] = 0
-        ones = torch.ones(self.num_rows, 1, dtype=torch.bool, device=self.device)
-        self._mask = torch.cat([self._mask, ones], dim=1)  # (N, S + 1)
-        hidden = self._forward(tokens[:, None], self._mask[:, None, None, :], self._pos[:, None], self._cache)
-        self._pos = self._pos + 1
-        self.lengths = self.lengths + 1
-        return hidden[:, -1]  # (N, D)
-
-    def _splice(self, rows: np.ndarray, ids: np.ndarray, mask: np.ndarray, hidden: torch.Tensor) -> torch.Tensor:
-        """Prefill restarting rows and write them right-aligned into the shared cache."""
-        cache, mask_t, new_hidden = self._prefill(ids, mask)
-        width = ids.shape[1]
-        grow = width - self.cache_length
-        if grow > 0:  # prompt longer than the cache: pad the cache on the left (masked columns)
-            self._pad_left(grow)
-        rows_t = torch.as_tensor(rows, device=self.device)
-        for shared, fresh in zip(self._cache.layers, cache.layers):
-            shared.keys[rows_t, :, -width:] = fresh.keys
-            shared.values[rows_t, :, -width:] = fresh.values
-        self._mask[rows_t] = False
-        self._mask[rows_t, -width:] = mask_t
-        self._pos[rows_t] = mask_t.sum(1)
-        self.lengths[rows] = mask.sum(1)
-        hidden = hidden.clone()
-        hidden[rows_t] = new_hidden
-        return hidden
-
-    def _pad_left(self, width: int) -> None:
-        for layer in self._cache.layers:
-            n, h, _, d = layer.keys.shape
-            zeros = layer.keys.new_zeros(n, h, width, d)
-            layer.keys = torch.cat([zeros, layer.keys], dim=2)
-            layer.values = torch.cat([zeros, layer.values], dim=2)
-        self._mask = torch.cat([self._mask.new_zeros(self.num_rows, width), self._mask], dim=1)
-
-    def _trim(self) -> None:
-        """Drop leading columns that every row masks once there are more than ``max_slack`` of them."""
-        slack = self.cache_length - int(self.lengths.max())
-        if slack <= self.max_slack:
-            return
-        for layer in self._cache.layers:
-            layer.keys = layer.keys[:, :, slack:]
-            layer.values = layer.values[:, :, slack:]
-        self._mask = self._mask[:, slack:]
 
 
 def _positive_index(model: PreTrainedModel) -> int:

@@ -205,7 +205,7 @@ class TextGenCore:
             attention_mask=spaces.Box(0, 1, (self.seq_len,), np.int64),
         )
         self.action_space = spaces.Discrete(self.vocab_size)
-        self.ref_lm = IncrementalLM(self.ref_model, self.num_rows)
+        self.ref_lm = IncrementalLM(self.ref_model, self.num_rows, max_len=self.seq_len)
         self.input_ids = np.full((self.num_rows, self.seq_len), self.pad_token_id, dtype=np.int64)  # (N, L) left pad
         self.lengths = np.zeros(self.num_rows, dtype=np.int64)  # real tokens per row
         self.prompt_len = np.zeros(self.num_rows, dtype=np.int64)
@@ -217,6 +217,7 @@ class TextGenCore:
         self._group_prompts: dict[tuple[int, int], list[int]] = {}  # (group, episode) -> [pick, k, id, rows left]
         self._next_group_id = 0
         self._ref_hidden: torch.Tensor | None = None  # (N, D) reference state of each row, None = not in sync
+        self._ref_behind = False  # the last step's tokens were not decoded (every row restarts next)
 
     def _check_model(self) -> None:
         config = self.ref_model.config
@@ -314,6 +315,7 @@ class TextGenCore:
         self._group_prompts.clear()
         self._start(np.arange(self.num_rows), rng)
         self._ref_hidden = self.ref_lm.step(None, None, self.input_ids, self.attention_mask)
+        self._ref_behind = False
 
     def step(
         self, actions: np.ndarray, restart: np.ndarray, rng: np.random.Generator
@@ -333,12 +335,17 @@ class TextGenCore:
         if self._ref_hidden is None:
             raise RuntimeError("step() before reset(): the reference model has no state.")
         actions_t = torch.as_tensor(actions, device=self.device)
-        with torch.no_grad():
-            logits = self.ref_lm.head(self._ref_hidden).float()  # (N, V)
-            if eos_blocked.any():  # the reference under the same constraint: renormalised over allowed tokens
-                blocked_t = torch.as_tensor(eos_blocked, device=self.device)
-                logits[:, self.eos_token_id] = logits[:, self.eos_token_id].masked_fill(blocked_t, float("-inf"))
-            ref_logp_t = -F.cross_entropy(logits, actions_t, reduction="none")  # (N,) log π_ref(a|s), fused
+        ref_logp = np.zeros(self.num_rows)
+        if active.any():  # a reset step of every row needs no reference log-prob
+            if self._ref_behind:
+                raise RuntimeError("internal: the reference state was not advanced but a row continues.")
+            with torch.no_grad():
+                logits = self.ref_lm.head(self._ref_hidden).float()  # (N, V)
+                if eos_blocked.any():  # the reference under the same constraint: renormalised over allowed tokens
+                    blocked_t = torch.as_tensor(eos_blocked, device=self.device)
+                    logits[:, self.eos_token_id] = logits[:, self.eos_token_id].masked_fill(blocked_t, float("-inf"))
+                ref_logp_t = -F.cross_entropy(logits, actions_t, reduction="none")  # (N,) log π_ref(a|s), fused
+            ref_logp = np.where(active, ref_logp_t.double().cpu().numpy(), 0.0)
         shift = np.flatnonzero(active)
         self.input_ids[shift, :-1] = self.input_ids[shift, 1:]
         self.input_ids[shift, -1] = actions[shift]
@@ -354,8 +361,11 @@ class TextGenCore:
                 "group_id": self.group_id.copy(), "_group_id": every.copy(),
                 "action_mask": self.action_mask(), "_action_mask": every.copy()}
         rewards = np.zeros(self.num_rows)
-        self._ref_hidden = self.ref_lm.step(actions_t, restart, self.input_ids, self.attention_mask)
-        ref_logp = np.where(active, ref_logp_t.double().cpu().numpy(), 0.0)
+        # Every row terminated: all restart on the next step, so the reference state after this step would never
+        # be read; skip decoding it (the next step prefills the new prompts).
+        self._ref_behind = bool(terminated.all())
+        if not self._ref_behind:
+            self._ref_hidden = self.ref_lm.step(actions_t, restart, self.input_ids, self.attention_mask)
         rewards += beta * ref_logp
         info["ref_logprob"], info["_ref_logprob"] = ref_logp, active.copy()
         if terminated.any():

@@ -88,13 +88,17 @@ def get_kl_coef(envs: gym.vector.VectorEnv) -> float | None:
         return None
 
 
-def _stack_masks(masks: list[torch.Tensor | None], n: int, num_actions: int) -> ActionMasks | None:
+def _stack_masks(masks: list[torch.Tensor | None], n: int) -> ActionMasks | None:
     """Compact (T, N) masks of a rollout; None when the env never masks (steps without one: all allowed)."""
     if all(m is None for m in masks):
         return None
-    dev = next(m for m in masks if m is not None).device
-    full = torch.ones((n, num_actions), dtype=torch.bool, device=dev)
+    some = next(m for m in masks if m is not None)  # (N, A)
+    full = torch.ones((n, some.shape[-1]), dtype=torch.bool, device=some.device)
     return ActionMasks.stack([full if m is None else m for m in masks])
+
+
+_RESET_STEP = object()
+"""Pending-output marker: the next step is a reset step for every row (no action or value is needed)."""
 
 
 @dataclass
@@ -151,19 +155,26 @@ class RolloutCollector:
         self._ep_logp = np.zeros(self.num_envs)  # Σ log π_θ over the running episode
         self._ep_ref = np.zeros(self.num_envs)  # Σ log π_ref over the running episode
         self._ep_shaped = np.zeros(self.num_envs)  # Σ shaped reward (score - β KL) of the running episode
-        self.pending = agent.policy_step(obs, self.episode_start)
+        self.pending: tuple[torch.Tensor, torch.Tensor] | None | object = None  # policy output for self.obs
 
     def _update_group(self, info: dict) -> None:
         if "group_id" in info:
             self.group = np.where(info["_group_id"], np.asarray(info["group_id"], dtype=np.int64), self.group)
 
     def refresh(self) -> None:
-        """Recompute the pending policy output after the weights changed (new rollout)."""
-        if hasattr(self.agent.net, "reset_state"):
+        """Recompute the pending policy output after the weights changed (new rollout).
+
+        A network with state (the LM's KV cache) forgets it and re-reads every row's observation (one batched
+        prefill; when every row is at an episode start that is just the prompts). When the next step is a reset
+        step for every row (:data:`_RESET_STEP`), its output would be ignored and nothing is computed.
+        """
+        stateful = hasattr(self.agent.net, "reset_state")
+        if stateful:
             self.agent.net.reset_state()
-            self.pending = self.agent.policy_step(self.obs, np.ones(self.num_envs, dtype=bool))
-        else:
-            self.pending = self.agent.policy_step(self.obs, self.episode_start)
+        if self.pending is _RESET_STEP:
+            return
+        start = np.ones(self.num_envs, dtype=bool) if stateful else self.episode_start
+        self.pending = self.agent.policy_step(self.obs, start)
 
     def collect(self) -> tuple[Rollout, EpisodeLog]:
         T, N, dev = self.num_steps, self.num_envs, self.device
@@ -184,8 +195,12 @@ class RolloutCollector:
         log = EpisodeLog()
         masks: list[torch.Tensor | None] = []
         for t in range(T):
-            logits, value = self.pending
-            action, logprob = Agent.sample(logits, mask=self.mask)
+            if self.pending is _RESET_STEP:  # every row ignores its action and needs no value: skip the network
+                action = torch.zeros(N, dtype=torch.long, device=dev)
+                logprob = value = torch.zeros(N, device=dev)
+            else:
+                logits, value = self.pending
+                action, logprob = Agent.sample(logits, mask=self.mask)
             masks.append(self.mask)
             obs_buf.append(obs_to_tensor(self.obs, dev))
             actions[t], logprobs[t], values[t] = action, logprob, value
@@ -212,8 +227,9 @@ class RolloutCollector:
             self.valid = ~done
             self.obs = next_obs
             self.mask = mask_from_info(info, N, dev)
-            self.pending = self.agent.policy_step(next_obs, self.episode_start)
-        values[T] = self.pending[1]
+            self.pending = self._next_output(next_obs, trunc, last=t == T - 1)
+        if isinstance(self.pending, tuple):
+            values[T] = self.pending[1]  # else V(o_T) is never read (see _next_output) and stays 0
         self.global_step += T * N
         as_t = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
         obs = (
@@ -224,11 +240,26 @@ class RolloutCollector:
         rollout = Rollout(
             obs=obs, actions=actions, logprobs=logprobs, values=values, rewards=as_t(rewards),
             terminated=as_t(terminated), truncated=as_t(truncated), episode_start=as_t(starts), valid=as_t(valid),
-            action_masks=_stack_masks(masks, logprobs.shape[1], logits.shape[-1]),
+            action_masks=_stack_masks(masks, N),
             group=as_t(groups), ref_logprobs=None if ref_logprobs is None else as_t(ref_logprobs),
             kl_coef=float(beta or 0.0),
         )
         return rollout, log
+
+    def _next_output(self, obs: Any, trunc: np.ndarray, last: bool) -> Any:
+        """The policy output for ``obs``, or a marker when no one would read it.
+
+        - Every row terminated (none truncated): the next step is a reset step for every row, whose actions the
+          env ignores and whose ``V(final obs)`` GAE never reads after a termination -> :data:`_RESET_STEP`.
+        - After the last step, when every row starts an episode: the last step was a reset step for every row, so
+          ``values[T]`` is never read, and the next rollout's :meth:`refresh` must recompute the output with the
+          updated weights anyway -> None (computed there, once).
+        """
+        if not self.valid.any() and not np.any(trunc):
+            return _RESET_STEP
+        if last and self.episode_start.all():
+            return None
+        return self.agent.policy_step(obs, self.episode_start)
 
     def _track_kl(
         self, logp: np.ndarray, reward: np.ndarray, beta: float, info: dict, done: np.ndarray, log: EpisodeLog

@@ -47,14 +47,16 @@ def full_hidden(model: GPT2LMHeadModel, seqs: list[list[int]]) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_incremental_matches_teacher_forcing(attn: str) -> None:
-    """Rows restarting at different steps with different prompt lengths, over a run long enough to trim the cache."""
+@pytest.mark.parametrize("max_len", [None, 8])
+def test_incremental_matches_teacher_forcing(attn: str, max_len: int | None) -> None:
+    """Rows restarting at different steps with different prompt lengths, over a run long enough for the ring
+    cache to wrap around many times and to grow (rows reach 40 tokens; ``max_len=8`` starts too small)."""
     model = small_gpt2(attn)
-    n_rows, width, max_slack = 5, 12, 4
+    n_rows, width = 5, 12
     rng = np.random.default_rng(0)
-    lm = IncrementalLM(model, n_rows, max_slack=max_slack)
+    lm = IncrementalLM(model, n_rows, max_len=max_len)
     seqs: list[list[int]] = [[] for _ in range(n_rows)]
-    max_err, widths, trimmed = 0.0, [], False
+    max_err, widths, wrapped = 0.0, [], 0
     for t in range(120):
         restart = np.array([t == 0 or len(s) >= 40 or rng.random() < 0.07 for s in seqs])
         prompts = [list(rng.integers(0, VOCAB, rng.integers(1, width + 1))) if r else None for r in restart]
@@ -62,17 +64,32 @@ def test_incremental_matches_teacher_forcing(attn: str) -> None:
         tokens = torch.as_tensor(rng.integers(0, VOCAB, n_rows))
         for n in range(n_rows):
             seqs[n] = [int(x) for x in prompts[n]] if restart[n] else seqs[n] + [int(tokens[n])]
-        before = lm.cache_length
+        col = lm._cache.col if lm._cache is not None else 0
         hidden = lm.step(None if restart.all() else tokens, restart, ids, mask)  # (N, D)
-        trimmed |= lm.cache_length < before
+        wrapped += lm._cache.col < col
         widths.append(lm.cache_length)
         assert lm.lengths.tolist() == [len(s) for s in seqs]
         ref = full_hidden(model, seqs)  # (N, D)
         max_err = max(max_err, (hidden - ref).abs().max().item())
         assert (lm.head(hidden) - model.lm_head(ref)).abs().max().item() < 1e-4
     assert max_err < 1e-4
-    assert trimmed
-    assert max(widths) <= 40 + max_slack + 1  # bounded: longest row + slack (+1 column before trimming)
+    assert wrapped >= 3  # the ring wrapped around: old columns were overwritten in place
+    assert max(widths) <= 2 * 40  # bounded: grows by doubling only when the longest row does not fit
+    if max_len is not None:
+        assert widths[0] <= width < max(widths)  # started at the first prompts' width, then grew
+
+
+def test_incremental_cache_is_preallocated() -> None:
+    """With max_len, decoding writes into the same K/V storage every step (no per-step concatenation)."""
+    model = small_gpt2("sdpa")
+    lm = IncrementalLM(model, 2, max_len=12)
+    lm.step(None, None, np.array([[3, 4], [0, 5]]), np.array([[1, 1], [0, 1]]))
+    keys = lm._cache.layers[0].keys
+    assert lm.cache_length == 12 and keys.shape[2] == 12
+    for tok in range(10):
+        lm.step(torch.tensor([tok, tok]), np.zeros(2, bool))
+        assert lm._cache.layers[0].keys.data_ptr() == keys.data_ptr()
+    assert lm.lengths.tolist() == [12, 11]
 
 
 def test_incremental_all_restart_then_continue_equals_prefill() -> None:
@@ -89,16 +106,16 @@ def test_incremental_all_restart_then_continue_equals_prefill() -> None:
 
 
 def test_incremental_restart_longer_than_cache() -> None:
-    """A prompt wider than the whole cache pads the cache on the left; the other rows are unaffected."""
+    """A prompt wider than the whole cache grows the ring; the other rows are unaffected."""
     model = small_gpt2("sdpa")
     rng = np.random.default_rng(2)
-    lm = IncrementalLM(model, 3)
+    lm = IncrementalLM(model, 3, max_len=1)
     lm.step(None, None, np.array([[3], [4], [5]]), np.ones((3, 1), np.int64))
     assert lm.cache_length == 1
     long_prompt = [int(x) for x in rng.integers(0, VOCAB, 10)]
     ids, mask = left_pad([None, long_prompt, None], 10, rng)
     hidden = lm.step(torch.tensor([7, 0, 8]), np.array([False, True, False]), ids, mask)
-    assert lm.cache_length == 10 and lm.lengths.tolist() == [2, 10, 2]
+    assert lm.cache_length >= 10 and lm.lengths.tolist() == [2, 10, 2]
     torch.testing.assert_close(hidden, full_hidden(model, [[3, 7], long_prompt, [5, 8]]), atol=1e-5, rtol=0)
 
 
@@ -118,6 +135,8 @@ def test_incremental_errors() -> None:
         lm.step(torch.zeros(3, dtype=torch.long), np.zeros(2, bool))
     with pytest.raises(ValueError, match="num_rows"):
         IncrementalLM(small_gpt2("sdpa"), 0)
+    with pytest.raises(ValueError, match="max_len"):
+        IncrementalLM(small_gpt2("sdpa"), 2, max_len=0)
 
 
 def test_resolve_device() -> None:

@@ -14,6 +14,7 @@ from agents import losses
 from agents.agent import Agent, AgentConfig, _flatten_obs, chunk_ids
 from agents.networks import CausalLMPolicy, disable_dropout
 from envs.imdb import load_imdb
+from runners.lm_presets import make_tiny_lm
 from runners.rollout import RolloutCollector
 
 BETA = 0.3
@@ -39,31 +40,29 @@ def perturbed(model: torch.nn.Module, scale: float = 0.05, seed: int = 0) -> tor
     return out
 
 
-def make(tiny_lm, tiny_tokenizer, texts, num_envs=4, num_steps=15, kl_coef=BETA, config=None, **kw):
+def make(tiny_lm, tiny_tokenizer, texts, num_envs=4, num_steps=15, kl_coef=BETA, config=None, scale=0.05, **kw):
     venv = gym.make_vec("TextGen-IMDB-v0", num_envs=num_envs, vectorization_mode="vector_entry_point",
                         model=copy.deepcopy(tiny_lm), tokenizer=tiny_tokenizer, reward_model=char_score,
                         dataset=texts, max_new_tokens=5, prompt_min_len=2, prompt_max_len=4, kl_coef=kl_coef,
                         device="cpu", **kw)
     venv = gym.wrappers.vector.RecordEpisodeStatistics(venv)
-    agent = Agent(CausalLMPolicy(perturbed(tiny_lm)), config or AgentConfig(gamma=1.0))
+    agent = Agent(CausalLMPolicy(perturbed(tiny_lm, scale)), config or AgentConfig(gamma=1.0))
     return venv, agent, RolloutCollector(venv, agent, num_steps, seed=0)
 
 
-def sequence_logprobs(model, tokens: list[int], n_actions: int) -> torch.Tensor:
+def sequence_logprobs(model, tokens: list[int], n_actions: int, head=None) -> torch.Tensor:
     """log p(token) of the last ``n_actions`` tokens by one plain HF forward of the unpadded sequence."""
     ids = torch.tensor([tokens])
     with torch.no_grad():
-        logits = model(input_ids=ids).logits[0]  # (L, V)
+        logits = model(input_ids=ids).logits[0] if head is None else head(model.base_model(ids).last_hidden_state[0])
     logp = torch.log_softmax(logits.double(), -1)
     pos = torch.arange(len(tokens) - n_actions - 1, len(tokens) - 1)
     return logp[pos, ids[0, pos + 1]]
 
 
-@pytest.mark.parametrize("beta", [BETA, 0.0])
-def test_learning_reward_equals_score_minus_beta_kl(tiny_lm, tiny_tokenizer, texts, beta):
-    """Per token: r_t = -β(log π_θ - log π_ref) (+ score on the last token); the logged KL is exact for any β."""
-    torch.manual_seed(0)
-    venv, agent, collector = make(tiny_lm, tiny_tokenizer, texts, kl_coef=beta)
+def check_reward_decomposition(venv, agent, collector, tokenizer, beta: float) -> None:
+    """One rollout: per token r_t = -β(log π_θ - log π_ref) (+ score on the last token), by plain teacher-forced
+    forwards of each finished episode; the logged KL and shaped return are exact."""
     ro, log = collector.collect()
     ids, mask = ro.obs["input_ids"].numpy(), ro.obs["attention_mask"].numpy()
     T, N = ro.actions.shape
@@ -80,20 +79,19 @@ def test_learning_reward_equals_score_minus_beta_kl(tiny_lm, tiny_tokenizer, tex
     assert len(episodes) >= 4 and len(log.scores) >= len(episodes)
     first_end = sorted((t, i) for t in range(T) for i in range(N) if ro.valid[t, i] and ro.terminated[t, i])
     score_of = dict(zip(first_end, log.scores))
-    ref = venv.unwrapped.core.ref_model if hasattr(venv.unwrapped, "core") else None
-    ref = ref if ref is not None else tiny_lm
+    ref = venv.unwrapped.core.ref_model
     assert len(log.kls) == len(first_end)
     kl_of = dict(zip(first_end, log.kls))
     for end, i, start in episodes:
         tokens = ids[end, i][mask[end, i] == 1].tolist() + [int(ro.actions[end, i])]
         n = end - start + 1
         assert tokens[-n:] == ro.actions[start:end + 1, i].tolist()
-        lp_pol = sequence_logprobs(agent.net.lm, tokens, n)
+        lp_pol = sequence_logprobs(agent.net.lm, tokens, n, agent.net.policy_head)
         lp_ref = sequence_logprobs(ref, tokens, n)
         expected = -beta * (lp_pol - lp_ref).numpy()  # (n,) per-token KL shaping
         expected[-1] += score_of[(end, i)]
         np.testing.assert_allclose(ro.rewards[start:end + 1, i].double().numpy(), expected, atol=2e-5)
-        assert score_of[(end, i)] == pytest.approx(char_score([tiny_tokenizer.decode(tokens, skip_special_tokens=True)])[0])
+        assert score_of[(end, i)] == pytest.approx(char_score([tokenizer.decode(tokens, skip_special_tokens=True)])[0])
         # the logged per-episode KL is Σ(log π_θ - log π_ref), whatever β is
         assert kl_of[(end, i)] == pytest.approx(float((lp_pol - lp_ref).sum()), abs=1e-4)
     assert np.abs(log.kls).max() > 1e-3  # not trivially zero (the policy differs from the reference)
@@ -101,10 +99,17 @@ def test_learning_reward_equals_score_minus_beta_kl(tiny_lm, tiny_tokenizer, tex
     assert log.shaped_returns == pytest.approx([s - beta * k for s, k in zip(log.scores, log.kls)], abs=1e-4)
 
 
-def test_teacher_forced_update_pass_matches_kv_cached_rollout(tiny_lm, tiny_tokenizer, texts):
-    torch.manual_seed(1)
-    _, agent, collector = make(tiny_lm, tiny_tokenizer, texts, num_envs=3, num_steps=9)
-    for _ in range(2):  # the second rollout starts mid-episode: chunks cross rollout boundaries
+@pytest.mark.parametrize("beta", [BETA, 0.0])
+def test_learning_reward_equals_score_minus_beta_kl(tiny_lm, tiny_tokenizer, texts, beta):
+    """Per token: r_t = -β(log π_θ - log π_ref) (+ score on the last token); the logged KL is exact for any β."""
+    torch.manual_seed(0)
+    venv, agent, collector = make(tiny_lm, tiny_tokenizer, texts, kl_coef=beta)
+    check_reward_decomposition(venv, agent, collector, tiny_tokenizer, beta)
+
+
+def check_teacher_forced_equals_rollout(agent, collector, rollouts: int = 2) -> None:
+    """Rollout log-probs and values (KV cache) == the update's teacher-forced pass, to 1e-4."""
+    for _ in range(rollouts):  # later rollouts start mid-episode: chunks cross rollout boundaries
         ro, _ = collector.collect()
         flat = lambda x: x.transpose(0, 1).reshape(-1)  # noqa: E731
         chunk = torch.as_tensor(chunk_ids(ro.episode_start.numpy(), ro.valid.numpy()))
@@ -113,8 +118,66 @@ def test_teacher_forced_update_pass_matches_kv_cached_rollout(tiny_lm, tiny_toke
             logits, values = agent.net.evaluate(batch)
         logp = torch.log_softmax(logits, -1).gather(1, batch.actions[:, None]).squeeze(1)
         valid = flat(ro.valid)
+        assert valid.sum() > 0
         assert torch.allclose(logp[valid], flat(ro.logprobs)[valid], atol=1e-4)
         assert torch.allclose(values[valid], flat(ro.values[:-1])[valid], atol=1e-4)
+
+
+def test_teacher_forced_update_pass_matches_kv_cached_rollout(tiny_lm, tiny_tokenizer, texts):
+    torch.manual_seed(1)
+    _, agent, collector = make(tiny_lm, tiny_tokenizer, texts, num_envs=3, num_steps=9)
+    check_teacher_forced_equals_rollout(agent, collector)
+
+
+def eos_biased(agent: Agent, eos: int, bias: float = 3.5) -> None:
+    """Give the policy head a bias towards EOS, so that rows end (and restart) at different steps."""
+    head = agent.net.policy_head
+    biased = torch.nn.Linear(head.in_features, head.out_features)
+    biased.weight = head.weight
+    with torch.no_grad():
+        biased.bias.zero_()
+        biased.bias[eos] = bias
+    agent.net.policy_head = biased
+
+
+def test_rows_ending_at_different_steps_stay_exact(tiny_lm, tiny_tokenizer, texts):
+    """EOS ends rows at different steps, so rows restart one by one inside the shared KV caches of the policy
+    and the reference: log-probs, values and the reward decomposition must stay exact."""
+    torch.manual_seed(3)
+    venv, agent, collector = make(tiny_lm, tiny_tokenizer, texts, num_envs=5, num_steps=20)
+    eos_biased(agent, tiny_tokenizer.eos_token_id)
+    check_teacher_forced_equals_rollout(agent, collector, rollouts=2)
+    ro, _ = collector.collect()
+    ends = [set(np.flatnonzero(ro.terminated[:, i].numpy() & ro.valid[:, i].numpy())) for i in range(5)]
+    assert len(set.union(*ends)) > 3 and any(a != b for a, b in zip(ends, ends[1:]))  # rows end apart
+    assert (ro.actions[ro.valid & ro.terminated] == tiny_tokenizer.eos_token_id).any()
+    check_reward_decomposition(venv, agent, collector, tiny_tokenizer, BETA)
+
+
+def test_one_policy_and_one_reference_forward_per_token(tiny_lm, tiny_tokenizer, texts):
+    """All rows start together and end together (fixed length, no EOS): a rollout of max_new_tokens + 1 steps
+    costs the policy one forward per new token (a prefill, then decodes), like generate(); the reference the
+    same; no forward on the reset step, none for an unread final value, none re-reading the prompts."""
+    torch.manual_seed(4)
+    venv, agent, collector = make(tiny_lm, tiny_tokenizer, texts, num_envs=4, num_steps=6)
+    eos_biased(agent, tiny_tokenizer.eos_token_id, bias=-1e4)  # never EOS: every episode has 5 new tokens
+    calls = {"policy": 0, "reference": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    agent.net.act = counted("policy", agent.net.act)
+    core = venv.unwrapped.core
+    core.ref_lm.step = counted("reference", core.ref_lm.step)
+    for _ in range(3):
+        ro, _ = collector.collect()
+        assert ro.valid[:5].all() and not ro.valid[5].any() and ro.terminated[4].all()
+        assert calls == {"policy": 5, "reference": 5}
+        calls.update(policy=0, reference=0)
+    check_teacher_forced_equals_rollout(agent, collector, rollouts=1)
 
 
 def test_one_ppo_and_one_reinforce_update_change_the_policy(tiny_lm, tiny_tokenizer, texts):
@@ -197,3 +260,16 @@ def test_disable_dropout_zeroes_modules_attributes_and_configs():
     m.train()
     x = torch.tensor([[1, 2, 3]])
     assert torch.equal(m.lm(x).logits, m.lm(x).logits)  # train mode is deterministic
+
+
+@pytest.mark.slow
+def test_exact_at_realistic_size(tiny_tokenizer, texts):
+    """The same exactness for a GPT-2 of 6 layers x 8 heads x 512 dims (23M parameters): KV-cached rollout
+    log-probs/values == teacher-forced pass, and the reward decomposition, with rows ending at different steps."""
+    lm = make_tiny_lm(tiny_tokenizer, seed=1, n_layer=6, n_head=8, n_embd=512).eval()
+    assert sum(p.numel() for p in lm.parameters()) > 20e6
+    torch.manual_seed(5)
+    venv, agent, collector = make(lm, tiny_tokenizer, texts, num_envs=4, num_steps=12, scale=0.01)
+    eos_biased(agent, tiny_tokenizer.eos_token_id, bias=2.0)
+    check_teacher_forced_equals_rollout(agent, collector, rollouts=2)
+    check_reward_decomposition(venv, agent, collector, tiny_tokenizer, BETA)

@@ -1,0 +1,306 @@
+"""Teacher-forced and KV-cached forward passes over left-padded rows of a causal LM.
+
+- :func:`padded_causal_mask` / :func:`attention_mask_for`: ready 4D attention masks (``sdpa``: bool, ``eager``:
+  additive), so no model ever builds its own mask from a padded 2D one.
+- :func:`forward_left_padded`: one teacher-forced trunk pass (the update's evaluation, and prefills).
+- :class:`IncrementalLM`: batched decoding over ``N`` rows that restart independently, with a preallocated
+  ring-buffer KV cache (:class:`RingCache`): one token per row per step, nothing copied or concatenated per step.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+
+def _as_numpy(x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()  # a device sync on GPU: prefer numpy inputs (env observations are numpy)
+    if isinstance(x, np.ndarray):
+        return x
+    raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}.")
+
+
+def padded_causal_mask(mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool key mask of left-padded rows -> (B, 1, L, L) bool attention mask.
+
+    Causal, padded keys hidden, and every padded query attends to itself so no attention row
+    is empty (an all-masked row gives NaN in sdpa, and NaN poisons gradients even when the
+    padded outputs are never read).
+    """
+    L = mask.shape[1]
+    eye = torch.eye(L, dtype=torch.bool, device=mask.device)
+    causal = eye.cumsum(0).bool() if L > 0 else eye  # (L, L) lower triangle
+    return ((causal & mask[:, None, :]) | eye)[:, None]  # (B, 1, L, L)
+
+
+def attention_mask_for(model: PreTrainedModel, mask4: torch.Tensor) -> torch.Tensor:
+    """Bool 4D mask -> the form the model's attention implementation expects (eager: additive)."""
+    if model.config._attn_implementation == "eager":
+        dtype = model.get_output_embeddings().weight.dtype
+        zero, low = torch.tensor([0.0, torch.finfo(dtype).min], dtype=dtype, device=mask4.device)
+        return torch.where(mask4, zero, low)
+    return mask4
+
+
+def forward_left_padded(
+    model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, cache: Cache | None = None,
+    cache_kw: str = "past_key_values",
+) -> torch.Tensor:
+    """Teacher-forced trunk pass over left-padded rows ``ids`` (B, L); returns hidden states (B, L, D).
+
+    Position ids count real tokens only, so a row's positions do not depend on its padding.
+    """
+    mask = mask.bool()
+    pos = (mask.long().cumsum(-1) - 1).clamp_(min=0)  # (B, L)
+    kwargs = {cache_kw: cache, "use_cache": True} if cache is not None else {"use_cache": False}
+    out = model.base_model(
+        input_ids=ids, attention_mask=attention_mask_for(model, padded_causal_mask(mask)), position_ids=pos, **kwargs
+    )
+    return out.last_hidden_state
+
+
+class _RingLayer(CacheLayerMixin):
+    """K/V of one attention layer in preallocated (N, H, W, Dh) buffers, written where its :class:`RingCache`
+    points: a decode writes one column of every row and attends to the whole buffer; a prefill writes its rows'
+    columns and attends to its own fresh states only (a restarting row never sees its old episode)."""
+
+    def __init__(self, ring: "RingCache") -> None:
+        super().__init__()
+        self.ring = ring
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        n, w = self.ring.num_rows, self.ring.capacity
+        self.keys = key_states.new_zeros(n, key_states.shape[1], w, key_states.shape[-1])
+        self.values = value_states.new_zeros(n, value_states.shape[1], w, value_states.shape[-1])
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        ring = self.ring
+        if ring.rows is None:  # decode: one new column for every row
+            col = ring.col
+            self.keys[:, :, col : col + 1] = key_states
+            self.values[:, :, col : col + 1] = value_states
+            return self.keys, self.values
+        if isinstance(ring.rows, slice) and isinstance(ring.cols, slice):  # all rows, contiguous columns
+            self.keys[:, :, ring.cols] = key_states
+            self.values[:, :, ring.cols] = value_states
+        else:  # some rows, possibly wrapping around the ring: (R, 1) x (1, w) -> (R, w, H, Dh)
+            rows, cols = ring.rows[:, None], ring.cols[None, :]
+            self.keys[rows, :, cols] = key_states.transpose(1, 2)
+            self.values[rows, :, cols] = value_states.transpose(1, 2)
+        return key_states, value_states
+
+    def grow(self, capacity: int, oldest: int) -> None:
+        """Unroll the ring so that column ``oldest`` comes first, then widen it to ``capacity`` columns."""
+        if not self.is_initialized:
+            return
+        for name in ("keys", "values"):
+            old = torch.roll(getattr(self, name), -oldest, dims=2)
+            new = old.new_zeros(*old.shape[:2], capacity, old.shape[-1])
+            new[:, :, : old.shape[2]] = old
+            setattr(self, name, new)
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.ring.capacity, 0
+
+    def get_seq_length(self) -> int:
+        return self.ring.capacity
+
+    def get_max_length(self) -> int:
+        return self.ring.capacity
+
+
+class RingCache(Cache):
+    """A preallocated KV cache of ``capacity`` columns shared by ``num_rows`` rows, used as a ring.
+
+    Every decode step writes column :attr:`col` of every row; a row's real tokens are its last ``lengths[n]``
+    written columns (in ring order), tracked by :class:`IncrementalLM`'s key mask. Attention does not care about
+    column order (position ids are explicit), so the ring never has to be shifted, only widened when a row would
+    outgrow it. Before a forward, :class:`IncrementalLM` sets :attr:`rows`/:attr:`cols` (None for a decode).
+    """
+
+    def __init__(self, num_rows: int, num_layers: int, capacity: int) -> None:
+        self.num_rows, self.capacity = num_rows, capacity
+        self.col = 0
+        self.rows: slice | torch.Tensor | None = None
+        self.cols: slice | torch.Tensor | None = None
+        super().__init__(layers=[_RingLayer(self) for _ in range(num_layers)])
+
+    def grow(self, capacity: int) -> None:
+        for layer in self.layers:
+            layer.grow(capacity, self.col)
+        self.col, self.capacity = self.capacity, capacity
+
+
+class IncrementalLM:
+    """Batched KV-cached decoding over ``num_rows`` independent rows that may restart at any step.
+
+    The cache is a preallocated ring of ``W`` columns (:class:`RingCache`, ``W = max_len`` when given, else
+    grown by doubling when a row would not fit): a step appends one token to every row by writing one column,
+    with no per-step concatenation or copy of the cache. A restarting row is prefilled from its left-padded
+    context in a batched forward of the restarting rows only (attending to their fresh states) and written over
+    its own old columns; the other rows are never recomputed. Each token gets position id = number of real tokens
+    before it, so left padding never shifts absolute positions. Attention uses a ready 4D mask (``sdpa``: bool,
+    ``eager``: additive); padded queries attend to themselves so no row is ever fully masked (no NaN).
+
+    ``step`` returns the trunk's last hidden state per row, (N, D); apply :attr:`head` for logits. It runs under
+    ``torch.inference_mode`` (the cache is never differentiated) and returns a normal (N, D) tensor.
+    """
+
+    def __init__(self, model: PreTrainedModel, num_rows: int, max_len: int | None = None) -> None:
+        if num_rows < 1:
+            raise ValueError(f"num_rows must be >= 1, got {num_rows}.")
+        if max_len is not None and max_len < 1:
+            raise ValueError(f"max_len must be None or >= 1, got {max_len}.")
+        self.model = model
+        self.trunk = model.base_model  # e.g. GPT2Model: returns hidden states
+        self.head = model.get_output_embeddings()  # (D -> V)
+        self.num_rows = num_rows
+        self.max_len = max_len
+        self.device = next(model.parameters()).device
+        if model.config._attn_implementation not in ("sdpa", "eager"):
+            raise ValueError(
+                f"IncrementalLM needs attention 'sdpa' or 'eager' (ready 4D masks), not "
+                f"{model.config._attn_implementation!r}; call model.set_attn_implementation('sdpa') first."
+            )
+        self._num_layers = int(model.config.get_text_config().num_hidden_layers)
+        params = inspect.signature(self.trunk.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every row; the next :meth:`step` must restart all rows."""
+        self._cache: RingCache | None = None
+        self._mask: torch.Tensor | None = None  # (N, W) bool: real tokens of each row
+        self._pos: torch.Tensor | None = None  # (N,) position id of each row's next token
+        self.lengths = np.zeros(self.num_rows, dtype=np.int64)  # real tokens per row (host)
+
+    @property
+    def cache_length(self) -> int:
+        """Cache width ``W`` in columns (0 before the first step)."""
+        return 0 if self._cache is None else self._cache.capacity
+
+    def _read_restarts(self, rows: np.ndarray, input_ids: Any, attention_mask: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Restarting rows' contexts cropped to their longest real length; validates left padding."""
+        ids = _as_numpy(input_ids, "input_ids")
+        mask = _as_numpy(attention_mask, "attention_mask")
+        if ids.ndim != 2 or ids.shape != mask.shape or ids.shape[0] != self.num_rows:
+            raise ValueError(
+                f"input_ids and attention_mask must both be (num_rows={self.num_rows}, L); got {ids.shape} and "
+                f"{mask.shape}."
+            )
+        ids, mask = ids[rows].astype(np.int64), mask[rows].astype(np.int64)  # (R, L)
+        lengths = mask.sum(1)
+        if (lengths == 0).any():
+            raise ValueError("Every restarting row needs at least one real token in attention_mask.")
+        if (np.diff(mask, axis=1) < 0).any():
+            raise ValueError("Contexts must be LEFT padded (attention_mask of the form 0..0 1..1).")
+        width = int(lengths.max())
+        ids = np.where(mask > 0, ids, 0)  # whatever sits under the padding, embed a valid id
+        return ids[:, -width:], mask[:, -width:]
+
+    def step(
+        self,
+        tokens: torch.Tensor | None,
+        restart: np.ndarray | None,
+        input_ids: np.ndarray | torch.Tensor | None = None,
+        attention_mask: np.ndarray | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Advance every row by one and return each row's last hidden state, (N, D).
+
+        tokens (N,) long on the model's device: token appended to non-restarting rows (ignored for restarting
+        rows; may be None when all rows restart). restart (N,) host bool array, None = all rows: those rows start
+        over from their left-padded context in ``input_ids``/``attention_mask`` (N, L) (only restarting rows are
+        read), prefilled together in one batched forward.
+        """
+        with torch.inference_mode():
+            hidden = self._step(tokens, restart, input_ids, attention_mask)
+        with torch.no_grad():
+            return hidden.clone()  # a normal tensor: heads may be applied with autograd on (e.g. in tests)
+
+    def _step(self, tokens: torch.Tensor | None, restart: np.ndarray | None, input_ids: Any, attention_mask: Any):
+        restart_all = restart is None or bool(np.all(restart))
+        if self._cache is None and not restart_all:
+            raise ValueError("The first step (and the first after reset()) must restart every row.")
+        rows = np.arange(self.num_rows) if restart_all else np.flatnonzero(restart)
+        if rows.size and (input_ids is None or attention_mask is None):
+            raise ValueError("Restarting rows need input_ids and attention_mask.")
+        if restart_all:
+            ids, mask = self._read_restarts(rows, input_ids, attention_mask)
+            return self._restart_all(ids, mask)
+        if tokens is None or tokens.shape != (self.num_rows,):
+            raise ValueError(f"tokens must be a ({self.num_rows},) tensor when some rows continue.")
+        ids, mask = self._read_restarts(rows, input_ids, attention_mask) if rows.size else (None, None)
+        keep = np.ones(self.num_rows, dtype=bool)
+        keep[rows] = False
+        need = max(int(self.lengths[keep].max(initial=0)) + 1, 0 if ids is None else ids.shape[1])
+        if need > self._cache.capacity:
+            self._grow(max(need, 2 * self._cache.capacity))
+        hidden = self._decode(tokens, rows)
+        if rows.size:
+            hidden[torch.as_tensor(rows, device=self.device)] = self._restart_rows(rows, ids, mask)
+        self._cache.col = (self._cache.col + 1) % self._cache.capacity
+        return hidden
+
+    def _restart_all(self, ids: np.ndarray, mask: np.ndarray) -> torch.Tensor:
+        width = ids.shape[1]
+        if self._cache is None or self._cache.capacity < width:
+            capacity = max(width, self.max_len or 2 * width)
+            self._cache = RingCache(self.num_rows, self._num_layers, capacity)
+            self._mask = torch.zeros(self.num_rows, capacity, dtype=torch.bool, device=self.device)
+        mask_t = torch.as_tensor(mask, device=self.device).bool()  # (N, w)
+        self._mask.zero_()
+        self._mask[:, :width] = mask_t
+        hidden = self._prefill(torch.as_tensor(ids, device=self.device), mask_t, slice(None), slice(0, width))
+        self._cache.col = width % self._cache.capacity
+        self._pos = mask_t.sum(1)
+        self.lengths = mask.sum(1)
+        return hidden
+
+    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, rows: Any, cols: Any) -> torch.Tensor:
+        """Left-padded contexts (R, w) written to ``rows`` x ``cols`` of the ring -> last hidden state (R, D)."""
+        self._cache.rows, self._cache.cols = rows, cols
+        try:
+            return forward_left_padded(self.model, ids, mask, cache=self._cache, cache_kw=self._cache_kw)[:, -1]
+        finally:
+            self._cache.rows = self._cache.cols = None
+
+    def _decode(self, tokens: torch.Tensor, restart_rows: np.ndarray) -> torch.Tensor:
+        """Append one token to every row at the ring's current column (restarting rows get a dummy token whose
+        state :meth:`_restart_rows` overwrites)."""
+        if restart_rows.size:
+            tokens = tokens.clone()
+            tokens[torch.as_tensor(restart_rows, device=self.device)] = 0
+        col = self._cache.col
+        self._mask[:, col] = True
+        mask4 = attention_mask_for(self.model, self._mask[:, None, None, :])  # (N, 1, 1, W)
+        out = self.trunk(input_ids=tokens[:, None], attention_mask=mask4, position_ids=self._pos[:, None],
+                         use_cache=True, **{self._cache_kw: self._cache})
+        self._pos += 1
+        self.lengths += 1
+        return out.last_hidden_state[:, -1]  # (N, D)
+
+    def _restart_rows(self, rows: np.ndarray, ids: np.ndarray, mask: np.ndarray) -> torch.Tensor:
+        """Prefill restarting rows into their own columns ending at the current one -> their hidden (R, D)."""
+        width, capacity = ids.shape[1], self._cache.capacity
+        rows_t = torch.as_tensor(rows, device=self.device)
+        cols_t = (torch.arange(self._cache.col - width + 1, self._cache.col + 1, device=self.device)) % capacity
+        mask_t = torch.as_tensor(mask, device=self.device).bool()  # (R, w)
+        self._mask[rows_t] = False
+        self._mask[rows_t[:, None], cols_t[None, :]] = mask_t
+        self._pos[rows_t] = mask_t.sum(1)
+        self.lengths[rows] = mask.sum(1)
+        return self._prefill(torch.as_tensor(ids, device=self.device), mask_t, rows_t, cols_t)
+
+    def _grow(self, capacity: int) -> None:
+        self._mask = torch.roll(self._mask, -self._cache.col, dims=1)
+        self._mask = torch.cat([self._mask, self._mask.new_zeros(self.num_rows, capacity - self._mask.shape[1])], 1)
+        self._cache.grow(capacity)
