@@ -65,21 +65,28 @@ class Args:
     rm_n_embd: int = 128
     kl_coef: float = 0.2
     seed: int = 0
+    clock: str = "auto"
+    """"wall", "cpu" (process CPU time: immune to waiting for a core on a loaded machine, meaningful with
+    --threads 1) or "auto" (cpu with --threads 1, else wall)."""
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock: Callable[[], float] = time.perf_counter  # set by main() from --clock
 
 
 class Timers:
-    """Accumulated wall-clock seconds per name; :meth:`wrap` times every call of a callable."""
+    """Accumulated seconds (of :data:`clock`) per name; :meth:`wrap` times every call of a callable."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
 
     def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
+            t0 = clock()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.seconds[name] += time.perf_counter() - t0
+                self.seconds[name] += clock() - t0
 
         return timed
 
@@ -145,21 +152,21 @@ def make_iteration(args: Args, tok, lm, rm, update: bool, timers: Timers) -> Cal
     agent, collector = make_collector(args, tok, lm, rm, cfg, timers)
 
     def iteration() -> int:
-        t0 = time.perf_counter()
+        t0 = clock()
         ro, _ = collector.collect()
-        timers.seconds["rollout"] += time.perf_counter() - t0
+        timers.seconds["rollout"] += clock() - t0
         if update:
-            t0 = time.perf_counter()
+            t0 = clock()
             agent.update(ro)
-            timers.seconds["update"] += time.perf_counter() - t0
+            timers.seconds["update"] += clock() - t0
         return int(ro.valid.sum())
 
     return iteration
 
 
 def measure(phases: dict[str, Callable[[], int]], timers: dict[str, Timers], repeats: int) -> dict[str, tuple[float, int]]:
-    """Warm every phase up once, then run them interleaved ``repeats`` times (so that load changes on a shared
-    machine hit every phase alike) -> total (seconds, response tokens) per phase."""
+    """Warm every phase up once, then run them interleaved ``repeats`` times, rotating their order (so that load
+    changes on a shared machine hit every phase alike) -> total (seconds, response tokens) per phase."""
     sample = Agent.sample
     try:
         for name, phase in phases.items():
@@ -167,12 +174,13 @@ def measure(phases: dict[str, Callable[[], int]], timers: dict[str, Timers], rep
             phase()  # warm-up (the first rollout also aligns every row on an episode start)
             timers[name].reset()
         totals = {name: [0.0, 0] for name in phases}
-        for _ in range(repeats):
-            for name, phase in phases.items():
+        names = list(phases)
+        for r in range(repeats):
+            for name in names[r % len(names):] + names[: r % len(names)]:
                 Agent.sample = staticmethod(timers[name].wrap("policy decode", sample))
-                t0 = time.perf_counter()
-                totals[name][1] += phase()
-                totals[name][0] += time.perf_counter() - t0
+                t0 = clock()
+                totals[name][1] += phases[name]()
+                totals[name][0] += clock() - t0
         return {name: (sec, tok) for name, (sec, tok) in totals.items()}
     finally:
         Agent.sample = sample
@@ -182,7 +190,12 @@ def main() -> None:
     import os
     import tyro
 
+    global clock
     args = tyro.cli(Args)
+    clock_name = args.clock if args.clock != "auto" else ("cpu" if args.threads == 1 else "wall")
+    if clock_name not in CLOCKS:
+        raise SystemExit(f"--clock must be one of auto, {', '.join(CLOCKS)}; got {args.clock!r}")
+    clock = CLOCKS[clock_name]
     torch.set_num_threads(args.threads)
     tok, lm, rm = setup(args)
     n_params = sum(p.numel() for p in lm.parameters())
@@ -206,7 +219,7 @@ def main() -> None:
     print(f"workload: GPT-2 {args.n_layer}x{args.n_head}x{args.n_embd} vocab {lm.config.vocab_size} "
           f"({n_params / 1e6:.1f}M params), reward model {args.rm_n_layer}x{args.rm_n_head}x{args.rm_n_embd}, "
           f"batch {args.batch}, prompt {args.prompt_len}, {args.new_tokens} new tokens, {args.threads} threads, "
-          f"{args.repeats} batches per phase, load average {load:.2f}")
+          f"{args.repeats} batches per phase, {clock_name} clock, load average {load:.2f}")
     print(f"(a) model.generate()               {gen_s:8.3f} s/batch {gen_tok_s:9.0f} response tokens/s")
     print(f"(b) rollout (env + agent, KV cache) {roll_s:8.3f} s/batch {1 / per_tok_roll:9.0f} "
           f"response tokens/s   rollout/generate time per token {per_tok_roll / per_tok_gen:.2f}x")
