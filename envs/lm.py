@@ -25,10 +25,11 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from envs.kv_cache import IncrementalLM, attention_mask_for, forward_left_padded, padded_causal_mask
+from envs.kv_cache import IncrementalLM, attention_mask_for, forward_left_padded, fuse_gelu, padded_causal_mask
 
 __all__ = [
-    "IncrementalLM", "attention_mask_for", "forward_left_padded", "padded_causal_mask", "freeze", "load_causal_lm",
+    "IncrementalLM", "attention_mask_for", "forward_left_padded", "fuse_gelu", "padded_causal_mask", "freeze",
+    "load_causal_lm",
     "make_reward_fn", "offline_hint", "prepare_tokenizer", "resolve_device",
 ]
 

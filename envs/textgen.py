@@ -27,6 +27,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from envs.length import LengthSampler, action_mask, check_min_new_tokens, eos_mask_rows
 from envs.hub import check_sources
+from envs.kv_cache import check_autocast_dtype
 from envs.lm import DEFAULT_REWARD_MODEL, IncrementalLM, freeze, load_causal_lm, make_reward_fn, resolve_device
 
 DEFAULT_MODEL = "lvwerra/gpt2-imdb"
@@ -164,8 +165,10 @@ class TextGenCore:
         kl_coef: float = 0.2,
         device: str | torch.device = "auto",
         group_size: int = 1,
+        autocast_dtype: str | None = None,
     ) -> None:
         self.num_rows = _check_int("num_rows", num_rows, 1)
+        self.autocast_dtype = check_autocast_dtype(autocast_dtype)
         self.group_size = _check_int("group_size", group_size, 1)
         if self.num_rows % self.group_size:
             raise ValueError(
@@ -205,7 +208,8 @@ class TextGenCore:
             attention_mask=spaces.Box(0, 1, (self.seq_len,), np.int64),
         )
         self.action_space = spaces.Discrete(self.vocab_size)
-        self.ref_lm = IncrementalLM(self.ref_model, self.num_rows, max_len=self.seq_len)
+        self.ref_lm = IncrementalLM(self.ref_model, self.num_rows, max_len=self.seq_len,
+                                    autocast_dtype=self.autocast_dtype)
         self.input_ids = np.full((self.num_rows, self.seq_len), self.pad_token_id, dtype=np.int64)  # (N, L) left pad
         self.lengths = np.zeros(self.num_rows, dtype=np.int64)  # real tokens per row
         self.prompt_len = np.zeros(self.num_rows, dtype=np.int64)
@@ -340,7 +344,8 @@ class TextGenCore:
             if self._ref_behind:
                 raise RuntimeError("internal: the reference state was not advanced but a row continues.")
             with torch.no_grad():
-                logits = self.ref_lm.head(self._ref_hidden).float()  # (N, V)
+                with self.ref_lm.autocast():
+                    logits = self.ref_lm.head(self._ref_hidden).float()  # (N, V)
                 if eos_blocked.any():  # the reference under the same constraint: renormalised over allowed tokens
                     blocked_t = torch.as_tensor(eos_blocked, device=self.device)
                     logits[:, self.eos_token_id] = logits[:, self.eos_token_id].masked_fill(blocked_t, float("-inf"))
@@ -422,22 +427,13 @@ class TextGenEnv(CoreKLCoef, gym.Env[dict[str, np.ndarray], int]):
     """Review continuation with a sentiment reward and per-token KL shaping (see :class:`TextGenCore`).
 
     Observation: ``Dict(input_ids=Box(0, V-1, (L,), int64), attention_mask=Box(0, 1, (L,), int64))`` with
-        eos_blocked = active & eos_mask_rows(self.new_tokens, self.min_new_tokens)  # (N,) before this step
-        if (eos_blocked & (actions == self.eos_token_id)).any():
-            rows = np.flatnonzero(eos_blocked & (actions == self.eos_token_id)).tolist()
-            raise ValueError(
-                f"masked action in rows {rows}: EOS (id {self.eos_token_id}) is not allowed before min_new_tokens="
-                f"{self.min_new_tokens} new tokens. Sample from the allowed actions, info['action_mask'] (1 = allowed)."
-            )
-        if self._ref_hidden is None:
-            raise RuntimeError("step() before reset(): the reference model has no state.")
-        actions_t = torch.as_tensor(actions, device=self.device)
-        with torch.no_grad():
-            logits = self.ref_lm.head(self._ref_hidden).float()  # (N, V)
-            if eos_blocked.any():  # the reference under the same constraint: renormalised over allowed tokens
-                blocked_t = torch.as_tensor(eos_blocked, device=self.device)
-                logits[:, self.eos_token_id] = logits[:, self.eos_token_id].masked_fill(blocked_t, float("-inf"))
-            ref_logp_t = -F.cross_entropy(logits, actions_t, reduction="none")  # (N,) log π_ref(a|s), fused
+    ``L = prompt_max_len + max_new_tokens``: the prompt and the tokens generated so far, LEFT padded with
+    ``pad_token_id`` (mask 0 on padding). Action: ``Discrete(V)``, a token id (V = the LM head's size).
+    Reward: ``kl_coef·log π_ref(a_t|s_t)``, plus the sentiment score on the last token; terminated on EOS or after
+    ``max_new_tokens`` tokens (never truncated). Info: ``prompt_len``, ``new_tokens``, ``action_mask``,
+    ``ref_logprob`` (``log π_ref(a_t|s_t)``, always, also when ``kl_coef == 0``) and, at the end, ``score``,
+    ``text`` (prompt + response, special tokens skipped: what is scored), ``prompt`` and ``response`` (decoded
+    separately, special tokens visible).
 
     Arguments: ``model`` (HF id / local dir / PreTrainedModel + ``tokenizer``; the initial policy, whose frozen
     copy is the reference unless ``ref_model`` is given; without the hub, a short
@@ -446,7 +442,9 @@ class TextGenEnv(CoreKLCoef, gym.Env[dict[str, np.ndarray], int]):
     the local copy, else ``stanfordnlp/imdb``), ``text_field`` (the column holding the text, default ``"text"``),
     ``split``, ``max_new_tokens`` (int, or ``(lo, hi)``: each episode draws its limit
     uniformly from lo..hi, like TRL's LengthSampler), ``min_new_tokens`` (default 0), ``missing_eos_penalty``
-    (default None), ``prompt_min_len``, ``prompt_max_len``, ``kl_coef``, ``device`` and ``render_mode`` (None or ``"ansi"``: the text so far). ``group_size`` is accepted and
+    (default None), ``prompt_min_len``, ``prompt_max_len``, ``kl_coef``, ``device``, ``autocast_dtype`` (None
+    = float32; ``"bfloat16"``/``"float16"``: the reference decodes under ``torch.autocast``, faster on GPUs and bf16
+    CPUs, log-probs bf16-accurate) and ``render_mode`` (None or ``"ansi"``: the text so far). ``group_size`` is accepted and
     ignored (it only means something for the vector env).
     """
 

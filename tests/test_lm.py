@@ -234,3 +234,21 @@ def test_reward_classifier_needs_tokenizer_and_positive_label(tiny_tokenizer) ->
     three = _classifier(tiny_tokenizer, 3, {0: "a", 1: "b", 2: "c"})
     with pytest.raises(ValueError, match="positive class"):
         make_reward_fn(three, tokenizer=tiny_tokenizer)
+
+
+def test_fuse_gelu_same_function_one_kernel() -> None:
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    from envs.lm import fuse_gelu
+
+    model = small_gpt2("sdpa")
+    ids = torch.as_tensor(np.random.default_rng(3).integers(0, VOCAB, (2, 9)))
+    keys = set(model.state_dict())
+    with torch.no_grad():
+        before = model(ids).logits
+        fused = fuse_gelu(model)
+        after = fused(ids).logits
+    assert fused is model and set(model.state_dict()) == keys
+    assert not any(isinstance(m, NewGELUActivation) for m in model.modules())
+    assert sum(isinstance(m, GELUTanh) for m in model.modules()) == model.config.n_layer
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=0)

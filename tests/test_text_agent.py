@@ -273,3 +273,29 @@ def test_exact_at_realistic_size(tiny_tokenizer, texts):
     eos_biased(agent, tiny_tokenizer.eos_token_id, bias=2.0)
     check_teacher_forced_equals_rollout(agent, collector, rollouts=2)
     check_reward_decomposition(venv, agent, collector, tiny_tokenizer, BETA)
+
+
+def test_bf16_autocast_option(tiny_lm, tiny_tokenizer, texts):
+    """autocast_dtype=bfloat16 on the policy and the env: caches in bf16, log-probs and values within bf16 accuracy
+    of the teacher-forced pass (also under autocast) and of float32."""
+    torch.manual_seed(6)
+    venv, agent, collector = make(tiny_lm, tiny_tokenizer, texts, num_envs=3, num_steps=8, autocast_dtype="bfloat16")
+    agent.net.autocast_dtype = torch.bfloat16
+    ro, _ = collector.collect()
+    assert agent.net._decoder._cache.layers[0].keys.dtype == torch.bfloat16
+    assert venv.unwrapped.core.ref_lm._cache.layers[0].keys.dtype == torch.bfloat16
+    flat = lambda x: x.transpose(0, 1).reshape(-1)  # noqa: E731
+    chunk = torch.as_tensor(chunk_ids(ro.episode_start.numpy(), ro.valid.numpy()))
+    batch = Agent._make_batch(_flatten_obs(ro.obs), flat(ro.actions), chunk, torch.arange(chunk.numel()))
+    valid = flat(ro.valid)
+    with torch.no_grad():
+        logits, values = agent.net.evaluate(batch)
+        agent.net.autocast_dtype = None
+        logits32, _ = agent.net.evaluate(batch)
+    assert logits.dtype == values.dtype == torch.float32
+    for lg in (logits, logits32):
+        logp = torch.log_softmax(lg, -1).gather(1, batch.actions[:, None]).squeeze(1)
+        assert (logp[valid] - flat(ro.logprobs)[valid]).abs().max() < 0.15
+    assert (values[valid] - flat(ro.values[:-1])[valid]).abs().max() < 0.05
+    with pytest.raises(ValueError, match="autocast_dtype"):
+        make(tiny_lm, tiny_tokenizer, texts, num_envs=1, autocast_dtype="int8")
