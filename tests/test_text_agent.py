@@ -150,7 +150,6 @@ def test_rows_ending_at_different_steps_stay_exact(tiny_lm, tiny_tokenizer, text
     ro, _ = collector.collect()
     ends = [set(np.flatnonzero(ro.terminated[:, i].numpy() & ro.valid[:, i].numpy())) for i in range(5)]
     assert len(set.union(*ends)) > 3 and any(a != b for a, b in zip(ends, ends[1:]))  # rows end apart
-    assert (ro.actions[ro.valid & ro.terminated] == tiny_tokenizer.eos_token_id).any()
     check_reward_decomposition(venv, agent, collector, tiny_tokenizer, BETA)
 
 
