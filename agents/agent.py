@@ -55,6 +55,7 @@ KL to the reference (text envs, β = the env's ``kl_coef``), ``kl_mode``:
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -70,6 +71,12 @@ from agents.masking import ActionMasks, apply_mask
 from agents.networks import Obs, PolicyValueNet, StepBatch, disable_dropout
 from agents.returns import complete_episode_mask, episode_returns, gae, rewards_to_go
 from runners import distributed
+from runners.validate import check_fields
+
+
+def algo_names() -> tuple[str, ...]:
+    """The algorithms :class:`AgentConfig` accepts (from its ``algo`` annotation)."""
+    return typing.get_args(typing.get_args(typing.get_type_hints(AgentConfig, include_extras=True)["algo"])[0])
 
 
 @dataclass
@@ -116,24 +123,18 @@ class AgentConfig:
         return self.algo in ("ppo", "grpo")
 
     def __post_init__(self) -> None:
-        checks = {
-            "algo must be 'ppo', 'reinforce', 'rloo' or 'grpo'": self.algo in ("ppo", "reinforce", "rloo", "grpo"),
-            "gamma must be in [0, 1]": 0.0 <= self.gamma <= 1.0,
-            "gae_lambda must be in [0, 1]": 0.0 <= self.gae_lambda <= 1.0,
-            "learning_rate must be >= 0": self.learning_rate >= 0,
-            "update_epochs must be >= 1": self.update_epochs >= 1,
-            "num_minibatches must be >= 1": self.num_minibatches >= 1,
-            "clip_coef must be > 0": self.clip_coef > 0,
-            "max_grad_norm must be > 0": self.max_grad_norm > 0,
-            "norm_adv_scope must be 'rollout' or 'minibatch'": self.norm_adv_scope in ("rollout", "minibatch"),
-            "reinforce_return must be 'episode' or 'to_go'": self.reinforce_return in ("episode", "to_go"),
-            "target_kl must be None or > 0": self.target_kl is None or self.target_kl > 0,
-            "group_eps must be > 0": self.group_eps > 0,
-            "kl_mode must be 'reward' or 'loss'": self.kl_mode in ("reward", "loss"),
-        }
-        bad = [msg for msg, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError("invalid AgentConfig: " + "; ".join(bad))
+        check_fields(self, {
+            "gamma": "[0,1]", "gae_lambda": "[0,1]", "learning_rate": ">=0", "adam_eps": ">0",
+            "update_epochs": "int>=1", "num_minibatches": "int>=1", "clip_coef": ">0", "ent_coef": ">=0",
+            "vf_coef": ">=0", "max_grad_norm": ">0", "target_kl": ">0?", "group_eps": ">0",
+        }, extra={
+            f"algo must be one of {algo_names()}, got {self.algo!r}": lambda: self.algo in algo_names(),
+            f"reinforce_return must be 'episode' or 'to_go', got {self.reinforce_return!r}":
+                lambda: self.reinforce_return in ("episode", "to_go"),
+            f"kl_mode must be 'reward' or 'loss', got {self.kl_mode!r}": lambda: self.kl_mode in ("reward", "loss"),
+            f"norm_adv_scope must be 'rollout' or 'minibatch', got {self.norm_adv_scope!r}":
+                lambda: self.norm_adv_scope in ("rollout", "minibatch"),
+        })
 
 
 @dataclass
@@ -199,7 +200,9 @@ class Agent:
         self.total_updates = total_updates
         self.num_updates = 0
         self.carry: Rollout | None = None
-        """REINFORCE: steps of unfinished episodes, prepended to the next rollout (not checkpointed)."""
+        """REINFORCE: steps of unfinished episodes, prepended to the next rollout (saved with exact-resume checkpoints)."""
+        self.lr_schedule_start = (0, 1.0)
+        """(update u0, LR fraction f0): with anneal_lr the LR decays linearly from f0·lr at u0 to 0 at total_updates."""
 
     @property
     def device(self) -> torch.device:
@@ -334,11 +337,18 @@ class Agent:
         self._group_stats = {"group/episodes": float(first.numel()), "group/skipped_alone": float((~ok_e).sum())}
         return unflat(adv), ret, mask & unflat(ok_table[eid])
 
+    def lr_fraction(self) -> float:
+        """The LR multiplier of the next update under linear annealing (see ``lr_schedule_start``)."""
+        u0, f0 = self.lr_schedule_start
+        if (u0, f0) == (0, 1.0):
+            return max(1.0 - self.num_updates / self.total_updates, 0.0)
+        return max(f0 * (self.total_updates - self.num_updates) / max(self.total_updates - u0, 1), 0.0)
+
     def _set_lr(self) -> None:
         if self.config.anneal_lr and self.total_updates:
-            frac = 1.0 - self.num_updates / self.total_updates
+            frac = self.lr_fraction()
             for group in self.optimizer.param_groups:
-                group["lr"] = max(frac, 0.0) * self.config.learning_rate
+                group["lr"] = frac * self.config.learning_rate
 
     def update(self, ro: Rollout) -> dict[str, float]:
         """One learning step on a rollout; returns CleanRL-style loss statistics.

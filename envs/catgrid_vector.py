@@ -94,6 +94,7 @@ class CatGridVectorEnv(VectorEnv):
         self.elapsed = np.zeros(n, dtype=np.int64)  # (N,) steps in the current episode
         self.prev_done = np.zeros(n, dtype=bool)  # (N,) episode ended on the previous step
         self.last_actions: np.ndarray | None = None
+        self._started = False  # step() before reset() is an error, as in every Gymnasium env
 
     @property
     def P(self) -> TransitionTable:
@@ -125,7 +126,24 @@ class CatGridVectorEnv(VectorEnv):
         self.states[mask] = self.tables.start
         self.elapsed[mask] = 0
         self.prev_done[mask] = False
+        self._started = True
         return self.tables.xy[self.states], {}
+
+    def get_state(self) -> dict[str, Any]:
+        """Running episodes and RNG (copies), for exact resume; :meth:`set_state` restores them."""
+        return {"states": self.states.copy(), "elapsed": self.elapsed.copy(), "prev_done": self.prev_done.copy(),
+                "last_actions": None if self.last_actions is None else self.last_actions.copy(),
+                "started": self._started, "np_random": self.np_random.bit_generator.state}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        for key in ("states", "elapsed", "prev_done"):
+            value = np.asarray(state[key]).copy()
+            if value.shape != (self.num_envs,):
+                raise ValueError(f"saved {key} has shape {value.shape}, this env has {self.num_envs} rows")
+            setattr(self, key, value)
+        self.last_actions = None if state["last_actions"] is None else np.asarray(state["last_actions"]).copy()
+        self._started = bool(state["started"])
+        self.np_random.bit_generator.state = state["np_random"]
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         a = np.asarray(actions)
@@ -140,6 +158,8 @@ class CatGridVectorEnv(VectorEnv):
         return a
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if not self._started:
+            raise RuntimeError("step() called before reset(); call reset() first.")
         a = self._check_actions(actions)  # (N,)
         t, s, reset_rows = self.tables, self.states, self.prev_done
         slipped = self.np_random.random(self.num_envs) < t.slip  # (N,)

@@ -35,6 +35,11 @@ __all__ = [
 
 RewardFn = Callable[[list[str]], np.ndarray]
 DEFAULT_REWARD_MODEL = "lvwerra/distilbert-imdb"
+REWARD_KINDS = (
+    "Accepted reward models: a sequence-classification model with a trained score head (an HF id or directory such "
+    "as 'lvwerra/distilbert-imdb', or a directory written by `python -m runners.train_reward`), 'vader', or a "
+    "callable list[str] -> one float per text."
+)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -138,9 +143,20 @@ def _classifier_fn(
     if isinstance(reward_model, PreTrainedModel):
         if tokenizer is None:
             raise ValueError("Pass tokenizer= together with a reward model object (or pass its path / HF id).")
+        if "ForSequenceClassification" not in type(reward_model).__name__:
+            raise ValueError(f"reward model object is a {type(reward_model).__name__}, not a sequence classifier. "
+                             f"{REWARD_KINDS}")
         clf = reward_model
     else:
-        clf = _from_pretrained(AutoModelForSequenceClassification, os.fspath(reward_model))
+        clf, info = _from_pretrained(AutoModelForSequenceClassification, os.fspath(reward_model),
+                                     output_loading_info=True)
+        missing = list(info.get("missing_keys", []))
+        if missing:  # e.g. a causal LM: transformers would only warn and score with a random head
+            arch = getattr(clf.config, "architectures", None)
+            raise ValueError(
+                f"{os.fspath(reward_model)!r} is not a trained sequence-classification reward model (architectures "
+                f"{arch}; weights missing from it: {missing[:4]}). {REWARD_KINDS}"
+            )
         tokenizer = os.fspath(reward_model) if tokenizer is None else tokenizer
     if isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = _from_pretrained(AutoTokenizer, os.fspath(tokenizer))
@@ -178,6 +194,32 @@ def _vader_fn() -> RewardFn:
     return lambda texts: np.array([analyzer.polarity_scores(t)["compound"] for t in texts])
 
 
+def _scores_array(raw: Any, name: str, n: int) -> np.ndarray:
+    """The reward function's result as (n,) float64, or one clear TypeError naming the function and the result."""
+    shown = repr(raw)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    problem = None
+    if raw is None or isinstance(raw, (str, bytes, dict, bool, np.bool_)):
+        problem = type(raw).__name__
+    elif isinstance(raw, torch.Tensor):
+        raw = raw.detach().cpu().numpy()
+    elif not isinstance(raw, (np.ndarray, list, tuple, int, float, np.number)):
+        problem = type(raw).__name__  # generators, sets, arbitrary objects
+    if problem is None:
+        try:
+            arr = np.asarray(raw)
+        except (TypeError, ValueError):
+            arr = np.asarray(raw, dtype=object)
+        if arr.dtype.kind not in "iuf":
+            problem = f"{type(raw).__name__} of {arr.dtype.name if arr.dtype.kind != 'O' else 'objects'}"
+    if problem is not None:
+        raise TypeError(
+            f"Reward function {name!r} returned {problem} {shown}; it must return {n} real numbers (one finite "
+            f"float per text) as a list, numpy array or tensor."
+        )
+    return arr.astype(np.float64).reshape(-1)
+
+
 def make_reward_fn(
     reward_model: str | os.PathLike | PreTrainedModel | Callable[[list[str]], Sequence[float]] = DEFAULT_REWARD_MODEL,
     device: str | torch.device = "auto",
@@ -210,7 +252,7 @@ def make_reward_fn(
     def checked(texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros(0)
-        scores = np.asarray(fn(list(texts)), dtype=np.float64).reshape(-1)
+        scores = _scores_array(fn(list(texts)), name, len(texts))
         if scores.shape != (len(texts),):
             raise ValueError(f"Reward function {name!r} returned {scores.size} scores for {len(texts)} texts.")
         if not np.isfinite(scores).all():

@@ -321,12 +321,48 @@ class TextGenCore:
         self._ref_hidden = self.ref_lm.step(None, None, self.input_ids, self.attention_mask)
         self._ref_behind = False
 
+    _BUFFERS = ("input_ids", "lengths", "prompt_len", "new_tokens", "episode_max", "group_id", "_episode")
+
+    def _buffers(self) -> dict[str, Any]:
+        """Copies of everything a step changes (besides the reference cache and the rng)."""
+        return {**{k: getattr(self, k).copy() for k in self._BUFFERS},
+                "group_prompts": {key: list(v) for key, v in self._group_prompts.items()},
+                "group_len": dict(self._group_len), "next_group_id": self._next_group_id}
+
+    def _set_buffers(self, state: dict[str, Any]) -> None:
+        for k in self._BUFFERS:
+            value = np.asarray(state[k], dtype=np.int64).copy()
+            if value.shape != getattr(self, k).shape:
+                raise ValueError(f"saved {k} has shape {value.shape}, this env's is {getattr(self, k).shape}")
+            setattr(self, k, value)
+        self._group_prompts = {tuple(key): list(v) for key, v in state["group_prompts"].items()}
+        self._group_len = {int(g): int(n) for g, n in state["group_len"].items()}
+        self._next_group_id = int(state["next_group_id"])
+
+    def get_state(self) -> dict[str, Any]:
+        """Token buffers, prompt groups and β (copies); :meth:`set_state` rebuilds the reference cache from them."""
+        return {**self._buffers(), "kl_coef": self.kl_coef}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._set_buffers(state)
+        self.kl_coef = state["kl_coef"]
+        self.rebuild_reference()
+
+    def rebuild_reference(self) -> None:
+        """Recompute the reference model's cache from the token buffers (after a restore or a failed step)."""
+        self.ref_lm.reset()
+        self._ref_hidden, self._ref_behind = None, False
+        if (self.lengths > 0).all():
+            self._ref_hidden = self.ref_lm.step(None, None, self.input_ids, self.attention_mask)
+
     def step(
         self, actions: np.ndarray, restart: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Append ``actions`` (N,) to the rows not in ``restart`` (N,) bool; restart the others (reward 0).
 
         Returns rewards (N,) float64, terminated (N,) bool and vector-style info arrays (``key`` + ``_key``).
+        Exception-safe: if anything raises (e.g. the reward function), the token buffers and ``rng`` are put
+        back as they were before the call (the reference cache is rebuilt), so the step can be retried.
         """
         beta, active = self.kl_coef, ~restart
         eos_blocked = active & eos_mask_rows(self.new_tokens, self.min_new_tokens)  # (N,) before this step
@@ -336,58 +372,71 @@ class TextGenCore:
                 f"masked action in rows {rows}: EOS (id {self.eos_token_id}) is not allowed before min_new_tokens="
                 f"{self.min_new_tokens} new tokens. Sample from the allowed actions, info['action_mask'] (1 = allowed)."
             )
-        if self._ref_hidden is None:
-            raise RuntimeError("step() before reset(): the reference model has no state.")
-        actions_t = torch.as_tensor(actions, device=self.device)
-        ref_logp = np.zeros(self.num_rows)
-        if active.any():  # a reset step of every row needs no reference log-prob
-            if self._ref_behind:
-                raise RuntimeError("internal: the reference state was not advanced but a row continues.")
-            with torch.no_grad():
-                with self.ref_lm.autocast():
-                    logits = self.ref_lm.head(self._ref_hidden).float()  # (N, V)
-                if eos_blocked.any():  # the reference under the same constraint: renormalised over allowed tokens
-                    blocked_t = torch.as_tensor(eos_blocked, device=self.device)
-                    logits[:, self.eos_token_id] = logits[:, self.eos_token_id].masked_fill(blocked_t, float("-inf"))
-                ref_logp_t = -F.cross_entropy(logits, actions_t, reduction="none")  # (N,) log π_ref(a|s), fused
-            ref_logp = np.where(active, ref_logp_t.double().cpu().numpy(), 0.0)
-        shift = np.flatnonzero(active)
-        self.input_ids[shift, :-1] = self.input_ids[shift, 1:]
-        self.input_ids[shift, -1] = actions[shift]
-        self.lengths[shift] += 1
-        self.new_tokens[shift] += 1
-        if restart.any():
-            self._start(np.flatnonzero(restart), rng)
-        ended_eos = active & (actions == self.eos_token_id)
-        terminated = ended_eos | (active & (self.new_tokens >= self.episode_max))
-        every = np.ones(self.num_rows, dtype=bool)
-        info = {"prompt_len": self.prompt_len.copy(), "_prompt_len": every,
-                "new_tokens": self.new_tokens.copy(), "_new_tokens": every.copy(),
-                "group_id": self.group_id.copy(), "_group_id": every.copy(),
-                "action_mask": self.action_mask(), "_action_mask": every.copy()}
-        rewards = np.zeros(self.num_rows)
-        # Every row terminated: all restart on the next step, so the reference state after this step would never
-        # be read; skip decoding it (the next step prefills the new prompts).
-        self._ref_behind = bool(terminated.all())
-        if not self._ref_behind:
-            self._ref_hidden = self.ref_lm.step(actions_t, restart, self.input_ids, self.attention_mask)
-        rewards += beta * ref_logp
-        info["ref_logprob"], info["_ref_logprob"] = ref_logp, active.copy()
-        if terminated.any():
-            done = np.flatnonzero(terminated)
-            texts = self.texts(done)
-            scores = self.reward_fn(texts)
-            rewards[done] += scores
-            if self.missing_eos_penalty is not None:
-                rewards[done] -= self.missing_eos_penalty * ~ended_eos[done]
-            info["score"], info["_score"] = np.zeros(self.num_rows), terminated.copy()
-            info["score"][done] = scores
-            info["text"], info["_text"] = np.full(self.num_rows, None, dtype=object), terminated.copy()
-            info["text"][done] = texts
-            prompts, responses = self.prompt_and_response(done)
-            for key, values in (("prompt", prompts), ("response", responses)):
-                info[key], info[f"_{key}"] = np.full(self.num_rows, None, dtype=object), terminated.copy()
-                info[key][done] = values
+        saved = self._buffers()
+        rng_state, ref_behind, cache_touched = rng.bit_generator.state, self._ref_behind, False
+        try:
+            if self._ref_hidden is None:
+                raise RuntimeError("step() before reset(): the reference model has no state.")
+            actions_t = torch.as_tensor(actions, device=self.device)
+            ref_logp = np.zeros(self.num_rows)
+            if active.any():  # a reset step of every row needs no reference log-prob
+                if self._ref_behind:
+                    raise RuntimeError("internal: the reference state was not advanced but a row continues.")
+                with torch.no_grad():
+                    with self.ref_lm.autocast():
+                        logits = self.ref_lm.head(self._ref_hidden).float()  # (N, V)
+                    if eos_blocked.any():  # the reference under the same constraint: renormalised over allowed tokens
+                        blocked_t = torch.as_tensor(eos_blocked, device=self.device)
+                        logits[:, self.eos_token_id] = logits[:, self.eos_token_id].masked_fill(blocked_t, float("-inf"))
+                    ref_logp_t = -F.cross_entropy(logits, actions_t, reduction="none")  # (N,) log π_ref(a|s), fused
+                ref_logp = np.where(active, ref_logp_t.double().cpu().numpy(), 0.0)
+            shift = np.flatnonzero(active)
+            self.input_ids[shift, :-1] = self.input_ids[shift, 1:]
+            self.input_ids[shift, -1] = actions[shift]
+            self.lengths[shift] += 1
+            self.new_tokens[shift] += 1
+            if restart.any():
+                self._start(np.flatnonzero(restart), rng)
+            ended_eos = active & (actions == self.eos_token_id)
+            terminated = ended_eos | (active & (self.new_tokens >= self.episode_max))
+            every = np.ones(self.num_rows, dtype=bool)
+            info = {"prompt_len": self.prompt_len.copy(), "_prompt_len": every,
+                    "new_tokens": self.new_tokens.copy(), "_new_tokens": every.copy(),
+                    "group_id": self.group_id.copy(), "_group_id": every.copy(),
+                    "action_mask": self.action_mask(), "_action_mask": every.copy()}
+            rewards = np.zeros(self.num_rows)
+            rewards += beta * ref_logp
+            info["ref_logprob"], info["_ref_logprob"] = ref_logp, active.copy()
+            if terminated.any():  # scored before the reference cache advances: a failing reward fn changes nothing
+                done = np.flatnonzero(terminated)
+                texts = self.texts(done)
+                scores = self.reward_fn(texts)
+                rewards[done] += scores
+                if self.missing_eos_penalty is not None:
+                    rewards[done] -= self.missing_eos_penalty * ~ended_eos[done]
+                info["score"], info["_score"] = np.zeros(self.num_rows), terminated.copy()
+                info["score"][done] = scores
+                info["text"], info["_text"] = np.full(self.num_rows, None, dtype=object), terminated.copy()
+                info["text"][done] = texts
+                prompts, responses = self.prompt_and_response(done)
+                for key, values in (("prompt", prompts), ("response", responses)):
+                    info[key], info[f"_{key}"] = np.full(self.num_rows, None, dtype=object), terminated.copy()
+                    info[key][done] = values
+            # Every row terminated: all restart on the next step, so the reference state after this step would never
+            # be read; skip decoding it (the next step prefills the new prompts).
+            cache_touched = True
+            self._ref_behind = bool(terminated.all())
+            if not self._ref_behind:
+                self._ref_hidden = self.ref_lm.step(actions_t, restart, self.input_ids, self.attention_mask)
+        except BaseException as err:
+            self._set_buffers(saved)
+            rng.bit_generator.state = rng_state
+            self._ref_behind = ref_behind
+            if cache_touched:
+                self.rebuild_reference()
+            if hasattr(err, "add_note"):
+                err.add_note("(the env step was rolled back: the env is as before the step and can be stepped again)")
+            raise
         return rewards, terminated, info
 
     def prompt_and_response(self, rows: np.ndarray) -> tuple[list[str], list[str]]:
@@ -448,7 +497,7 @@ class TextGenEnv(CoreKLCoef, gym.Env[dict[str, np.ndarray], int]):
     ignored (it only means something for the vector env).
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])

@@ -36,7 +36,7 @@ class TextGenVectorEnv(CoreKLCoef, VectorEnv):
     ``kl_coef`` is shared by all rows: read/write it as an attribute or with ``get_attr``/``set_attr``.
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["ansi"]}
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, num_envs: int, render_mode: str | None = None, **kwargs: Any) -> None:
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
@@ -77,6 +77,18 @@ class TextGenVectorEnv(CoreKLCoef, VectorEnv):
                 "group_id": self.core.group_id.copy(), "_group_id": ones.copy(),
                 "action_mask": self.core.action_mask(), "_action_mask": ones.copy()}
         return self.core.observation(), info
+
+    def get_state(self) -> dict[str, Any]:
+        """Running episodes (token buffers), autoreset flags and RNG, for exact resume."""
+        return {"core": self.core.get_state(), "autoreset": self._autoreset.copy(), "started": self._started,
+                "np_random": self.np_random.bit_generator.state}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`get_state` (the reference KV cache is recomputed from the token buffers)."""
+        self.core.set_state(state["core"])
+        self._autoreset = np.asarray(state["autoreset"], dtype=bool).copy()
+        self._started = bool(state["started"])
+        self.np_random.bit_generator.state = state["np_random"]
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         if isinstance(actions, torch.Tensor):

@@ -27,6 +27,7 @@ Groups (RLOO/GRPO): every step records the group id of its episode, from the env
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,6 +161,20 @@ class RolloutCollector:
     def _update_group(self, info: dict) -> None:
         if "group_id" in info:
             self.group = np.where(info["_group_id"], np.asarray(info["group_id"], dtype=np.int64), self.group)
+
+    _STATE = ("obs", "mask", "group", "episode_start", "valid", "_ep_logp", "_ep_ref", "_ep_shaped", "global_step")
+    """Attributes that carry over from one rollout to the next (saved for exact resume)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The collector's state at a rollout boundary (copies); KV caches are rebuilt by :meth:`refresh`."""
+        return {k: copy.deepcopy(getattr(self, k)) for k in self._STATE}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = set(self._STATE) - set(state)
+        if missing:
+            raise ValueError(f"collector state lacks {sorted(missing)}")
+        for k in self._STATE:
+            setattr(self, k, copy.deepcopy(state[k]))
 
     def refresh(self) -> None:
         """Recompute the pending policy output after the weights changed (new rollout).

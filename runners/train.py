@@ -41,10 +41,13 @@ from agents.kl import AdaptiveKLController
 from agents.networks import CausalLMPolicy, build_network
 from envs.lm import load_causal_lm, resolve_device
 from runners import cli, distributed, logging_utils, runs
-from runners.checkpoint import load_checkpoint, read_state, save_checkpoint
+from runners import resume as exact_resume
+from runners.atomic import check_writable
+from runners.checkpoint import load_checkpoint, load_resume_state, read_state, recover, save_checkpoint
 from runners.evaluate import evaluate_report, format_report
 from runners.export import export_policy
 from runners.rollout import RolloutCollector, env_attr, get_kl_coef, set_env_attr
+from runners.validate import check_fields
 
 
 @dataclass
@@ -105,8 +108,17 @@ class TrainConfig:
     """default: <env>__<algo>__<seed>__<unix time>; an existing run is never appended to (use --resume)"""
     checkpoint_every: int = 50
     """updates between checkpoints (a final one is always written)"""
+    keep_checkpoints: int = 3
+    """newest checkpoint-<update>/ directories kept in the run dir"""
     resume: str | None = None
-    """run directory (or its checkpoint/) to continue"""
+    """run directory (or its checkpoint/) to continue, exactly where its last checkpoint stopped"""
+    reset_optimizer: bool = False
+    """on --resume: start Adam afresh (required when the checkpoint has no optimizer.pt)"""
+    reset_schedule: bool = False
+    """on --resume with a larger --total-timesteps and --agent.anneal-lr: anneal as if the run had been
+    started with the new total (the LR jumps up); default: the schedule stays fixed by the original total"""
+    stop_at_update: int | None = None
+    """stop after this many updates (with a checkpoint); --resume continues to --total-timesteps"""
     eval_episodes: int = 500
     """episodes of the final greedy and sampled evaluation (0: none)"""
     sample_every: int = 10
@@ -137,15 +149,35 @@ class TrainConfig:
         return cls(**d)
 
     def __post_init__(self) -> None:
-        if self.group_size < 1 or self.num_envs % self.group_size:
-            raise ValueError(f"group_size must be >= 1 and divide num_envs={self.num_envs}, got {self.group_size}")
-        if self.algo in ("rloo", "grpo") and self.group_size < 2:
-            raise ValueError(f"algo={self.algo!r} compares the episodes of a group: pass --group-size >= 2")
+        rng = self.max_new_tokens_range
+        check_fields(self, {
+            "seed": "int>=0", "total_timesteps": "int>=1", "num_envs": "int>=1", "num_steps": "int>=1",
+            "reward_scale": ">0", "group_size": "int>=1", "d_model": "int>=1", "n_layer": "int>=1", "n_head": "int>=1",
+            "slip": "[0,1)", "max_new_tokens": "int>=1", "min_new_tokens": "int>=0", "missing_eos_penalty": ">=0?",
+            "kl_coef": ">=0", "kl_target": ">0", "kl_horizon": ">0", "checkpoint_every": "int>=1",
+            "keep_checkpoints": "int>=1", "eval_episodes": "int>=0", "sample_every": "int>=1", "threads": "int>=1?",
+            "stop_at_update": "int>=1?", "max_minutes": ">0?", "dist_timeout": ">0",
+        }, extra={
+            f"total_timesteps ({self.total_timesteps}) must cover at least one rollout of num_envs x num_steps = "
+            f"{self.num_envs} x {self.num_steps} steps": lambda: self.total_timesteps >= self.num_envs * self.num_steps,
+            f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})": lambda: self.d_model % self.n_head == 0,
+            f"group_size ({self.group_size}) must divide num_envs ({self.num_envs})":
+                lambda: self.num_envs % self.group_size == 0,
+            f"algo={self.algo!r} compares the episodes of a group: pass --group-size >= 2":
+                lambda: self.algo not in ("rloo", "grpo") or self.group_size >= 2,
+            f"max_new_tokens_range must be None or (lo, hi) with 1 <= lo <= hi, got {rng}":
+                lambda: rng is None or (len(rng) == 2 and 1 <= rng[0] <= rng[1]),
+        })
 
     @property
     def num_updates(self) -> int:
         """Updates (rollouts per rank) to reach ``total_timesteps`` with every rank of this job."""
         return max(1, self.total_timesteps // (self.num_envs * self.num_steps * distributed.world_size()))
+
+    def saved(self) -> dict[str, Any]:
+        """The config as stored in a checkpoint (one-shot resume options cleared)."""
+        return dataclasses.asdict(self) | {"resume": None, "reset_optimizer": False, "reset_schedule": False,
+                                           "stop_at_update": None}
 
 
 ALGOS = ("ppo", "reinforce", "rloo", "grpo")
@@ -198,7 +230,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
 
 def _checkpoint_dir(path: Path) -> Path:
-    return path / "checkpoint" if (path / "checkpoint").is_dir() else path
+    return path / "checkpoint" if (path / "checkpoint").exists() or (path / "checkpoint").is_symlink() else path
 
 
 def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
@@ -253,6 +285,40 @@ def init_tracking(cfg: TrainConfig, run_dir: Path, config: dict[str, Any]) -> An
                       config=config, sync_tensorboard=True, resume="allow" if cfg.resume else None)
 
 
+def lr_schedule(agent: Agent) -> dict[str, Any]:
+    """Where the linear LR decay stands: from ``start_fraction`` x lr at ``start_update`` to 0 at ``total_updates``."""
+    u0, f0 = agent.lr_schedule_start
+    return {"total_updates": agent.total_updates, "start_update": u0, "start_fraction": f0}
+
+
+def set_lr_schedule(agent: Agent, cfg: TrainConfig, state: dict[str, Any]) -> None:
+    """The resume rule: the LR schedule is fixed by the run's ORIGINAL total, so resuming never bends it.
+
+    A smaller --total-timesteps just stops earlier on the same schedule. A larger one with
+    ``anneal_lr`` would train at LR 0 past the original end, so it is an error unless
+    ``--reset-schedule``: then the LR follows the schedule of the new total, as if the run had been
+    started with it (``lr · (1 - update / new_total)``, a jump up at the resume point).
+    """
+    c = state["config"]
+    saved = state.get("lr_schedule") or {"total_updates": c["total_timesteps"] // (c["num_envs"] * c["num_steps"]),
+                                         "start_update": 0, "start_fraction": 1.0}
+    agent.total_updates = saved["total_updates"]
+    agent.lr_schedule_start = (saved["start_update"], saved["start_fraction"])
+    if not cfg.agent.anneal_lr:
+        agent.total_updates = max(agent.total_updates, cfg.num_updates)
+        return
+    if cfg.num_updates <= agent.total_updates:
+        return
+    if not cfg.reset_schedule:
+        raise ValueError(
+            f"--total-timesteps {cfg.total_timesteps} asks for {cfg.num_updates} updates but the LR schedule of "
+            f"this run anneals to 0 at update {agent.total_updates}: pass --reset-schedule to anneal as if the run "
+            "had been started with the new total, or --agent.no-anneal-lr"
+        )
+    agent.lr_schedule_start = (0, 1.0)
+    agent.total_updates = cfg.num_updates
+
+
 def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run training; returns final statistics (and the evaluation report when enabled).
 
@@ -260,6 +326,7 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
     ``{"reward_model": my_callable}`` or ``{"model": model, "tokenizer": tok}``; a model
     object given there is also the policy's starting point (deep-copied).
     """
+    cfg.__post_init__()  # fields may have been changed after construction
     cli.quiet_transformers()
     runs.check_reloadable(cfg, env_overrides)
     if cfg.threads:
@@ -273,8 +340,14 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
     resume_state = None
     if cfg.resume:
         run_dir = Path(cfg.resume)
-        run_dir = run_dir.parent if run_dir.name == "checkpoint" else run_dir
-        resume_state = read_state(_checkpoint_dir(run_dir))
+        run_dir = run_dir.parent if run_dir.name.startswith("checkpoint") else run_dir
+        found = None
+        with distributed.agree_on_errors("recovering the checkpoint"):
+            if main_rank:  # leftovers of an interrupted save are cleaned up by the one writer
+                found = recover(run_dir / "checkpoint") is not None
+        if not distributed.broadcast_object(found):
+            raise FileNotFoundError(f"{run_dir} holds no complete checkpoint to resume from")
+        resume_state = read_state(run_dir / "checkpoint")
         if (done := runs.finished_message(run_dir, resume_state, cfg.num_updates)) is not None:
             print(done, file=sys.stderr)
             return {"run_dir": str(run_dir), "global_step": resume_state["global_step"], "finished": True}
@@ -285,13 +358,16 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
                 default = f"{cfg.env}__{cfg.algo}__{cfg.seed}__{int(time.time())}"
                 run_dir = runs.new_run_dir(cfg.log_dir, cfg.run_name, default)
         run_dir = distributed.broadcast_object(run_dir)  # rank 0 names the run
-    recorded = runs.recorded_config(dataclasses.asdict(cfg), env_overrides) | {"resume": None}
+    if main_rank:
+        check_writable(run_dir, "run")
+    recorded = runs.recorded_config(cfg.saved(), env_overrides)
     envs = make_envs(cfg, overrides=env_overrides)
     agent = build_agent(cfg, envs, total_updates=cfg.num_updates, model=(env_overrides or {}).get("model"))
     global_step, start_update = 0, 0
     if resume_state is not None:
-        load_checkpoint(_checkpoint_dir(run_dir), agent)
+        load_checkpoint(run_dir / "checkpoint", agent, reset_optimizer=cfg.reset_optimizer)
         global_step, start_update = resume_state["global_step"], agent.num_updates
+        set_lr_schedule(agent, cfg, resume_state)
         if resume_state.get("world_size", 1) != world:
             raise ValueError(f"{run_dir} was trained by {resume_state.get('world_size', 1)} process(es), this job has "
                              f"{world}: resume with the same number (torchrun --nproc-per-node/--nnodes)")
@@ -301,7 +377,9 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
         np.random.seed(cfg.seed + rank)
     run_dir.mkdir(parents=True, exist_ok=True)
     tracker = init_tracking(cfg, run_dir, recorded) if cfg.track and main_rank else None
-    writer = SummaryWriter(str(run_dir)) if main_rank else distributed.NullWriter()
+    # a crashed run may have logged past its last checkpoint: TensorBoard drops those steps
+    purge = global_step + 1 if resume_state is not None else None
+    writer = SummaryWriter(str(run_dir), purge_step=purge) if main_rank else distributed.NullWriter()
     if resume_state is None:
         writer.add_text("config", logging_utils.config_table(recorded))
     kl_ctl = None
@@ -313,6 +391,16 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
     env_seed = cfg.seed + start_update + rank * cfg.num_envs
     collector = RolloutCollector(envs, agent, cfg.num_steps, cfg.reward_scale, seed=env_seed, group_size=cfg.group_size)
     collector.global_step = global_step
+    if resume_state is not None and world == 1:  # RNG/env/collector state of the one process
+        exact_resume.restore(envs, collector, load_resume_state(run_dir / "checkpoint"))
+
+    def checkpoint(step: int) -> None:
+        if main_rank:
+            save_checkpoint(run_dir / "checkpoint", agent, recorded, step, keep=cfg.keep_checkpoints,
+                            resume_state=exact_resume.capture(envs, collector) if world == 1 else None,
+                            lr_schedule=lr_schedule(agent), world_size=world,
+                            **({"kl_coef": kl_ctl.value} if kl_ctl else {}))
+
     recent: dict[str, list[float]] = {"return": [], "score": [], "kl": []}
     t0, steps0 = time.time(), global_step
     if cfg.progress and main_rank:
@@ -326,9 +414,11 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
             stopped_early = (f"wall-clock cap of {cfg.max_minutes} min reached after {update} of {cfg.num_updates} "
                              "updates; this is NOT the configured run")
             print(f"WARNING: {stopped_early}", file=sys.stderr, flush=True)
-            extra = {"kl_coef": kl_ctl.value} if kl_ctl else {}
-            if main_rank:
-                save_checkpoint(run_dir / "checkpoint", agent, recorded, collector.global_step, world_size=world, **extra)
+            checkpoint(collector.global_step)
+            break
+        if cfg.stop_at_update is not None and update >= cfg.stop_at_update:
+            stopped_early = f"stopped at update {update} of {cfg.num_updates} (--stop-at-update)"
+            print(f"{stopped_early}; continue with --resume {run_dir}", file=sys.stderr, flush=True)
             break
         with distributed.agree_on_errors("the rollout"):  # a failing rank (e.g. bad reward) stops every rank
             rollout, log = collector.collect()
@@ -350,10 +440,8 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
             writer.add_text("samples", logging_utils.samples_table(log), step)
         bar.set_postfix(logging_utils.postfix(recent), refresh=False)
         bar.update(step - bar.n)
-        if (update + 1) % cfg.checkpoint_every == 0 or update + 1 == cfg.num_updates:
-            extra = {"kl_coef": kl_ctl.value} if kl_ctl else {}
-            if main_rank:
-                save_checkpoint(run_dir / "checkpoint", agent, recorded, step, world_size=world, **extra)
+        if (update + 1) % cfg.checkpoint_every == 0 or update + 1 in (cfg.num_updates, cfg.stop_at_update):
+            checkpoint(step)
     result: dict[str, Any] = {"run_dir": str(run_dir), "global_step": collector.global_step,
                               "wall_time": time.time() - t0, "stopped_early": stopped_early,
                               **{f"recent_{k}": float(np.mean(v)) for k, v in recent.items() if v}}
@@ -363,7 +451,8 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
         result["policy_dir"] = str(export_policy(agent.net, env_attr(envs, "tokenizer"), run_dir, hi,
                                                  cfg.min_new_tokens))
     envs.close()
-    if cfg.eval_episodes > 0 and main_rank:
+    paused = cfg.stop_at_update is not None and cfg.stop_at_update < cfg.num_updates
+    if cfg.eval_episodes > 0 and main_rank and not paused:
         eval_envs = make_envs(cfg, eval_mode=True, overrides=env_overrides)
         with torch.no_grad():
             report = evaluate_report(agent, eval_envs, cfg.eval_episodes, cfg.agent.gamma, seed=10_000 + cfg.seed)

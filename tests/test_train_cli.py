@@ -41,7 +41,7 @@ def test_train_logs_checkpoints_and_resumes(tmp_path):
     assert state["global_step"] == 1024 and state["num_updates"] == 4
 
     # resume to a larger budget: the step counter continues where the checkpoint stopped
-    resumed = train.main(["--resume", str(run), "--total-timesteps", "2048", "--eval-episodes", "0"])
+    resumed = train.main(["--resume", str(run), "--total-timesteps", "2048", "--eval-episodes", "0", "--reset-schedule"])
     assert resumed["global_step"] == 2048
     assert json.loads((run / "checkpoint" / "state.json").read_text())["num_updates"] == 8
 
@@ -51,7 +51,7 @@ def test_train_logs_checkpoints_and_resumes(tmp_path):
 
 
 def test_compare_overlays_algorithms_and_plots(tmp_path):
-    out = compare.main(compare.CompareConfig(seeds=[0, 1], log_dir=str(tmp_path), name="cmp", total_timesteps=2048,
+    out = compare.main(compare.CompareConfig(seeds=[0, 1], log_dir=str(tmp_path), name="cmp", total_timesteps=4096,
                                              eval_episodes=8, jobs=1))
     cmp = tmp_path / "cmp"
     algos = ("ppo", "reinforce", "rloo", "grpo")  # the default: all four on one chart
@@ -70,8 +70,9 @@ def test_bad_config_errors(tmp_path, capsys):
     assert "learning_rate must be >= 0" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
         train.main(["--resume", str(tmp_path)])
-    with pytest.raises(ValueError, match="slip"):
+    with pytest.raises(SystemExit):  # checked while parsing, before any work
         train.main(["--slip", "1.5", "--log-dir", str(tmp_path), *TINY])
+    assert "slip must be in [0,1), got 1.5" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown TrainConfig fields"):
         train.TrainConfig.from_dict({"envv": "CatGrid-v0"})
 

@@ -1,0 +1,100 @@
+"""Exact resume: everything besides the weights that decides what a run does next.
+
+Stopping a run at a rollout boundary and resuming it must reproduce the uninterrupted run
+bit for bit (CPU, same thread count). At a checkpoint this module captures
+
+- the global RNGs: torch (CPU and CUDA), numpy's legacy global generator, Python's ``random``;
+- the vector env: its ``np_random`` and its running episodes (native vector envs expose
+  ``get_state()`` / ``set_state()``), and the episode accumulators of
+  ``RecordEpisodeStatistics``;
+- the rollout collector at the boundary (current observations, episode-start/valid flags,
+  running per-episode sums; see :meth:`runners.rollout.RolloutCollector.state_dict`).
+
+KV caches are not saved: the collector re-prefills the policy at every rollout start and the
+text env rebuilds its reference cache from its token buffers — at every checkpoint, in the
+uninterrupted run too, so both runs compute the same numbers.
+
+Sync/async vector envs (``--vectorization-mode sync|async``) hide their sub-envs' running
+state; for them only RNGs and weights are restored and the envs restart their episodes
+(a warning says so).
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from runners.rollout import RolloutCollector
+
+_EPISODE_STATS = ("episode_returns", "episode_lengths", "prev_dones", "episode_count")
+
+
+def capture_rngs() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": list(np.random.get_state()), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rngs(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(tuple(state["numpy"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _stats_wrapper(envs: gym.vector.VectorEnv) -> Any:
+    env = envs
+    while isinstance(env, gym.vector.VectorWrapper):
+        if isinstance(env, gym.wrappers.vector.RecordEpisodeStatistics):
+            return env
+        env = env.env
+    return None
+
+
+def supports_exact_resume(envs: gym.vector.VectorEnv) -> bool:
+    return hasattr(envs.unwrapped, "get_state") and hasattr(envs.unwrapped, "set_state")
+
+
+def capture(envs: gym.vector.VectorEnv, collector: RolloutCollector) -> dict[str, Any]:
+    """Everything needed to continue from this rollout boundary exactly (see the module docstring)."""
+    state: dict[str, Any] = {"rngs": capture_rngs(), "collector": collector.state_dict()}
+    if supports_exact_resume(envs):
+        state["env"] = envs.unwrapped.get_state()
+        # the uninterrupted run goes through the same restore as a resumed one: caches rebuilt by
+        # recomputation (the text env's reference KV cache) then hold bit-identical numbers in both
+        envs.unwrapped.set_state(state["env"])
+    stats = _stats_wrapper(envs)
+    if stats is not None:
+        state["episode_stats"] = {k: getattr(stats, k) for k in _EPISODE_STATS}
+    return state
+
+
+def restore(envs: gym.vector.VectorEnv, collector: RolloutCollector, state: dict[str, Any] | None) -> bool:
+    """Restore a :func:`capture` d state into freshly built ``envs``/``collector``; False when
+    only the RNGs could be restored (no state saved, or an env without ``set_state``)."""
+    if state is None:
+        warnings.warn("the checkpoint has no resume state (older format): envs restart their episodes, "
+                      "so the resumed run differs from an uninterrupted one", stacklevel=2)
+        return False
+    exact = "env" in state and supports_exact_resume(envs)
+    if exact:
+        envs.unwrapped.set_state(state["env"])
+        stats = _stats_wrapper(envs)
+        if stats is not None and "episode_stats" in state:
+            for k, v in state["episode_stats"].items():
+                setattr(stats, k, v)
+        collector.load_state_dict(state["collector"])
+    else:
+        warnings.warn(f"{type(envs.unwrapped).__name__} cannot save its running episodes (use the native "
+                      "--vectorization-mode vector_entry_point for exact resume): envs restart their episodes",
+                      stacklevel=2)
+    restore_rngs(state["rngs"])
+    return exact
