@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from agents.agent import algo_names
 from runners.train import TrainConfig, preset, train
+from runners.validate import check_fields
 
 
 @dataclass
@@ -41,6 +43,16 @@ class CompareConfig:
     """runs in parallel (each uses one torch thread)"""
     eval_episodes: int = 500
     tag: str = "charts/episodic_return"
+
+    def __post_init__(self) -> None:
+        seeds_ok = all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in self.seeds)
+        check_fields(self, {"total_timesteps": "int>=1?", "jobs": "int>=1", "eval_episodes": "int>=0"}, extra={
+            "seeds must list at least one seed (e.g. --seeds 0 1 2)": lambda: len(self.seeds) > 0,
+            f"seeds must be integers >= 0, got {list(self.seeds)}": lambda: seeds_ok,
+            f"algos must list at least one of {algo_names()}": lambda: len(self.algos) > 0,
+            f"algos must be among {algo_names()}, got {list(self.algos)}":
+                lambda: all(a in algo_names() for a in self.algos),
+        })
     plot: bool = True
     """write returns.png (needs matplotlib: pip install 'rlhf-gym[plot]')"""
 

@@ -142,6 +142,11 @@ class EvalArgs:
     split: str = "test"
     """text runs: dataset split of the held-out prompts (one episode per prompt; --episodes prompts)"""
 
+    def __post_init__(self) -> None:
+        from runners.validate import check_fields
+
+        check_fields(self, {"episodes": "int>=1", "seed": "int>=0", "num_envs": "int>=1?"})
+
 
 def parse_args(argv: list[str] | None = None) -> EvalArgs:
     from runners import cli
@@ -158,7 +163,7 @@ def main(args: EvalArgs | None = None) -> dict[str, Any]:
     cfg = run_config(args.checkpoint, args.device, **overrides)
     if cfg.env != "CatGrid-v0":
         return main_text(args, cfg, overrides)
-    envs = make_envs(cfg, num_envs=args.num_envs or cfg.num_envs, eval_mode=True)
+    envs = make_envs(cfg, num_envs=cfg.num_envs if args.num_envs is None else args.num_envs, eval_mode=True)
     agent, _ = load_run(args.checkpoint, args.device, envs=envs, **overrides)
     with torch.no_grad():
         report = evaluate_report(agent, envs, args.episodes, cfg.agent.gamma, args.seed)

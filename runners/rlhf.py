@@ -50,6 +50,7 @@ from runners.export import export_policy
 from runners.text_eval import evaluate_text, metrics_row, paired_gain, table_head
 from runners.train import preset as train_preset
 from runners.train import train
+from runners.validate import check_fields
 
 
 @dataclass
@@ -92,6 +93,16 @@ class RLHFConfig:
     """skip a stage whose output directory already holds a model"""
     dist_timeout: float = 7200.0
     """torchrun runs: seconds the other ranks wait for rank 0's SFT and reward-model stages"""
+
+    def __post_init__(self) -> None:
+        check_fields(self, {
+            "sft_steps": "int>=1", "sft_max_train_reviews": "int>=1?", "rm_steps": "int>=1", "rm_max_length": "int>=1?",
+            "rm_train_pairs": "int>=1", "ppo_updates": "int>=1", "sft_max_minutes": ">0?", "rm_max_minutes": ">0?",
+            "ppo_max_minutes": ">0?", "num_envs": "int>=1", "max_new_tokens": "int>=1", "learning_rate": ">0",
+            "kl_coef": ">=0", "kl_target": ">0", "kl_horizon": ">0", "eval_prompts": "int>=1", "seed": "int>=0",
+            "threads": "int>=1",
+        }, extra={f"sft_size must be None or (n_layer >= 1, n_embd >= 1), got {self.sft_size}":
+                  lambda: self.sft_size is None or (len(self.sft_size) == 2 and min(self.sft_size) >= 1)})
 
 
 PRESETS = {

@@ -40,6 +40,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from envs.imdb import load_imdb
 from runners import distributed
+from runners.validate import check_fields
 from runners.lm_presets import (BudgetBar, cli_with_presets, make_tiny_lm, resolve_device, save_pretrained_atomic,
                                 require_progress, stop_report, train_tokenizer)
 
@@ -91,6 +92,17 @@ class SFTConfig:
     n_embd: int = 256
     num_samples: int = 4
     sample_tokens: int = 40
+
+    def __post_init__(self) -> None:
+        check_fields(self, {
+            "max_train_reviews": "int>=1?", "eval_reviews": "int>=1", "block_size": "int>=2", "batch_size": "int>=1",
+            "learning_rate": ">0", "min_lr_ratio": "[0,1]", "warmup_steps": "int>=0", "weight_decay": ">=0",
+            "grad_clip": ">0", "max_steps": "int>=1", "max_minutes": ">0?", "eval_every": "int>=1",
+            "save_every_minutes": ">=0", "seed": "int>=0", "num_threads": "int>=1?", "vocab_size": "int>=1",
+            "tokenizer_reviews": "int>=1", "n_layer": "int>=1", "n_head": "int>=1", "n_embd": "int>=1",
+            "num_samples": "int>=0", "sample_tokens": "int>=1",
+        }, extra={f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})":
+                  lambda: self.n_embd % self.n_head == 0})
 
 
 PRESETS: dict[str, SFTConfig] = {

@@ -42,6 +42,7 @@ from runners import distributed
 from runners.lm_presets import (BudgetBar, cli_with_presets, require_progress, resolve_device, save_pretrained_atomic,
                                 stop_report, tiny_gpt2_config, train_tokenizer)
 from runners.sft import batch_indices, lr_factor
+from runners.validate import check_fields
 
 
 @dataclass
@@ -78,6 +79,10 @@ class RewardConfig:
     """Optional wall-clock cap in minutes: only stops the run early, loudly (stopped_early in metrics.json);
     the schedule depends on the step alone, so a run that is not stopped is reproducible."""
     eval_every: int = 100
+    save_every: int = 100
+    """steps between saves of the model and its training state to output_dir (for --resume)"""
+    resume: bool = False
+    """continue from training_state.pt in output_dir (model, optimizer, step, RNG)"""
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = 2
@@ -87,6 +92,20 @@ class RewardConfig:
     n_layer: int = 2
     n_head: int = 4
     n_embd: int = 128
+
+    def __post_init__(self) -> None:
+        check_fields(self, {
+            "n_train_pairs": "int>=1", "n_eval_pairs": "int>=1", "short_eval_words": "int>=1", "max_length": "int>=1",
+            "batch_size": "int>=1", "learning_rate": ">0", "min_lr_ratio": "[0,1]", "warmup_steps": "int>=0",
+            "weight_decay": ">=0", "grad_clip": ">0", "max_steps": "int>=1", "max_minutes": ">0?",
+            "eval_every": "int>=1", "save_every": "int>=1", "seed": "int>=0", "num_threads": "int>=1?",
+            "vocab_size": "int>=1", "tokenizer_reviews": "int>=1", "n_layer": "int>=1", "n_head": "int>=1",
+            "n_embd": "int>=1",
+        }, extra={
+            f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})": lambda: self.n_embd % self.n_head == 0,
+            f"prefix_words must be None or (lo, hi) with 1 <= lo <= hi, got {self.prefix_words}":
+                lambda: self.prefix_words is None or 1 <= self.prefix_words[0] <= self.prefix_words[1],
+        })
 
 
 PRESETS: dict[str, RewardConfig] = {

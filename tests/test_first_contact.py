@@ -76,7 +76,7 @@ def test_track_without_wandb_is_a_clear_error(monkeypatch, tmp_path):
 
     monkeypatch.setitem(sys.modules, "wandb", None)
     with pytest.raises(ImportError, match=r"rlhf-gym\[track\]"):
-        train.main(["--track", "--log-dir", str(tmp_path), "--no-progress", "--total-timesteps", "64"])
+        train.main(["--track", "--log-dir", str(tmp_path), "--no-progress", "--total-timesteps", "4096"])
 
 
 def test_offline_make_lists_every_missing_default_at_once(monkeypatch, tmp_path):
