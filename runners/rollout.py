@@ -174,7 +174,8 @@ class RolloutCollector:
         if missing:
             raise ValueError(f"collector state lacks {sorted(missing)}")
         for k in self._STATE:
-            setattr(self, k, copy.deepcopy(state[k]))
+            value = copy.deepcopy(state[k])
+            setattr(self, k, value.to(self.device) if isinstance(value, torch.Tensor) else value)
 
     def refresh(self) -> None:
         """Recompute the pending policy output after the weights changed (new rollout).
