@@ -131,7 +131,7 @@ def test_corrupt_or_partial_files_are_named(straight_grid, tmp_path):
         load_checkpoint(run, agent)
     load_checkpoint(run, agent, reset_optimizer=True)
     with pytest.raises(FileNotFoundError, match=r"optimizer\.pt is missing"):
-        train.main(["--resume", str(run), "--total-timesteps", "512"])
+        train.main(["--resume", str(run), "--total-timesteps", "1024", "--reset-schedule"])
     envs.close()
 
 
