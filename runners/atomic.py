@@ -157,7 +157,7 @@ def remove_tree(path: Path) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink()
         return
-    trash = path.with_name(f".{path.name}.trash-{uuid.uuid4().hex[:8]}")
+    trash = path.with_name(f".{path.name.lstrip('.')}.trash-{uuid.uuid4().hex[:8]}")
     os.replace(path, trash)
     shutil.rmtree(trash, ignore_errors=True)
 

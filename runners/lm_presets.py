@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -28,6 +26,7 @@ from typing import TypeVar
 import torch
 
 from envs.lm import resolve_device  # noqa: F401  (re-exported for the SFT and reward runners)
+from runners.atomic import MANIFEST, crash_point, fsync_dir, new_temp_dir, remove_tree, write_manifest
 import tyro
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
@@ -135,39 +134,70 @@ def save_pretrained_atomic(
     path: str | os.PathLike,
     extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Save ``model`` (safetensors) and ``tokenizer`` to ``path`` all at once.
+    """Save ``model`` (safetensors) and ``tokenizer`` to ``path`` all at once, crash-safely.
 
-    Everything is written to a temporary directory next to ``path`` (``extra(tmp_dir)`` may
-    add files such as a training state) and then renamed into place; an existing directory
-    is first renamed aside and deleted afterwards. A crash leaves either the old or the new
-    directory complete (at worst under its temporary name), never a half-written one.
+    Everything is written to a hidden temporary directory next to ``path`` (``extra(tmp_dir)``
+    may add files such as a training state), fsynced with a manifest (``manifest.json``), then
+    renamed into place; an existing directory is first renamed aside and deleted afterwards.
+    A crash at any instant leaves a complete copy (at worst under its hidden name), which
+    :func:`recover_pretrained_dir` puts back at the next start-up.
     """
     target = Path(path).expanduser().resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = new_temp_dir(target.parent, target.name)
     try:
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if extra is not None:
             extra(tmp)
+        crash_point("hf_files_written")
+        write_manifest(tmp)
+        crash_point("hf_synced")
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
         raise
-    if not target.exists():
-        os.replace(tmp, target)
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.urandom(4).hex()}")
+        os.replace(target, old)
+        fsync_dir(target.parent)
+        crash_point("hf_moved_aside")
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
+    crash_point("hf_renamed")
+    if old is not None:
+        remove_tree(old)
+    crash_point("hf_cleaned")
+    return target
+
+
+def recover_pretrained_dir(path: str | os.PathLike) -> Path:
+    """Start-up recovery after an interrupted :func:`save_pretrained_atomic` of ``path``.
+
+    A complete temporary copy is the newest version and wins; else, if ``path`` is missing, the
+    copy that was renamed aside comes back. Every other leftover is deleted. Call it only from
+    the process that writes ``path``.
+    """
+    target = Path(path).expanduser().resolve()
+    parent = target.parent
+    if not parent.is_dir():
         return target
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.replace(target, old / "d")
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(old / "d", target)  # put the previous version back
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
+    leftovers = [p for p in parent.iterdir() if p.name.startswith(f".{target.name}.")
+                 and p.name.split(".")[2].split("-")[0] in ("tmp", "old", "trash")]
+    complete = sorted((p for p in leftovers if ".tmp-" in p.name and (p / MANIFEST).is_file()),
+                      key=lambda p: p.stat().st_mtime)
+    olds = [p for p in leftovers if ".old-" in p.name and ".trash-" not in p.name]
+    if complete:
         if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
+            remove_tree(target)
+        os.replace(complete[-1], target)
+    elif not target.exists() and olds:
+        old = olds[-1] / "d" if (olds[-1] / "d").is_dir() else olds[-1]  # "/d": the pre-manifest layout
+        os.replace(old, target)
+    for p in leftovers:
+        if p.exists():
+            remove_tree(p)
+    fsync_dir(parent)
     return target
 
 

@@ -40,9 +40,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from envs.imdb import load_imdb
 from runners import distributed
+from runners.atomic import MANIFEST, CorruptCheckpointError, check_writable, verify_manifest
 from runners.validate import check_fields
-from runners.lm_presets import (BudgetBar, cli_with_presets, make_tiny_lm, resolve_device, save_pretrained_atomic,
-                                require_progress, stop_report, train_tokenizer)
+from runners.lm_presets import (BudgetBar, cli_with_presets, make_tiny_lm, recover_pretrained_dir, require_progress,
+                                resolve_device, save_pretrained_atomic, stop_report, train_tokenizer)
 
 STATE_FILE = "training_state.pt"
 
@@ -226,6 +227,19 @@ def generate_samples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     return [tokenizer.decode(row, skip_special_tokens=True) for row in out]
 
 
+def load_training_state(out: Path) -> dict:
+    """``training_state.pt`` of a model dir written by a previous run (files checked against its manifest)."""
+    if not (out / STATE_FILE).is_file():
+        raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; run once without --resume first")
+    hint = f"Delete {out} and train again without --resume."
+    if (out / MANIFEST).is_file():
+        verify_manifest(out, hint)
+    try:
+        return torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise CorruptCheckpointError(f"{out / STATE_FILE} cannot be loaded ({type(e).__name__}: {e}). {hint}") from None
+
+
 def run_sft(cfg: SFTConfig) -> dict:
     """Train as configured, save the model dir atomically, and return the metrics dict."""
     from runners.cli import quiet_transformers
@@ -239,12 +253,13 @@ def run_sft(cfg: SFTConfig) -> dict:
     torch.manual_seed(cfg.seed)  # dropout masks: same seed, same model
     device = resolve_device(cfg.device)
     out = Path(cfg.output_dir).expanduser()
+    check_writable(out, "output")  # fail now, not after training
+    check_writable(Path(cfg.log_dir), "log")
+    recover_pretrained_dir(out)  # finish or undo a save that a crash interrupted
     resuming = cfg.resume
     state: dict = {}
     if resuming:
-        if not (out / STATE_FILE).is_file():
-            raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; run once without --resume first")
-        state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
+        state = load_training_state(out)
 
     train_texts, eval_texts = _train_eval_texts(cfg)
     model, tokenizer = _build(cfg, out, resuming, train_texts)
@@ -271,6 +286,8 @@ def run_sft(cfg: SFTConfig) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
         metrics = dict(state.get("metrics", {}))
+        if "torch_rng" in state:  # dropout masks continue as in an uninterrupted run
+            torch.set_rng_state(state["torch_rng"])
 
     writer = SummaryWriter(str(Path(cfg.log_dir) / "sft" / out.name), purge_step=step if resuming else None)
     if step == 0:
@@ -287,7 +304,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     def save() -> None:
         metrics.update(step=step, wall_time_s=elapsed(), tokens_seen=step * cfg.batch_size * cfg.block_size)
         payload = {"step": step, "elapsed_s": elapsed(), "optimizer": optimizer.state_dict(), "metrics": metrics,
-                   "config": json.loads(json.dumps(dataclasses.asdict(cfg)))}
+                   "config": json.loads(json.dumps(dataclasses.asdict(cfg))), "torch_rng": torch.get_rng_state()}
 
         def extra(tmp: Path) -> None:
             torch.save(payload, tmp / STATE_FILE)

@@ -39,9 +39,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, GPT2
 
 from envs.imdb import iter_jsonl, load_imdb
 from runners import distributed
-from runners.lm_presets import (BudgetBar, cli_with_presets, require_progress, resolve_device, save_pretrained_atomic,
-                                stop_report, tiny_gpt2_config, train_tokenizer)
-from runners.sft import batch_indices, lr_factor
+from runners.atomic import check_writable
+from runners.lm_presets import (BudgetBar, cli_with_presets, recover_pretrained_dir, require_progress, resolve_device,
+                                save_pretrained_atomic, stop_report, tiny_gpt2_config, train_tokenizer)
+from runners.sft import STATE_FILE, batch_indices, load_training_state, lr_factor
 from runners.validate import check_fields
 
 
@@ -286,6 +287,14 @@ def _datasets(cfg: RewardConfig) -> tuple[list[dict], list[dict], list[dict], li
     return train, held_out, short, texts
 
 
+def _load_saved_reward_model(out: Path):
+    """The model and tokenizer of a reward-model dir written by :func:`run_reward_training` (for --resume)."""
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    tokenizer.padding_side = tokenizer.truncation_side = "right"
+    return model, tokenizer
+
+
 def run_reward_training(cfg: RewardConfig) -> dict:
     """Train the reward model as configured, save it atomically and return the metrics dict."""
     from runners.cli import quiet_transformers
@@ -297,7 +306,15 @@ def run_reward_training(cfg: RewardConfig) -> dict:
     torch.manual_seed(cfg.seed)  # dropout masks: same seed, same model
     device = resolve_device(cfg.device)
     out = Path(cfg.output_dir).expanduser()
-    if cfg.init is not None:
+    check_writable(out, "output")  # fail now, not after training
+    check_writable(Path(cfg.log_dir), "log")
+    recover_pretrained_dir(out)  # finish or undo a save that a crash interrupted
+    state: dict = {}
+    if cfg.resume:
+        state = load_training_state(out)
+        model, tokenizer = _load_saved_reward_model(out)
+        train, held_out, short, _ = _datasets(cfg)
+    elif cfg.init is not None:
         model, tokenizer = build_reward_model(cfg)  # a bad --init fails before the data is loaded
         train, held_out, short, _ = _datasets(cfg)
     else:
@@ -310,11 +327,27 @@ def run_reward_training(cfg: RewardConfig) -> dict:
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
-    writer = SummaryWriter(str(Path(cfg.log_dir) / "reward" / out.name))
-    budget_s = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
     step, running = 0, None
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        step, running = int(state["step"]), state.get("running")
+        torch.set_rng_state(state["torch_rng"])  # dropout masks continue as in an uninterrupted run
+    writer = SummaryWriter(str(Path(cfg.log_dir) / "reward" / out.name), purge_step=step + 1 if state else None)
+    budget_s = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+
+    def save(metrics: dict | None = None) -> None:
+        payload = {"step": step, "running": running, "optimizer": optimizer.state_dict(),
+                   "torch_rng": torch.get_rng_state(), "config": json.loads(json.dumps(dataclasses.asdict(cfg)))}
+
+        def extra(tmp: Path) -> None:
+            torch.save(payload, tmp / STATE_FILE)
+            if metrics is not None:
+                (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+        save_pretrained_atomic(model, tokenizer, out, extra=extra)
+
     print(f"reward model: saving to {out} (TensorBoard: {Path(cfg.log_dir) / 'reward' / out.name})", file=sys.stderr)
-    bar = BudgetBar(cfg.max_steps, budget_s, desc="reward")
+    bar = BudgetBar(cfg.max_steps, budget_s, step, desc="reward")
     while step < cfg.max_steps and time.monotonic() - start < budget_s:
         lr = cfg.learning_rate * lr_factor(step, step / cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio)
         for group in optimizer.param_groups:
@@ -341,6 +374,8 @@ def run_reward_training(cfg: RewardConfig) -> dict:
             writer.add_scalar("eval/accuracy", acc, step)
             writer.add_scalar("eval/loss", eval_loss, step)
             bar.update(step, time.monotonic() - start, loss=f"{running:.3f}", acc=f"{acc:.3f}")
+        if step % cfg.save_every == 0 and step < cfg.max_steps:
+            save()
     bar.close()
     require_progress(step, "reward model", out)
     stopped = stop_report(step, cfg.max_steps, cfg.max_minutes, "reward model")
@@ -357,8 +392,7 @@ def run_reward_training(cfg: RewardConfig) -> dict:
         metrics["short_eval_words"] = cfg.short_eval_words
         writer.add_scalar("eval/accuracy_short", metrics["eval_accuracy_short"], step)
     writer.close()
-    save_pretrained_atomic(model, tokenizer, out,
-                           extra=lambda tmp: (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2)))
+    save(metrics)
     return metrics
 
 
