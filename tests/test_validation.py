@@ -36,7 +36,7 @@ CASES = {
     AgentConfig: [
         ("adam_eps", 0.0, "adam_eps must be > 0"),
         ("learning_rate", INF, "learning_rate must be finite"),
-        ("learning_rate", -1e-3, "learning_rate must be > 0"),
+        ("learning_rate", -1e-3, "learning_rate must be >= 0"),
         ("ent_coef", -0.01, "ent_coef must be >= 0"),
         ("vf_coef", -0.5, "vf_coef must be >= 0"),
         ("gamma", 1.5, "gamma must be in [0,1]"),
