@@ -8,7 +8,9 @@ bit for bit (CPU, same thread count). At a checkpoint this module captures
   ``get_state()`` / ``set_state()``), and the episode accumulators of
   ``RecordEpisodeStatistics``;
 - the rollout collector at the boundary (current observations, episode-start/valid flags,
-  running per-episode sums; see :meth:`runners.rollout.RolloutCollector.state_dict`).
+  running per-episode sums; see :meth:`runners.rollout.RolloutCollector.state_dict`);
+- where the LR schedule stands, with the rule for resuming to a different total
+  (:func:`set_lr_schedule`).
 
 KV caches are not saved: the collector re-prefills the policy at every rollout start and the
 text env rebuilds its reference cache from its token buffers — at every checkpoint, in the
@@ -29,6 +31,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from agents.agent import Agent
 from runners.rollout import RolloutCollector
 
 _EPISODE_STATS = ("episode_returns", "episode_lengths", "prev_dones", "episode_count")
@@ -98,3 +101,37 @@ def restore(envs: gym.vector.VectorEnv, collector: RolloutCollector, state: dict
                       stacklevel=2)
     restore_rngs(state["rngs"])
     return exact
+
+
+def lr_schedule(agent: Agent) -> dict[str, Any]:
+    """Where the linear LR decay stands: from ``start_fraction`` x lr at ``start_update`` to 0 at ``total_updates``."""
+    u0, f0 = agent.lr_schedule_start
+    return {"total_updates": agent.total_updates, "start_update": u0, "start_fraction": f0}
+
+
+def set_lr_schedule(agent: Agent, cfg: Any, state: dict[str, Any]) -> None:
+    """The resume rule: the LR schedule is fixed by the run's ORIGINAL total, so resuming never bends it.
+
+    A smaller --total-timesteps just stops earlier on the same schedule. A larger one with
+    ``anneal_lr`` would train at LR 0 past the original end, so it is an error unless
+    ``--reset-schedule``: then the LR follows the schedule of the new total, as if the run had been
+    started with it (``lr · (1 - update / new_total)``, a jump up at the resume point).
+    """
+    c = state["config"]
+    saved = state.get("lr_schedule") or {"total_updates": c["total_timesteps"] // (c["num_envs"] * c["num_steps"]),
+                                         "start_update": 0, "start_fraction": 1.0}
+    agent.total_updates = saved["total_updates"]
+    agent.lr_schedule_start = (saved["start_update"], saved["start_fraction"])
+    if not cfg.agent.anneal_lr:
+        agent.total_updates = max(agent.total_updates, cfg.num_updates)
+        return
+    if cfg.num_updates <= agent.total_updates:
+        return
+    if not cfg.reset_schedule:
+        raise ValueError(
+            f"--total-timesteps {cfg.total_timesteps} asks for {cfg.num_updates} updates but the LR schedule of "
+            f"this run anneals to 0 at update {agent.total_updates}: pass --reset-schedule to anneal as if the run "
+            "had been started with the new total, or --agent.no-anneal-lr"
+        )
+    agent.lr_schedule_start = (0, 1.0)
+    agent.total_updates = cfg.num_updates

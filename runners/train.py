@@ -285,40 +285,6 @@ def init_tracking(cfg: TrainConfig, run_dir: Path, config: dict[str, Any]) -> An
                       config=config, sync_tensorboard=True, resume="allow" if cfg.resume else None)
 
 
-def lr_schedule(agent: Agent) -> dict[str, Any]:
-    """Where the linear LR decay stands: from ``start_fraction`` x lr at ``start_update`` to 0 at ``total_updates``."""
-    u0, f0 = agent.lr_schedule_start
-    return {"total_updates": agent.total_updates, "start_update": u0, "start_fraction": f0}
-
-
-def set_lr_schedule(agent: Agent, cfg: TrainConfig, state: dict[str, Any]) -> None:
-    """The resume rule: the LR schedule is fixed by the run's ORIGINAL total, so resuming never bends it.
-
-    A smaller --total-timesteps just stops earlier on the same schedule. A larger one with
-    ``anneal_lr`` would train at LR 0 past the original end, so it is an error unless
-    ``--reset-schedule``: then the LR follows the schedule of the new total, as if the run had been
-    started with it (``lr · (1 - update / new_total)``, a jump up at the resume point).
-    """
-    c = state["config"]
-    saved = state.get("lr_schedule") or {"total_updates": c["total_timesteps"] // (c["num_envs"] * c["num_steps"]),
-                                         "start_update": 0, "start_fraction": 1.0}
-    agent.total_updates = saved["total_updates"]
-    agent.lr_schedule_start = (saved["start_update"], saved["start_fraction"])
-    if not cfg.agent.anneal_lr:
-        agent.total_updates = max(agent.total_updates, cfg.num_updates)
-        return
-    if cfg.num_updates <= agent.total_updates:
-        return
-    if not cfg.reset_schedule:
-        raise ValueError(
-            f"--total-timesteps {cfg.total_timesteps} asks for {cfg.num_updates} updates but the LR schedule of "
-            f"this run anneals to 0 at update {agent.total_updates}: pass --reset-schedule to anneal as if the run "
-            "had been started with the new total, or --agent.no-anneal-lr"
-        )
-    agent.lr_schedule_start = (0, 1.0)
-    agent.total_updates = cfg.num_updates
-
-
 def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run training; returns final statistics (and the evaluation report when enabled).
 
@@ -367,7 +333,7 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
     if resume_state is not None:
         load_checkpoint(run_dir / "checkpoint", agent, reset_optimizer=cfg.reset_optimizer)
         global_step, start_update = resume_state["global_step"], agent.num_updates
-        set_lr_schedule(agent, cfg, resume_state)
+        exact_resume.set_lr_schedule(agent, cfg, resume_state)
         if resume_state.get("world_size", 1) != world:
             raise ValueError(f"{run_dir} was trained by {resume_state.get('world_size', 1)} process(es), this job has "
                              f"{world}: resume with the same number (torchrun --nproc-per-node/--nnodes)")
@@ -398,7 +364,7 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
         if main_rank:
             save_checkpoint(run_dir / "checkpoint", agent, recorded, step, keep=cfg.keep_checkpoints,
                             resume_state=exact_resume.capture(envs, collector) if world == 1 else None,
-                            lr_schedule=lr_schedule(agent), world_size=world,
+                            lr_schedule=exact_resume.lr_schedule(agent), world_size=world,
                             **({"kl_coef": kl_ctl.value} if kl_ctl else {}))
 
     recent: dict[str, list[float]] = {"return": [], "score": [], "kl": []}
