@@ -121,8 +121,8 @@ class CorruptCheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated or altered; the message names it."""
 
 
-def verify_manifest(directory: Path, hint: str = "") -> dict[str, Any]:
-    """Check every file listed in ``directory/manifest.json``; raise naming the first bad file."""
+def verify_manifest(directory: Path, hint: str = "", skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Check every file listed in ``directory/manifest.json`` (except ``skip``); raise naming the first bad file."""
     manifest_path = directory / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())["files"]
@@ -131,6 +131,8 @@ def verify_manifest(directory: Path, hint: str = "") -> dict[str, Any]:
     except (ValueError, KeyError, TypeError) as e:
         raise CorruptCheckpointError(f"{manifest_path} is unreadable ({e}). {hint}") from None
     for name, meta in manifest.items():
+        if name in skip:
+            continue
         path = directory / name
         if not path.is_file():
             raise CorruptCheckpointError(f"{path} is missing. {hint}")

@@ -218,21 +218,22 @@ def load_checkpoint(
     path = resolve(path)
     state = read_state(path)
     hint = _hint(path)
+    opt_file = path / "optimizer.pt"
+    use_optimizer = load_optimizer and not reset_optimizer
+    if use_optimizer and not opt_file.is_file():
+        raise FileNotFoundError(
+            f"{opt_file} is missing: resuming would silently restart Adam. Pass --reset-optimizer to "
+            f"continue with a fresh optimizer on purpose, or {hint[len('The checkpoint cannot be used: '):]}"
+        )
     if (path / MANIFEST).is_file():
-        verify_manifest(path, hint)
+        verify_manifest(path, hint, skip=frozenset() if use_optimizer else frozenset({"optimizer.pt"}))
     if state["network"] != type(agent.net).__name__:
         raise ValueError(f"checkpoint holds a {state['network']}, the agent has a {type(agent.net).__name__}")
     try:
         load_model(agent.net, str(path / "model.safetensors"), device=str(agent.device))
     except (SafetensorError, OSError, RuntimeError) as e:
         raise CorruptCheckpointError(f"{path / 'model.safetensors'} cannot be loaded ({e}). {hint}") from None
-    if load_optimizer and not reset_optimizer:
-        opt_file = path / "optimizer.pt"
-        if not opt_file.is_file():
-            raise FileNotFoundError(
-                f"{opt_file} is missing: resuming would silently restart Adam. Pass --reset-optimizer to "
-                "continue with a fresh optimizer on purpose, or resume from a complete checkpoint."
-            )
+    if use_optimizer:
         try:
             agent.optimizer.load_state_dict(torch.load(opt_file, map_location=agent.device, weights_only=True))
         except Exception as e:  # noqa: BLE001  (pickle/zip/shape errors all mean the same to the user)
