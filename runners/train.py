@@ -333,10 +333,10 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
     if resume_state is not None:
         load_checkpoint(run_dir / "checkpoint", agent, reset_optimizer=cfg.reset_optimizer)
         global_step, start_update = resume_state["global_step"], agent.num_updates
-        exact_resume.set_lr_schedule(agent, cfg, resume_state)
         if resume_state.get("world_size", 1) != world:
             raise ValueError(f"{run_dir} was trained by {resume_state.get('world_size', 1)} process(es), this job has "
                              f"{world}: resume with the same number (torchrun --nproc-per-node/--nnodes)")
+        exact_resume.set_lr_schedule(agent, cfg, resume_state)
     distributed.broadcast_module(agent.net)  # every rank starts from rank 0's weights
     if world > 1:  # each rank samples its own actions
         torch.manual_seed(cfg.seed + rank)

@@ -52,7 +52,7 @@ def test_two_process_run_logs_once_counts_global_steps_and_resumes(tmp_path):
     assert (state["global_step"], state["num_updates"], state["world_size"]) == (2048, 4, 2)
     assert json.loads((run / "eval.json").read_text())["greedy"]["episodes"] == 16
 
-    torchrun(["--resume", str(run), "--total-timesteps", "4096", "--eval-episodes", "0"])
+    torchrun(["--resume", str(run), "--total-timesteps", "4096", "--eval-episodes", "0", "--reset-schedule"])
     state = json.loads((run / "checkpoint" / "state.json").read_text())
     assert (state["global_step"], state["num_updates"]) == (4096, 8)
     assert scalar_steps(run, "charts/SPS") == [512 * k for k in range(1, 9)]  # no step logged twice
