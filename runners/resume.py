@@ -8,7 +8,8 @@ bit for bit (CPU, same thread count). At a checkpoint this module captures
   ``get_state()`` / ``set_state()``), and the episode accumulators of
   ``RecordEpisodeStatistics``;
 - the rollout collector at the boundary (current observations, episode-start/valid flags,
-  running per-episode sums; see :meth:`runners.rollout.RolloutCollector.state_dict`);
+  running per-episode sums; see :meth:`runners.rollout.RolloutCollector.state_dict`) and
+  REINFORCE's carried steps of unfinished episodes (``Agent.carry``);
 - where the LR schedule stands, with the rule for resuming to a different total
   (:func:`set_lr_schedule`).
 
@@ -23,6 +24,7 @@ state; for them only RNGs and weights are restored and the envs restart their ep
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import warnings
 from typing import Any
@@ -31,7 +33,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.agent import Agent
+from agents.agent import Agent, Rollout
+from agents.masking import ActionMasks
 from runners.rollout import RolloutCollector
 
 _EPISODE_STATS = ("episode_returns", "episode_lengths", "prev_dones", "episode_count")
@@ -66,9 +69,37 @@ def supports_exact_resume(envs: gym.vector.VectorEnv) -> bool:
     return hasattr(envs.unwrapped, "get_state") and hasattr(envs.unwrapped, "set_state")
 
 
+def _to(x: Any, device: torch.device) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, dict):
+        return {k: _to(v, device) for k, v in x.items()}
+    return x
+
+
+def pack_carry(carry: Rollout | None) -> dict[str, Any] | None:
+    """REINFORCE's carried unfinished-episode steps (:attr:`Agent.carry`) as plain tensors/dicts."""
+    if carry is None:
+        return None
+    d = {f.name: getattr(carry, f.name) for f in dataclasses.fields(carry)}
+    if d["action_masks"] is not None:
+        d["action_masks"] = {"table": d["action_masks"].table, "index": d["action_masks"].index}
+    return d
+
+
+def unpack_carry(d: dict[str, Any] | None, device: torch.device) -> Rollout | None:
+    if d is None:
+        return None
+    d = _to(dict(d), device)
+    if d["action_masks"] is not None:
+        d["action_masks"] = ActionMasks(d["action_masks"]["table"], d["action_masks"]["index"])
+    return Rollout(**d)
+
+
 def capture(envs: gym.vector.VectorEnv, collector: RolloutCollector) -> dict[str, Any]:
     """Everything needed to continue from this rollout boundary exactly (see the module docstring)."""
-    state: dict[str, Any] = {"rngs": capture_rngs(), "collector": collector.state_dict()}
+    state: dict[str, Any] = {"rngs": capture_rngs(), "collector": collector.state_dict(),
+                             "agent_carry": pack_carry(getattr(collector.agent, "carry", None))}
     if supports_exact_resume(envs):
         state["env"] = envs.unwrapped.get_state()
         # the uninterrupted run goes through the same restore as a resumed one: caches rebuilt by
@@ -95,6 +126,8 @@ def restore(envs: gym.vector.VectorEnv, collector: RolloutCollector, state: dict
             for k, v in state["episode_stats"].items():
                 setattr(stats, k, v)
         collector.load_state_dict(state["collector"])
+        if hasattr(collector.agent, "carry"):
+            collector.agent.carry = unpack_carry(state.get("agent_carry"), collector.agent.device)
     else:
         warnings.warn(f"{type(envs.unwrapped).__name__} cannot save its running episodes (use the native "
                       "--vectorization-mode vector_entry_point for exact resume): envs restart their episodes",

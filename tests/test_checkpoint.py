@@ -85,6 +85,15 @@ def test_stop_and_resume_is_bit_identical_to_straight_run(straight_grid, tmp_pat
         assert scalars(run, tag) == scalars(straight_grid, tag), tag
 
 
+def test_reinforce_stop_and_resume_keeps_the_carried_episode_steps(tmp_path, one_thread):
+    args = [*GRID, "--algo", "reinforce", "--log-dir", str(tmp_path)]
+    straight = train.main([*args, "--run-name", "straight"])
+    assert straight["agent"].carry is not None  # 16-step rollouts, 50-step episodes: steps are carried
+    train.main([*args, "--run-name", "split", "--stop-at-update", "2"])
+    train.main(["--resume", str(tmp_path / "split")])
+    assert_same_weights(tmp_path / "split", tmp_path / "straight")
+
+
 def test_resume_with_larger_total_follows_the_original_schedule_rule(tmp_path, one_thread):
     train.main([*GRID, "--log-dir", str(tmp_path), "--run-name", "r"])
     run = tmp_path / "r"
