@@ -106,6 +106,7 @@ class AgentConfig:
     max_grad_norm: float = 0.5
     target_kl: float | None = None
     reinforce_return: Literal["episode", "to_go"] = "to_go"
+    """REINFORCE and RLOO: whole-episode return G_0 or reward-to-go G_t (RLOO: per-step leave-one-out baseline)"""
     reinforce_baseline: bool = True
     group_eps: float = 1e-4
     """GRPO: ε in (R - mean_g) / (std_g + ε)"""
