@@ -91,7 +91,7 @@ def test_catgrid_commands_and_snippets_run_as_documented(in_tmp, capsys, one_thr
     assert ("runners.evaluate", (RUN.replace("123", "<time>"), "--episodes", "500")) in lines
     assert ("runners.train", ("--resume", RUN.replace("123", "<time>"))) in lines
     _train_run()
-    resumed = train.main(["--resume", RUN, "--total-timesteps", "8192", "--no-progress"])
+    resumed = train.main(["--resume", RUN, "--total-timesteps", "8192", "--no-progress", "--reset-schedule"])
     assert resumed["global_step"] == 8192
     report = evaluate.main(evaluate.parse_args([RUN, "--episodes", "500"]))
     assert report["greedy"]["episodes"] == 500
