@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,8 +211,9 @@ def _ppo_stage(cfg: RLHFConfig, sft_dir: Path, rm_dir: Path) -> dict[str, Any]:
     tcfg.total_timesteps = tcfg.num_envs * tcfg.num_steps * cfg.ppo_updates * distributed.world_size()  # all ranks
     tcfg.agent = dataclasses.replace(tcfg.agent, learning_rate=cfg.learning_rate)
     tcfg.kl_coef, tcfg.kl_target, tcfg.kl_horizon = cfg.kl_coef, cfg.kl_target, cfg.kl_horizon
-    tcfg.log_dir, tcfg.run_name, tcfg.seed, tcfg.threads = (cfg.log_dir, f"rlhf-{cfg.preset}-ppo__{cfg.seed}__{int(time.time())}",
-                                                          cfg.seed, cfg.threads)  # a fresh run per invocation
+    # a fresh run per invocation (the pid keeps two pipelines started in the same second apart)
+    tcfg.run_name = f"rlhf-{cfg.preset}-ppo__{cfg.seed}__{int(time.time())}_{os.getpid()}"
+    tcfg.log_dir, tcfg.seed, tcfg.threads = cfg.log_dir, cfg.seed, cfg.threads
     tcfg.max_minutes = cfg.ppo_max_minutes
     tcfg.dist_timeout = cfg.dist_timeout
     return train(tcfg)

@@ -23,7 +23,8 @@ def _is_run(path: Path) -> bool:
 
 
 def new_run_dir(log_dir: str | Path, run_name: str | None, default_name: str) -> Path:
-    """``log_dir/run_name`` (FileExistsError if it already holds a run) or a fresh ``log_dir/default_name[_k]``."""
+    """``log_dir/run_name`` (FileExistsError if it already holds a run) or a fresh ``log_dir/default_name[_k]``,
+    created here (an existing directory, even an empty one, is never chosen by default)."""
     if run_name:
         path = Path(log_dir) / run_name
         if _is_run(path):
@@ -33,9 +34,12 @@ def new_run_dir(log_dir: str | Path, run_name: str | None, default_name: str) ->
             )
         return path
     path, k = Path(log_dir) / default_name, 1
-    while _is_run(path):
-        path, k = Path(log_dir) / f"{default_name}_{k}", k + 1
-    return path
+    while True:  # mkdir is the atomic claim: two runs started in the same second never share a directory
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            path, k = Path(log_dir) / f"{default_name}_{k}", k + 1
 
 
 def describe(value: Any) -> Any:

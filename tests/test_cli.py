@@ -52,10 +52,8 @@ def test_run_name_collision_is_refused_and_default_names_never_collide(tmp_path,
         train.main(["--log-dir", str(tmp_path), "--run-name", "r", *TINY])
     assert sorted(p.name for p in (tmp_path / "r").glob("events.*")) == events  # nothing appended
     first = runs.new_run_dir(tmp_path, None, "r")
-    assert first == tmp_path / "r_1"
-    first.mkdir()
-    (first / "x").write_text("")
-    assert runs.new_run_dir(tmp_path, None, "r") == tmp_path / "r_2"
+    assert first == tmp_path / "r_1" and first.is_dir()  # claimed at once, still empty
+    assert runs.new_run_dir(tmp_path, None, "r") == tmp_path / "r_2"  # a run started in the same second
 
 
 def test_compare_refuses_an_existing_comparison_before_training(tmp_path):
