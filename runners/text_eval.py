@@ -14,7 +14,8 @@ per row, sampling at temperature 1 from the policy, under the env's action mask)
 - ``samples``: prompt, response, score, KL per row.
 
 With the same ``seed`` two policies see the same prompts in the same rows, so "before" and "after"
-numbers are paired (see :func:`paired_gain`). :func:`format_text_report` prints the table and samples.
+numbers are paired (see :func:`paired_gain`); the seed also seeds the policy's sampling, so the same
+policy and seed give the same responses. :func:`format_text_report` prints the table and samples.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from agents.agent import Agent
 
@@ -75,7 +77,10 @@ def evaluate_text(agent: Agent, envs: gym.vector.VectorEnv, max_new_tokens: int,
         except AttributeError:
             eos_token = None
     collector = RolloutCollector(envs, agent, num_steps=max_new_tokens, seed=seed)
-    _, log = collector.collect()
+    cuda = [agent.device.index or 0] if agent.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # the caller's RNG stream is left as it was
+        torch.manual_seed(seed)  # the policy's samples too: same seed, same responses, same report
+        _, log = collector.collect()
     kls = log.kls if len(log.kls) == len(log.scores) else [math.nan] * len(log.scores)
     tokens = log.response_tokens if len(log.response_tokens) == len(log.scores) else [math.nan] * len(log.scores)
     first: dict[int, dict[str, Any]] = {}  # row -> its first episode (rows may finish a second, shorter one)

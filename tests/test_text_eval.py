@@ -8,6 +8,7 @@ import math
 
 import gymnasium as gym
 import pytest
+import torch
 
 import envs  # noqa: F401  (registers the envs)
 from agents.agent import Agent, AgentConfig
@@ -47,8 +48,15 @@ def test_reference_policy_has_zero_kl_and_exact_lengths(tiny_lm, tiny_tokenizer)
     assert res["tokens_mean"] == 5.0 and res["eos_rate"] == 0.0  # EOS masked for all 5 tokens
     assert res["chars_mean"] == pytest.approx(sum(len(s["response"]) for s in res["samples"]) / 24)
     assert 0 < res["distinct_2"] <= 1 and res["score_sem"] > 0
+    torch.manual_seed(123)
+    torch.rand(7)  # the caller's RNG stream moved on: the evaluation must not depend on it, nor change it
+    state = torch.get_rng_state()
     again = evaluate_text(agent, envs, 5, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)  # left as it was
     assert [s["prompt"] for s in again["samples"]] == [s["prompt"] for s in res["samples"]]  # paired by seed
+    assert [s["response"] for s in again["samples"]] == [s["response"] for s in res["samples"]]  # same samples
+    other = evaluate_text(agent, envs, 5, seed=4)
+    assert [s["response"] for s in other["samples"]] != [s["response"] for s in res["samples"]]
     md = format_text_report(res)
     assert "distinct-2" in md and md.count("\n| ") >= 10
 
