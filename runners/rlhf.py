@@ -12,7 +12,8 @@ then says so in bold.
 2. ``runners.train_reward``: a reward model initialised from the SFT trunk, trained on IMDB
    preference pairs (positive review chosen over negative) with ``-log σ(r_chosen - r_rejected)``.
 3. ``runners.train``: PPO on TextGen-IMDB-v0 with the SFT model as policy *and* frozen
-   reference, the reward model as the score, adaptive KL control, and length controls: EOS is
+   reference, the reward model as the score, adaptive KL control (β0 0.1, target 6 nats, horizon 200
+   episodes, so β can follow the KL within the 80 updates), and length controls: EOS is
    masked out of the allowed actions for the first ``--min-new-tokens`` tokens (12 of 16 in the
    tiny preset), so the policy cannot raise a length-blind score by ending early.
 
@@ -83,10 +84,10 @@ class RLHFConfig:
     """EOS is masked out of the policy's allowed actions before this many tokens: PPO cannot win by
     ending early (the reward hacking a length-blind reward model invites)"""
     missing_eos_penalty: float | None = None
-    learning_rate: float = 2e-4
+    learning_rate: float = 1e-4
     kl_coef: float = 0.1
     kl_target: float = 6.0
-    kl_horizon: float = 2000.0
+    kl_horizon: float = 200.0
     eval_prompts: int = 256
     seed: int = 0
     threads: int = 2
