@@ -55,112 +55,20 @@ KL to the reference (text envs, β = the env's ``kl_coef``), ``kl_mode``:
 
 from __future__ import annotations
 
-import typing
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import tyro
 from torch import Tensor
 
 from agents import losses
 from agents.carry import prepend, unfinished_tail
+from agents.config import AgentConfig, Rollout, algo_names  # noqa: F401  (re-exported: agents.agent.AgentConfig)
 from agents.group import grpo_advantages, rloo_advantages
-from agents.masking import ActionMasks, apply_mask
+from agents.masking import apply_mask
 from agents.networks import Obs, PolicyValueNet, StepBatch, disable_dropout
 from agents.returns import complete_episode_mask, episode_returns, gae, rewards_to_go
 from runners import distributed
-from runners.validate import check_fields
-
-
-def algo_names() -> tuple[str, ...]:
-    """The algorithms :class:`AgentConfig` accepts (from its ``algo`` annotation)."""
-    return typing.get_args(typing.get_args(typing.get_type_hints(AgentConfig, include_extras=True)["algo"])[0])
-
-
-@dataclass
-class AgentConfig:
-    """Hyperparameters of the agent (CleanRL names where they exist)."""
-
-    algo: Annotated[Literal["ppo", "reinforce", "rloo", "grpo"], tyro.conf.Suppress] = "ppo"  # CLI: runners.train --algo
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    learning_rate: float = 2.5e-4
-    adam_eps: float = 1e-5
-    anneal_lr: bool = True
-    update_epochs: int = 4
-    """PPO/GRPO epochs over each rollout (REINFORCE and RLOO always use 1)."""
-    num_minibatches: int = 4
-    norm_adv: bool = True
-    """PPO: whiten the advantages (zero mean, unit std); REINFORCE/RLOO: divide their weights by
-    their std; GRPO: nothing (its group advantages are already normalised)."""
-    norm_adv_scope: Literal["rollout", "minibatch"] = "rollout"
-    """statistics of norm_adv: over all learnable steps of the rollout, once (as TRL's classic
-    PPOTrainer), or over each minibatch (as CleanRL's ppo.py, Stable-Baselines3 and OpenAI
-    Baselines ppo2); reset steps and unfinished REINFORCE episodes never enter them"""
-    clip_coef: float = 0.2
-    clip_vloss: bool = True
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    target_kl: float | None = None
-    reinforce_return: Literal["episode", "to_go"] = "to_go"
-    """REINFORCE and RLOO: whole-episode return G_0 or reward-to-go G_t (RLOO: per-step leave-one-out baseline)"""
-    reinforce_baseline: bool = True
-    group_eps: float = 1e-4
-    """GRPO: ε in (R - mean_g) / (std_g + ε)"""
-    kl_mode: Literal["reward", "loss"] = "reward"
-    """KL to the reference: in the per-token reward, or as the k3 loss term β·k3 (see agents.agent)"""
-
-    @property
-    def group_based(self) -> bool:
-        """RLOO / GRPO: advantages from the other episodes of a group, no value head."""
-        return self.algo in ("rloo", "grpo")
-
-    @property
-    def clipped(self) -> bool:
-        """PPO / GRPO: clipped ratio objective, several epochs, an optimizer step per minibatch."""
-        return self.algo in ("ppo", "grpo")
-
-    def __post_init__(self) -> None:
-        check_fields(self, {
-            "gamma": "[0,1]", "gae_lambda": "[0,1]", "learning_rate": ">=0", "adam_eps": ">0",
-            "update_epochs": "int>=1", "num_minibatches": "int>=1", "clip_coef": ">0", "ent_coef": ">=0",
-            "vf_coef": ">=0", "max_grad_norm": ">0", "target_kl": ">0?", "group_eps": ">0",
-        }, extra={
-            f"algo must be one of {algo_names()}, got {self.algo!r}": lambda: self.algo in algo_names(),
-            f"reinforce_return must be 'episode' or 'to_go', got {self.reinforce_return!r}":
-                lambda: self.reinforce_return in ("episode", "to_go"),
-            f"kl_mode must be 'reward' or 'loss', got {self.kl_mode!r}": lambda: self.kl_mode in ("reward", "loss"),
-            f"norm_adv_scope must be 'rollout' or 'minibatch', got {self.norm_adv_scope!r}":
-                lambda: self.norm_adv_scope in ("rollout", "minibatch"),
-        })
-
-
-@dataclass
-class Rollout:
-    """``T`` steps of ``N`` vector envs, on the agent's device.
-
-    ``values`` has ``T + 1`` rows: row ``T`` is ``V`` of the observation after the last step.
-    ``valid`` is False on reset steps (the step after an episode end, whose action the env
-    ignores). ``episode_start`` marks steps whose observation is the first of an episode.
-    ``rewards`` are the rewards the agent learns from (already shaped/scaled by the runner).
-    """
-
-    obs: Obs  # (T, N, ...)
-    actions: Tensor  # (T, N) long
-    logprobs: Tensor  # (T, N)
-    values: Tensor  # (T + 1, N)
-    rewards: Tensor  # (T, N)
-    terminated: Tensor  # (T, N) bool
-    truncated: Tensor  # (T, N) bool
-    episode_start: Tensor  # (T, N) bool
-    valid: Tensor  # (T, N) bool
-    action_masks: ActionMasks | None = None  # allowed actions per step (compact); None = all allowed
-    group: Tensor | None = None  # (T, N) long, group id of each step's episode (RLOO/GRPO)
-    ref_logprobs: Tensor | None = None  # (T, N) log π_ref(a_t|s_t) (KL as a loss term)
-    kl_coef: float = 0.0  # β of the KL loss term
 
 
 def _index_obs(obs: Obs, idx: Tensor) -> Obs:

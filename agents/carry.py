@@ -6,7 +6,7 @@ make "is this step learned from" depend on the step's own later actions (actions
 episodes early would be over-weighted). Instead :func:`unfinished_tail` keeps those steps and
 :func:`prepend` puts them, per env column, in front of the next rollout (``(T, N)`` time-major,
 left-padded with invalid steps), so every step of every episode is learned from exactly once,
-when its episode has finished. Works on any :class:`agents.agent.Rollout` (all its time-major
+when its episode has finished. Works on any :class:`agents.config.Rollout` (all its time-major
 fields are carried, dict observations and compact action masks included).
 """
 
@@ -20,7 +20,7 @@ import torch
 from agents.masking import ActionMasks
 
 if TYPE_CHECKING:
-    from agents.agent import Rollout
+    from agents.config import Rollout
 
 
 def _time_map(fn: Any, *xs: Any) -> Any:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.agent import algo_names
+from agents.config import algo_names
 from runners.train import TrainConfig, preset, train
 from runners.validate import check_fields
 

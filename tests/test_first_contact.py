@@ -151,7 +151,7 @@ def test_text_field_selects_the_column_and_names_the_columns_found(tmp_path, tin
     import gymnasium as gym
 
     from envs.imdb import load_imdb
-    from envs.textgen import load_texts
+    from envs.prompts import load_texts
     from runners import train
 
     rows = [{"review": f"this movie was really quite good number {i}", "stars": 5} for i in range(8)]

@@ -12,7 +12,8 @@ from gymnasium.vector import AutoresetMode
 
 import envs  # noqa: F401  (registers the envs)
 from envs.imdb import load_imdb
-from envs.textgen import TextGenEnv, tokenize_prompts
+from envs.prompts import tokenize_prompts
+from envs.textgen import TextGenEnv
 from envs.textgen_vector import TextGenVectorEnv
 
 

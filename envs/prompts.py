@@ -1,0 +1,78 @@
+"""Prompts for TextGen-IMDB-v0: review texts from a file, a hub id or a sequence, and their first tokens.
+
+:func:`load_texts` turns the env's ``dataset`` argument into a list of strings; :func:`tokenize_prompts`
+cuts each into its first ``max_len`` tokens (the env then draws a prompt length per episode).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from itertools import islice
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+_WORD = re.compile(r"\S+")
+_PROBE = 32  # texts on which head-of-text tokenization is checked against full tokenization
+
+DatasetArg = str | os.PathLike | Sequence[str] | Sequence[dict] | None
+
+
+def _head_words(text: str, n_words: int) -> str:
+    """The text up to the end of its ``n_words``-th whitespace-separated word (whole words only)."""
+    end = 0
+    for match in islice(_WORD.finditer(text), n_words):
+        end = match.end()
+    return text[:end]
+
+
+def tokenize_prompts(
+    texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_len: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """First ``max_len`` tokens of every text: ids (M, max_len) right-padded with pad, and lengths (M,).
+
+    Only the first ``max_len + 1`` whole words are tokenized (every word is at least one token, and a cut between
+    words leaves the tokens before it unchanged for word-level pre-tokenizers such as GPT-2's); a probe on the
+    first texts falls back to full tokenization for tokenizers where that does not hold.
+    """
+    heads = [_head_words(t, max_len + 1) for t in texts]
+    encode: Callable[[list[str]], list[list[int]]] = lambda xs: tokenizer(xs, add_special_tokens=False)["input_ids"]
+    ids = encode(heads)
+    probe = list(range(min(_PROBE, len(texts))))
+    full = encode([texts[i] for i in probe])
+    if any(full[j][:max_len] != ids[j][:max_len] for j in probe):
+        ids = encode(list(texts))
+    table = np.full((len(texts), max_len), tokenizer.pad_token_id, dtype=np.int64)
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    for i, row in enumerate(ids):
+        row = row[:max_len]
+        table[i, : len(row)] = row
+        lengths[i] = len(row)
+    return table, lengths
+
+
+def load_texts(dataset: DatasetArg, split: str, text_field: str = "text") -> list[str]:
+    """Review texts from a local IMDB file/dir or hub id (via :func:`envs.imdb.load_imdb`, cleaned), a sequence of
+    strings, or a sequence of dicts / a ``datasets.Dataset`` whose ``text_field`` column holds the text."""
+    if dataset is None or isinstance(dataset, (str, os.PathLike)):
+        from envs.imdb import load_imdb
+
+        return [row["text"] for row in load_imdb(split=split, source=dataset, text_field=text_field)]
+    columns = getattr(dataset, "column_names", None)  # datasets.Dataset
+    if columns is not None and text_field not in columns:
+        raise ValueError(f"the dataset has no {text_field!r} column; its columns are {list(columns)}. "
+                         "Pass text_field=<the column holding the text> (CLI: --text-field).")
+    texts = []
+    for i, row in enumerate(dataset):
+        if isinstance(row, dict):
+            if text_field not in row:
+                raise ValueError(f"dataset row {i} has no {text_field!r} field; its fields are {sorted(row)}. "
+                                 "Pass text_field=<the field holding the text> (CLI: --text-field).")
+            row = row[text_field]
+        texts.append(row)
+    if not all(isinstance(t, str) for t in texts):
+        raise TypeError("dataset must be a path, an HF dataset id, a datasets.Dataset, or a sequence of strings / "
+                        f"{{{text_field!r}: str}} dicts.")
+    return texts
