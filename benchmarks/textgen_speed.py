@@ -171,15 +171,20 @@ def make_iteration(args: Args, tok, lm, rm, update: bool, timers: Timers) -> Cal
     return iteration
 
 
-def measure(phases: dict[str, Callable[[], int]], timers: dict[str, Timers], repeats: int) -> dict[str, tuple[float, int]]:
+def measure(
+    phases: dict[str, Callable[[], int]], timers: dict[str, Timers], repeats: int, peaks: dict[str, float] | None = None
+) -> dict[str, tuple[float, int]]:
     """Warm every phase up once, then run them interleaved ``repeats`` times, rotating their order (so that load
-    changes on a shared machine hit every phase alike) -> total (seconds, response tokens) per phase."""
+    changes on a shared machine hit every phase alike) -> total (seconds, response tokens) per phase.
+    ``peaks`` receives the process's peak RSS (MB) after each phase's warm-up, in phase order."""
     sample = Agent.sample
     try:
         for name, phase in phases.items():
             Agent.sample = staticmethod(timers[name].wrap("policy decode", sample))
             phase()  # warm-up (the first rollout also aligns every row on an episode start)
             timers[name].reset()
+            if peaks is not None:
+                peaks[name] = rss_mb()[1]
         totals = {name: [0.0, 0] for name in phases}
         names = list(phases)
         for r in range(repeats):
@@ -215,7 +220,9 @@ def main() -> None:
         "rollout": make_iteration(args, tok, lm, rm, update=False, timers=timers["rollout"]),
         "ppo": make_iteration(args, tok, lm, rm, update=True, timers=timers["ppo"]),
     }
-    results = measure(phases, timers, args.repeats)
+    _, rss_built = rss_mb()
+    peaks: dict[str, float] = {}
+    results = measure(phases, timers, args.repeats, peaks)
     _, rss_peak = rss_mb()
     gen_s, roll_s, ppo_s = (results[k][0] / args.repeats for k in ("generate", "rollout", "ppo"))
     per_tok_gen, per_tok_roll, per_tok_ppo = (results[k][0] / results[k][1] for k in ("generate", "rollout", "ppo"))
@@ -242,6 +249,10 @@ def main() -> None:
     print(f"      update          {ppo_parts['update']:8.3f} s/batch ({ppo_parts['update'] / gen_s:.2f}x generate)")
     print(f"memory: RSS after building the models {rss_setup:.0f} MB, peak RSS of the process (all phases, the PPO "
           f"update being the largest) {rss_peak:.0f} MB")
+    steps = ", ".join(f"+{peaks[k] - prev:.0f} MB after the first {k}" for prev, k in
+                      zip([rss_built, *list(peaks.values())[:-1]], peaks))
+    print(f"        peak RSS with every phase's models built {rss_built:.0f} MB; then {steps} "
+          f"(the PPO line: what one PPO iteration adds: Adam state, gradients, update activations)")
 
 
 if __name__ == "__main__":
