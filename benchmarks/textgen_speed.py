@@ -251,8 +251,8 @@ def main() -> None:
           f"update being the largest) {rss_peak:.0f} MB")
     steps = ", ".join(f"+{peaks[k] - prev:.0f} MB after the first {k}" for prev, k in
                       zip([rss_built, *list(peaks.values())[:-1]], peaks))
-    print(f"        peak RSS with every phase's models built {rss_built:.0f} MB; then {steps} "
-          f"(the PPO line: what one PPO iteration adds: Adam state, gradients, update activations)")
+    print(f"        peak RSS with every phase's models built {rss_built:.0f} MB; then {steps} (each: how much "
+          f"that phase's warm-up raised the peak; the PPO line: Adam state, gradients, update activations)")
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ class EpisodeLog:
 
 
 class RolloutCollector:
-    """Collects :class:`~agents.agent.Rollout` batches of ``num_steps`` steps from ``envs``.
+    """Collects :class:`~agents.config.Rollout` batches of ``num_steps`` steps from ``envs``.
 
     ``envs`` should be wrapped in ``gymnasium.wrappers.vector.RecordEpisodeStatistics`` for
     episode returns/lengths. ``reward_scale`` multiplies the (shaped) learning reward only.

@@ -23,8 +23,10 @@ def _is_run(path: Path) -> bool:
 
 
 def new_run_dir(log_dir: str | Path, run_name: str | None, default_name: str) -> Path:
-    """``log_dir/run_name`` (FileExistsError if it already holds a run) or a fresh ``log_dir/default_name[_k]``,
-    created here (an existing directory, even an empty one, is never chosen by default)."""
+    """``log_dir/run_name`` (FileExistsError if it already holds a run) or a fresh ``log_dir/default_name[_k]``.
+
+    A default name is claimed by creating its directory here (an existing directory, even an empty one, is never
+    chosen by default); an explicit ``run_name`` is only checked, not created."""
     if run_name:
         path = Path(log_dir) / run_name
         if _is_run(path):
@@ -33,13 +35,20 @@ def new_run_dir(log_dir: str | Path, run_name: str | None, default_name: str) ->
                 "--run-name (a new run never appends to an old one's TensorBoard events)."
             )
         return path
-    path, k = Path(log_dir) / default_name, 1
+    root = Path(log_dir)
+    path, k = root / default_name, 1
     while True:  # mkdir is the atomic claim: two runs started in the same second never share a directory
         try:
-            path.mkdir(parents=True)
+            root.mkdir(parents=True, exist_ok=True)  # a file or dangling link here: an error, not an endless search
+            path.mkdir()
             return path
         except FileExistsError:
-            path, k = Path(log_dir) / f"{default_name}_{k}", k + 1
+            if not root.is_dir():
+                raise PermissionError(f"--log-dir {root} exists but is not a directory; pick another --log-dir") from None
+            path, k = root / f"{default_name}_{k}", k + 1
+        except OSError as e:
+            raise PermissionError(f"cannot create the run directory {path} ({e.strerror or e}); pick a writable "
+                                  "--log-dir") from None
 
 
 def describe(value: Any) -> Any:

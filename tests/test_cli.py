@@ -56,6 +56,14 @@ def test_run_name_collision_is_refused_and_default_names_never_collide(tmp_path,
     assert runs.new_run_dir(tmp_path, None, "r") == tmp_path / "r_2"  # a run started in the same second
 
 
+def test_a_bad_log_dir_is_a_clear_error_not_an_endless_search(tmp_path):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing" / "target")
+    for bad in (tmp_path / "file", tmp_path / "dangling"):
+        with pytest.raises(PermissionError, match="--log-dir"):
+            runs.new_run_dir(bad, None, "r")
+
+
 def test_compare_refuses_an_existing_comparison_before_training(tmp_path):
     (tmp_path / "cmp" / "CatGrid-v0__ppo__0").mkdir(parents=True)
     (tmp_path / "cmp" / "CatGrid-v0__ppo__0" / "events.out").write_text("")
