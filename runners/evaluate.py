@@ -28,7 +28,7 @@ import tyro
 from agents.agent import Agent
 from agents.masking import mask_from_info
 from runners.text_eval import evaluate_text, format_text_report  # noqa: F401  (text runs; re-exported)
-from runners.rollout import env_call
+from runners.rollout import env_call, seeded_sampling
 
 
 def evaluate(
@@ -59,22 +59,24 @@ def evaluate(
     steps = np.zeros(n, dtype=int)
     done_count = np.zeros(n, dtype=int)
     results: list[tuple[int, float, float, float, int]] = []  # (row order, G_disc, G, success, length)
-    while (done_count < quota).any():
-        logits, _ = agent.policy_step(obs, start)
-        action, _ = Agent.sample(logits, greedy=greedy, mask=mask_from_info(info, n, agent.device))
-        obs, reward, term, trunc, info = envs.step(action.cpu().numpy())
-        reward = np.asarray(reward, dtype=np.float64)
-        disc += np.where(valid, gamma**steps * reward, 0.0)
-        undisc += np.where(valid, reward, 0.0)
-        steps += valid
-        done = np.logical_or(term, trunc) & valid
-        success = np.asarray(info["is_success"], dtype=float) if "is_success" in info else (term & (reward > 0)).astype(float)
-        for i in np.flatnonzero(done & (done_count < quota)):
-            results.append((int(done_count[i]) * n + i, disc[i], undisc[i], float(success[i]), int(steps[i])))
-            done_count[i] += 1
-        start = ~valid
-        valid = ~done
-        disc[done], undisc[done], steps[done] = 0.0, 0.0, 0
+    with seeded_sampling(seed, agent.device):  # with a seed, sampled evaluation repeats exactly
+        while (done_count < quota).any():
+            logits, _ = agent.policy_step(obs, start)
+            action, _ = Agent.sample(logits, greedy=greedy, mask=mask_from_info(info, n, agent.device))
+            obs, reward, term, trunc, info = envs.step(action.cpu().numpy())
+            reward = np.asarray(reward, dtype=np.float64)
+            disc += np.where(valid, gamma**steps * reward, 0.0)
+            undisc += np.where(valid, reward, 0.0)
+            steps += valid
+            done = np.logical_or(term, trunc) & valid
+            success = (np.asarray(info["is_success"], dtype=float) if "is_success" in info
+                       else (term & (reward > 0)).astype(float))
+            for i in np.flatnonzero(done & (done_count < quota)):
+                results.append((int(done_count[i]) * n + i, disc[i], undisc[i], float(success[i]), int(steps[i])))
+                done_count[i] += 1
+            start = ~valid
+            valid = ~done
+            disc[done], undisc[done], steps[done] = 0.0, 0.0, 0
     results.sort()
     arr = np.array([r[1:] for r in results[:episodes]])
     return {

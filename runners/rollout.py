@@ -27,7 +27,9 @@ Groups (RLOO/GRPO): every step records the group id of its episode, from the env
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +89,19 @@ def get_kl_coef(envs: gym.vector.VectorEnv) -> float | None:
         return float(env_attr(envs, "kl_coef"))
     except AttributeError:
         return None
+
+
+@contextlib.contextmanager
+def seeded_sampling(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Inside: torch's RNG (which :meth:`Agent.sample` draws from) seeded with ``seed``, so an evaluation with a seed
+    samples the same actions every time; outside: the caller's RNG stream as it was. ``seed=None``: no change."""
+    if seed is None:
+        yield
+        return
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
 
 
 def _stack_masks(masks: list[torch.Tensor | None], n: int) -> ActionMasks | None:

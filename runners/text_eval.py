@@ -26,7 +26,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from agents.agent import Agent
 
@@ -69,7 +68,7 @@ def evaluate_text(agent: Agent, envs: gym.vector.VectorEnv, max_new_tokens: int,
     finishes its first episode within that many steps. ``eos_token`` (default: the env tokenizer's) is
     stripped from responses before counting characters and words.
     """
-    from runners.rollout import RolloutCollector, env_attr
+    from runners.rollout import RolloutCollector, env_attr, seeded_sampling
 
     if eos_token is None:
         try:
@@ -77,9 +76,7 @@ def evaluate_text(agent: Agent, envs: gym.vector.VectorEnv, max_new_tokens: int,
         except AttributeError:
             eos_token = None
     collector = RolloutCollector(envs, agent, num_steps=max_new_tokens, seed=seed)
-    cuda = [agent.device.index or 0] if agent.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):  # the caller's RNG stream is left as it was
-        torch.manual_seed(seed)  # the policy's samples too: same seed, same responses, same report
+    with seeded_sampling(seed, agent.device):  # the policy's samples too: same seed, same responses, same report
         _, log = collector.collect()
     kls = log.kls if len(log.kls) == len(log.scores) else [math.nan] * len(log.scores)
     tokens = log.response_tokens if len(log.response_tokens) == len(log.scores) else [math.nan] * len(log.scores)

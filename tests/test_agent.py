@@ -95,6 +95,20 @@ def test_ppo_learns_short_corridor_and_greedy_eval():
     assert res["discounted_return"] == pytest.approx(100 * 0.99, rel=1e-6)  # two steps right
 
 
+def test_sampled_evaluation_with_a_seed_repeats_and_leaves_the_callers_rng_alone():
+    venv = CatGridVectorEnv(num_envs=4, max_episode_steps=30)  # untrained policy: sampled episodes vary a lot
+    torch.manual_seed(0)
+    agent = Agent(GridTransformer.from_spaces(venv.single_observation_space, venv.single_action_space), AgentConfig())
+    runs = []
+    for _ in range(2):
+        torch.rand(5)  # the caller's stream moves on between the two evaluations
+        state = torch.get_rng_state()
+        runs.append(evaluate(agent, CatGridVectorEnv(num_envs=4, max_episode_steps=30), episodes=16, gamma=0.99,
+                             greedy=False, seed=3))
+        assert torch.equal(torch.get_rng_state(), state)
+    assert runs[0] == runs[1] and runs[0]["length"] > 1
+
+
 def test_reinforce_variants_learn_corridor():
     for ret, baseline in (("episode", False), ("to_go", False), ("to_go", True)):
         torch.manual_seed(0)
