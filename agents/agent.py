@@ -40,8 +40,11 @@ every step of the episode gets the episode's advantage ``A_i``:
   surrogate, several epochs of minibatches (no further normalisation), token-level mean.
 
 Neither trains the value head (its loss is off). An episode alone in its group in the batch has
-no baseline: it is skipped (left out of the loss), never NaN. Episodes that do not both start
-and end inside the rollout are left out as for ``reinforce_return="episode"``.
+no baseline: it is skipped (left out of the loss), never NaN. Like REINFORCE, both learn from an
+episode once it has ended: the steps of episodes still running at the end of a rollout are carried
+into the next one (:mod:`agents.carry`), so episodes that cross a rollout boundary are not dropped
+(dropping them would favour short episodes). GRPO's ratio for carried steps is taken against the
+policy that sampled them (their stored log-probs), as PPO's always is.
 
 KL to the reference (text envs, β = the env's ``kl_coef``), ``kl_mode``:
 
@@ -268,13 +271,13 @@ class Agent:
         and the returned statistics are all global, so N ranks with E envs each take the step
         one process with N·E envs would.
 
-        Rollouts must be consecutive (one collector): REINFORCE learns from the steps of the
-        episodes that finish in ``ro``, including their steps carried over from earlier rollouts.
+        Rollouts must be consecutive (one collector): REINFORCE, RLOO and GRPO learn from the steps
+        of the episodes that finish in ``ro``, including their steps carried over from earlier rollouts.
         """
         c = self.config
         self._set_lr()
         rollout_steps = ro.valid.numel()  # T * N of the new rollout: REINFORCE's loss denominator
-        if c.algo == "reinforce":
+        if c.monte_carlo:  # learn each episode once it has ended, carried steps included
             ro = prepend(self.carry, ro)
             self.carry = unfinished_tail(ro)
         adv, targets, mask = self.advantages(ro)  # (T, N) each
@@ -290,7 +293,7 @@ class Agent:
         # every rank agrees on the minibatch count (ranks short of chunks get empty minibatches)
         max_chunks = int(distributed.all_reduce(torch.tensor([learn_chunks.numel()], device=self.device), "max").item())
         if max_chunks == 0:
-            return {"skipped": 1.0}
+            return {"skipped": 1.0, **(self._group_stats if c.group_based else {})}  # e.g. every episode alone
         adv = torch.where(mask, adv, 0.0)
         ref_logprob = None if ro.ref_logprobs is None else flat(ro.ref_logprobs)
         kl_loss_on = c.kl_mode == "loss" and ro.kl_coef > 0

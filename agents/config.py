@@ -62,6 +62,12 @@ class AgentConfig:
         return self.algo in ("rloo", "grpo")
 
     @property
+    def monte_carlo(self) -> bool:
+        """REINFORCE / RLOO / GRPO: Monte-Carlo returns, so an episode is learned from once it has ended (the steps
+        of unfinished episodes are carried to the next rollout, see agents.carry)."""
+        return self.algo in ("reinforce", "rloo", "grpo")
+
+    @property
     def clipped(self) -> bool:
         """PPO / GRPO: clipped ratio objective, several epochs, an optimizer step per minibatch."""
         return self.algo in ("ppo", "grpo")

@@ -9,7 +9,7 @@ bit for bit (CPU, same thread count). At a checkpoint this module captures
   ``RecordEpisodeStatistics``;
 - the rollout collector at the boundary (current observations, episode-start/valid flags,
   running per-episode sums; see :meth:`runners.rollout.RolloutCollector.state_dict`) and
-  REINFORCE's carried steps of unfinished episodes (``Agent.carry``);
+  REINFORCE, RLOO and GRPO carried steps of unfinished episodes (``Agent.carry``);
 - where the LR schedule stands, with the rule for resuming to a different total
   (:func:`set_lr_schedule`).
 
@@ -78,7 +78,7 @@ def _to(x: Any, device: torch.device) -> Any:
 
 
 def pack_carry(carry: Rollout | None) -> dict[str, Any] | None:
-    """REINFORCE's carried unfinished-episode steps (:attr:`Agent.carry`) as plain tensors/dicts."""
+    """The carried unfinished-episode steps (:attr:`Agent.carry`) as plain tensors/dicts."""
     if carry is None:
         return None
     d = {f.name: getattr(carry, f.name) for f in dataclasses.fields(carry)}

@@ -104,6 +104,23 @@ def test_collector_group_ids_row_div_k_on_catgrid():
 
 
 @pytest.mark.parametrize("algo", ["rloo", "grpo"])
+def test_every_finished_episode_is_learned_from_once_across_rollout_boundaries(algo):
+    """Rollouts of 7 steps cut many CatGrid episodes; the steps of a running episode are carried to the next
+    rollout, so every episode that finishes enters exactly one update (dropping the cut ones favours short
+    episodes)."""
+    venv = gym.wrappers.vector.RecordEpisodeStatistics(CatGridVectorEnv(num_envs=8, max_episode_steps=25))
+    agent = _agent(algo, learning_rate=0.0)
+    collector = RolloutCollector(venv, agent, 7, seed=0, group_size=4)
+    finished = learned = 0
+    for _ in range(30):
+        ro, log = collector.collect()
+        finished += len(log.returns)
+        learned += agent.update(ro).get("group/episodes", 0.0)
+    assert finished > 50 and learned == finished, (finished, learned)  # episodes alone in their group included
+    assert agent.carry is not None and int(agent.carry.valid.sum()) > 0  # the running episodes wait for their end
+
+
+@pytest.mark.parametrize("algo", ["rloo", "grpo"])
 def test_group_algos_learn_corridor(algo):
     torch.manual_seed(0)
     venv = CatGridVectorEnv(num_envs=8, desc=["T.C.M"], slip=0.0, max_episode_steps=10)
