@@ -41,7 +41,8 @@ class AgentConfig:
     norm_adv_scope: Literal["rollout", "minibatch"] = "rollout"
     """statistics of norm_adv: over all learnable steps of the rollout, once (as TRL's classic
     PPOTrainer), or over each minibatch (as CleanRL's ppo.py, Stable-Baselines3 and OpenAI
-    Baselines ppo2); reset steps and unfinished REINFORCE episodes never enter them"""
+    Baselines ppo2); reset steps and unfinished Monte-Carlo (REINFORCE/RLOO/GRPO) episodes never
+    enter them"""
     clip_coef: float = 0.2
     clip_vloss: bool = True
     ent_coef: float = 0.01

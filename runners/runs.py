@@ -36,15 +36,17 @@ def new_run_dir(log_dir: str | Path, run_name: str | None, default_name: str) ->
             )
         return path
     root = Path(log_dir)
+    try:  # a file, a dangling link or an unwritable parent: a clear error, not an endless search below
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PermissionError(f"cannot create the log directory {root} ({e.strerror or e}); pick another "
+                              "--log-dir") from None
     path, k = root / default_name, 1
     while True:  # mkdir is the atomic claim: two runs started in the same second never share a directory
         try:
-            root.mkdir(parents=True, exist_ok=True)  # a file or dangling link here: an error, not an endless search
             path.mkdir()
             return path
         except FileExistsError:
-            if not root.is_dir():
-                raise PermissionError(f"--log-dir {root} exists but is not a directory; pick another --log-dir") from None
             path, k = root / f"{default_name}_{k}", k + 1
         except OSError as e:
             raise PermissionError(f"cannot create the run directory {path} ({e.strerror or e}); pick a writable "
