@@ -65,13 +65,13 @@ import torch
 from torch import Tensor
 
 from agents import losses
+from agents import parallel as distributed
 from agents.carry import prepend, unfinished_tail
 from agents.config import AgentConfig, Rollout, algo_names  # noqa: F401  (re-exported: agents.agent.AgentConfig)
 from agents.group import grpo_advantages, rloo_advantages
 from agents.masking import apply_mask
 from agents.networks import Obs, PolicyValueNet, StepBatch, disable_dropout
 from agents.returns import complete_episode_mask, episode_returns, gae, rewards_to_go
-from runners import distributed
 
 
 def _index_obs(obs: Obs, idx: Tensor) -> Obs:
@@ -181,14 +181,6 @@ class Agent:
         actions = Agent.sample(logits, greedy=deterministic, mask=mask)[0].cpu().numpy()  # (N,)
         return (int(actions[0]) if single else actions), None
 
-    @classmethod
-    def load(cls, run_dir: Any, device: str = "auto", env_overrides: dict[str, Any] | None = None,
-             **config_overrides: Any) -> "Agent":
-        """The trained agent of a ``runners.train`` run directory (see :func:`runners.load.load_agent`)."""
-        from runners.load import load_agent  # runners build the env/network a run describes
-
-        return load_agent(run_dir, device, env_overrides, **config_overrides)
-
     # ------------------------------------------------------------------ learning
     def advantages(self, ro: Rollout) -> tuple[Tensor, Tensor, Tensor]:
         """Advantages Â, value targets and the loss mask, each (T, N)."""
@@ -265,7 +257,7 @@ class Agent:
     def update(self, ro: Rollout) -> dict[str, float]:
         """One learning step on a rollout; returns CleanRL-style loss statistics.
 
-        Data-parallel (``torchrun``, see :mod:`runners.distributed`): each rank passes its own
+        Data-parallel (``torchrun``, see :mod:`runners.common.distributed`): each rank passes its own
         rollout; advantage statistics, minibatch counts, gradients (weighted by each rank's
         learnable steps, or by its rollout steps for REINFORCE), the early stop at ``target_kl``
         and the returned statistics are all global, so N ranks with E envs each take the step

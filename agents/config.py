@@ -14,7 +14,7 @@ from torch import Tensor
 
 from agents.masking import ActionMasks
 from agents.networks import Obs
-from runners.validate import check_fields
+from agents.validate import check_fields
 
 
 def algo_names() -> tuple[str, ...]:

@@ -28,8 +28,8 @@ import torch
 from torch import Tensor, nn
 from transformers import GPT2Config, GPT2Model, PretrainedConfig, PreTrainedModel
 
-from envs.kv_cache import check_autocast_dtype, fuse_gelu
 from envs.lm import IncrementalLM, forward_left_padded
+from envs.lm.kv_cache import check_autocast_dtype, fuse_gelu
 
 Obs = Any  # a (N, ...) tensor, or a dict of them for Dict observation spaces
 

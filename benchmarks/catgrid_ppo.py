@@ -16,7 +16,7 @@ import gymnasium as gym
 import torch
 
 from runners.evaluate import evaluate, optimal_start_value
-from runners.rollout import RolloutCollector
+from agents.rollout import RolloutCollector
 from runners.train import build_agent, make_envs, preset
 
 

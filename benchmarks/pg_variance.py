@@ -34,7 +34,7 @@ import torch
 from agents.agent import Agent, _flatten_obs, chunk_ids
 from agents.group import rloo_advantages
 from agents.returns import complete_episode_mask, episode_returns, rewards_to_go
-from runners.rollout import RolloutCollector
+from agents.rollout import RolloutCollector
 from runners.train import build_agent, make_envs, preset
 
 

@@ -22,7 +22,7 @@ import torch
 from transformers import GPT2ForSequenceClassification
 
 from envs.imdb import load_imdb
-from runners.lm_presets import make_tiny_lm, save_pretrained_atomic, tiny_gpt2_config, train_tokenizer
+from runners.common.tiny_lm import make_tiny_lm, save_pretrained_atomic, tiny_gpt2_config, train_tokenizer
 from runners.rlhf import PRESETS
 from runners.train import preset, train
 

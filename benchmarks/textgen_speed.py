@@ -41,10 +41,10 @@ import envs  # noqa: F401
 from agents.agent import Agent, AgentConfig
 from agents.networks import CausalLMPolicy
 from envs.imdb import load_imdb
-from envs.kv_cache import AUTOCAST_DTYPES
-from envs.lm import make_reward_fn
-from runners.lm_presets import tiny_gpt2_config, train_tokenizer
-from runners.rollout import RolloutCollector
+from envs.lm.kv_cache import AUTOCAST_DTYPES
+from envs.rewards import make_reward_fn
+from runners.common.tiny_lm import tiny_gpt2_config, train_tokenizer
+from agents.rollout import RolloutCollector
 
 
 @dataclass

@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from envs.imdb import HUB_ID, _looks_like_path, default_imdb_dir
+
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 _TRUE = {"1", "ON", "YES", "TRUE"}
 PROBE_TIMEOUT = 3.0  # seconds
@@ -72,8 +74,6 @@ def _cached(repo_id: str) -> bool:
 
 def _dataset_source(dataset: Any) -> str | None:
     """The hub dataset a ``dataset=`` argument needs, or None when it is local / in memory."""
-    from envs.imdb import HUB_ID, _looks_like_path, default_imdb_dir
-
     if dataset is None:
         return None if default_imdb_dir().is_dir() else HUB_ID
     if isinstance(dataset, (str, os.PathLike)):

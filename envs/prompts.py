@@ -14,6 +14,8 @@ from itertools import islice
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
+from envs.imdb import load_imdb
+
 _WORD = re.compile(r"\S+")
 _PROBE = 32  # texts on which head-of-text tokenization is checked against full tokenization
 
@@ -57,8 +59,6 @@ def load_texts(dataset: DatasetArg, split: str, text_field: str = "text") -> lis
     """Review texts from a local IMDB file/dir or hub id (via :func:`envs.imdb.load_imdb`, cleaned), a sequence of
     strings, or a sequence of dicts / a ``datasets.Dataset`` whose ``text_field`` column holds the text."""
     if dataset is None or isinstance(dataset, (str, os.PathLike)):
-        from envs.imdb import load_imdb
-
         return [row["text"] for row in load_imdb(split=split, source=dataset, text_field=text_field)]
     columns = getattr(dataset, "column_names", None)  # datasets.Dataset
     if columns is not None and text_field not in columns:

@@ -23,11 +23,12 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from envs.length import LengthSampler, action_mask, check_min_new_tokens, eos_mask_rows
 from envs.hub import check_sources
-from envs.kv_cache import check_autocast_dtype
-from envs.lm import DEFAULT_REWARD_MODEL, IncrementalLM, freeze, load_causal_lm, make_reward_fn, resolve_device
+from envs.length import LengthSampler, action_mask, check_min_new_tokens, eos_mask_rows
+from envs.lm import IncrementalLM, freeze, load_causal_lm, resolve_device
+from envs.lm.kv_cache import check_autocast_dtype
 from envs.prompts import DatasetArg, load_texts, tokenize_prompts
+from envs.rewards import DEFAULT_REWARD_MODEL, make_reward_fn
 
 DEFAULT_MODEL = "lvwerra/gpt2-imdb"
 
@@ -424,7 +425,7 @@ class TextGenEnv(CoreKLCoef, gym.Env[dict[str, np.ndarray], int]):
 
     Arguments: ``model`` (HF id / local dir / PreTrainedModel + ``tokenizer``; the initial policy, whose frozen
     copy is the reference unless ``ref_model`` is given; without the hub, a short
-    error lists every default that cannot load and what to pass instead), ``reward_model`` (see :func:`envs.lm.make_reward_fn`),
+    error lists every default that cannot load and what to pass instead), ``reward_model`` (see :func:`envs.rewards.make_reward_fn`),
     ``dataset`` (IMDB .jsonl[.gz] file/dir, hub id, a ``datasets.Dataset``, or a list of texts or dicts; default:
     the local copy, else ``stanfordnlp/imdb``), ``text_field`` (the column holding the text, default ``"text"``),
     ``split``, ``max_new_tokens`` (int, or ``(lo, hi)``: each episode draws its limit

@@ -22,8 +22,11 @@ from typing import Any
 import numpy as np
 
 from agents.config import algo_names
+from agents.validate import check_fields
+from envs.catgrid import optimal_start_return
+from runners.common import cli
+from runners.common.run_spec import env_kwargs
 from runners.train import TrainConfig, preset, train
-from runners.validate import check_fields
 
 
 @dataclass
@@ -116,9 +119,6 @@ def reference_lines(cfg: TrainConfig, tag: str) -> list[tuple[float, str]]:
         return []
     import gymnasium as gym
 
-    from envs.catgrid import optimal_start_return
-    from runners.train import env_kwargs
-
     kwargs, horizon, gamma = env_kwargs(cfg), gym.spec(cfg.env).max_episode_steps, cfg.agent.gamma
     return [(optimal_start_return(kwargs, horizon), f"max E[return] of any policy in {horizon} steps (exact)"),
             (optimal_start_return(kwargs, horizon, gamma=gamma), f"E[return] of π*(γ={gamma:g}) in {horizon} steps (exact)")]
@@ -152,8 +152,6 @@ def plot(out: Path, cc: CompareConfig, references: list[tuple[float, str]]) -> P
 
 
 def parse_args(argv: list[str] | None = None) -> CompareConfig:
-    from runners import cli
-
     return cli.parse(CompareConfig, "runners.compare", __doc__, args=argv)
 
 

@@ -19,13 +19,13 @@ then says so in bold.
 
 Under ``torchrun --nproc-per-node N -m runners.rlhf ...`` rank 0 runs the SFT and reward-model
 stages and the held-out evaluations while the other ranks wait; the PPO stage is data-parallel
-(``--num-envs`` per rank, see :mod:`runners.distributed`).
+(``--num-envs`` per rank, see :mod:`runners.common.distributed`).
 
 The trained policy is exported to ``<output_dir>/policy/`` (a plain transformers model; value head
 beside it). The report (``<output_dir>/report.md`` + ``report.json``) gives, for the same held-out
 prompts (IMDB test split) before and after PPO, the mean score ± standard error with a 95% interval,
 the KL to the reference, response length in tokens and characters, EOS rate and distinct-1/2
-(:mod:`runners.text_eval`); the paired score gain in standard errors, the length ratio, the reward
+(:mod:`runners.common.text_eval`); the paired score gain in standard errors, the length ratio, the reward
 model's accuracy on 1000 IMDB test pairs, the final KL against its target, timings, paired samples
 and where the TensorBoard runs are.
 """
@@ -46,13 +46,15 @@ from transformers import AutoTokenizer
 
 from agents.agent import Agent, AgentConfig
 from agents.networks import CausalLMPolicy
+from agents.validate import check_fields
 from envs.lm import load_causal_lm
-from runners import distributed, sft, train_reward
-from runners.export import export_policy
-from runners.text_eval import evaluate_text, metrics_row, paired_gain, table_head
+from runners import sft, train_reward
+from runners.common import cli, distributed
+from runners.common.cli import quiet_transformers
+from runners.common.export import export_policy
+from runners.common.text_eval import evaluate_text, metrics_row, paired_gain, table_head
 from runners.train import preset as train_preset
 from runners.train import train
-from runners.validate import check_fields
 
 
 @dataclass
@@ -121,8 +123,6 @@ def _has_model(path: Path) -> bool:
 
 def run_stages(cfg: RLHFConfig) -> dict[str, Any]:
     """All stages; under torchrun only rank 0 returns the full report (the others: the PPO result)."""
-    from runners.cli import quiet_transformers
-
     quiet_transformers()  # our progress bars show the run, not transformers' loading bars
     main_rank = distributed.init_distributed("auto", cfg.dist_timeout).rank == 0
     out = Path(cfg.output_dir or f"artifacts/rlhf-{cfg.preset}")
@@ -277,8 +277,6 @@ def report_markdown(rep: dict[str, Any], samples: int = 5) -> str:
 def parse_args(argv: list[str] | None = None) -> RLHFConfig:
     """``--preset`` picks the defaults, tyro parses the rest on top of them."""
     import argparse
-
-    from runners import cli
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", default="tiny", choices=sorted(PRESETS))

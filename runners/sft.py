@@ -34,16 +34,35 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import tyro
 from torch.utils.tensorboard import SummaryWriter
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
+from agents.validate import check_fields
 from envs.imdb import load_imdb
-from runners import distributed
-from runners.atomic import MANIFEST, CorruptCheckpointError, check_writable, verify_manifest
-from runners.validate import check_fields
-from runners.lm_presets import (BudgetBar, cli_with_presets, make_tiny_lm, recover_pretrained_dir, require_progress,
-                                resolve_device, save_pretrained_atomic, stop_report, train_tokenizer)
+from runners.common import distributed
+from runners.common.atomic import (
+    MANIFEST,
+    CorruptCheckpointError,
+    check_writable,
+    verify_manifest,
+)
+from runners.common.cli import quiet_transformers
+from runners.common.tiny_lm import (
+    BudgetBar,
+    cli_with_presets,
+    make_tiny_lm,
+    recover_pretrained_dir,
+    require_progress,
+    resolve_device,
+    save_pretrained_atomic,
+    stop_report,
+    train_tokenizer,
+)
 
 STATE_FILE = "training_state.pt"
 
@@ -242,8 +261,6 @@ def load_training_state(out: Path) -> dict:
 
 def run_sft(cfg: SFTConfig) -> dict:
     """Train as configured, save the model dir atomically, and return the metrics dict."""
-    from runners.cli import quiet_transformers
-
     quiet_transformers()  # our progress bars show the run, not transformers' loading bars
     if cfg.model is None and cfg.preset != "tiny" and not cfg.resume:
         raise ValueError("pass --model (hub id or local dir) or --preset tiny to train from scratch")

@@ -35,15 +35,29 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, GPT2ForSequenceClassification
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    GPT2ForSequenceClassification,
+)
 
+from agents.validate import check_fields
 from envs.imdb import iter_jsonl, load_imdb
-from runners import distributed
-from runners.atomic import check_writable
-from runners.lm_presets import (BudgetBar, cli_with_presets, recover_pretrained_dir, require_progress, resolve_device,
-                                save_pretrained_atomic, stop_report, tiny_gpt2_config, train_tokenizer)
+from runners.common import distributed
+from runners.common.atomic import check_writable
+from runners.common.cli import quiet_transformers
+from runners.common.tiny_lm import (
+    BudgetBar,
+    cli_with_presets,
+    recover_pretrained_dir,
+    require_progress,
+    resolve_device,
+    save_pretrained_atomic,
+    stop_report,
+    tiny_gpt2_config,
+    train_tokenizer,
+)
 from runners.sft import STATE_FILE, batch_indices, load_training_state, lr_factor
-from runners.validate import check_fields
 
 
 @dataclass
@@ -297,8 +311,6 @@ def _load_saved_reward_model(out: Path):
 
 def run_reward_training(cfg: RewardConfig) -> dict:
     """Train the reward model as configured, save it atomically and return the metrics dict."""
-    from runners.cli import quiet_transformers
-
     quiet_transformers()  # our progress bars show the run, not transformers' loading bars
     start = time.monotonic()  # the time budget covers data preparation too
     if cfg.num_threads:

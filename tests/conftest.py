@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from envs.imdb import default_imdb_dir, load_imdb
-from runners.lm_presets import make_tiny_lm, save_pretrained_atomic, train_tokenizer
+from runners.common.tiny_lm import make_tiny_lm, save_pretrained_atomic, train_tokenizer
 
 TINY_VOCAB = 8192
 TINY_LM_KW = {"n_layer": 2, "n_head": 4, "n_embd": 128, "n_positions": 256}

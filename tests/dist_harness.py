@@ -3,7 +3,7 @@
     results = run_ranks(fn, world=2, args=(...,))   # [fn's return value on rank 0, rank 1, ...]
 
 Each rank gets torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), one
-torch thread, and joins the process group through :func:`runners.distributed.init_distributed`.
+torch thread, and joins the process group through :func:`runners.common.distributed.init_distributed`.
 ``fn(rank, *args)`` must be a module-level function (spawn pickles it by name).
 """
 
@@ -32,7 +32,7 @@ def _worker(local_rank: int, fn: Callable, args: tuple, world: int, port: int, o
                        "OMP_NUM_THREADS": "1"})
     import torch
 
-    from runners import distributed
+    from runners.common import distributed
 
     torch.set_num_threads(1)
     distributed.init_distributed("cpu", timeout_s=timeout_s)

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-GRID = ["tests/test_update_gradients.py", "tests/test_reinforce_unbiased.py", "tests/test_sampling.py",
-        "tests/test_returns.py"]  # seconds each; --tests-also adds more (e.g. tests/test_agent.py)
-TEXT = ["tests/test_text_agent.py", "tests/test_textgen.py"]
+GRID = ["tests/agents/test_update_gradients.py", "tests/agents/test_reinforce_unbiased.py", "tests/agents/test_sampling.py",
+        "tests/agents/test_returns.py"]  # seconds each; --tests-also adds more (e.g. tests/test_agent.py)
+TEXT = ["tests/agents/test_text_agent.py", "tests/envs/test_textgen.py"]
 
 
 @dataclass
@@ -60,7 +60,7 @@ MUTATIONS = [
     Mutation("reinforce_loss_not_detached", "reinforce_loss lets gradient into its weights Ψ (e.g. a baseline)",
              "agents/losses.py", "-(logprob * advantages.detach()).mean()", "-(logprob * advantages).mean()", GRID),
     Mutation("kl_penalty_on_last_token", "all per-token KL penalty moved to the last token (episode sum unchanged)",
-             "runners/rollout.py", "reward = reward - beta * logp * self.valid",
+             "agents/rollout.py", "reward = reward - beta * logp * self.valid",
              "self._kl_sum = getattr(self, '_kl_sum', 0.0) + beta * logp * self.valid; "
              "_end = np.logical_or(term, trunc) & self.valid; "
              "reward = np.where(_end, reward - self._kl_sum, reward); "
@@ -73,7 +73,7 @@ MUTATIONS = [
              "mask = ro.valid | complete_episode_mask(\n            ro.terminated", GRID),
     Mutation("no_policy_gradient", "no policy gradient at all (policy loss multiplied by 0)",
              "agents/agent.py", "loss = pg_loss - c.ent_coef * entropy", "loss = 0.0 * pg_loss - c.ent_coef * entropy",
-             GRID + ["tests/test_text_agent.py"]),
+             GRID + ["tests/agents/test_text_agent.py"]),
     # the defects of issue #7 itself
     Mutation("reinforce_drops_unfinished_episodes", "REINFORCE drops (does not carry) unfinished episodes: biased",
              "agents/agent.py", "ro = prepend(self.carry, ro)", "ro = ro", GRID),

@@ -19,7 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import fingerprint  # noqa: E402
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "catgrid_ppo_v0_1"
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "catgrid_ppo_v0_1"
 
 
 def _close(got: dict, want: dict) -> None:

@@ -1,0 +1,170 @@
+"""Reward functions of the text env: a sentiment classifier, ``"vader"`` or a plain callable, as one
+checked batched ``list[str] -> np.ndarray`` scorer (:func:`make_reward_fn`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from envs.lm.loading import _from_pretrained, freeze, resolve_device
+
+RewardFn = Callable[[list[str]], np.ndarray]
+DEFAULT_REWARD_MODEL = "lvwerra/distilbert-imdb"
+REWARD_KINDS = (
+    "Accepted reward models: a sequence-classification model with a trained score head (an HF id or directory such "
+    "as 'lvwerra/distilbert-imdb', or a directory written by `python -m runners.train_reward`), 'vader', or a "
+    "callable list[str] -> one float per text."
+)
+
+
+
+
+def _positive_index(model: PreTrainedModel) -> int:
+    """Index of the positive class of a sentiment classifier (``POSITIVE``/``pos`` label, else class 1)."""
+    for idx, label in model.config.id2label.items():
+        if str(label).lower() in {"positive", "pos"}:
+            return int(idx)
+    if model.config.num_labels == 2:
+        return 1
+    raise ValueError(
+        f"Cannot find the positive class among labels {model.config.id2label}; name it 'POSITIVE' in config.id2label."
+    )
+
+
+def _classifier_fn(
+    reward_model: str | os.PathLike | PreTrainedModel,
+    tokenizer: str | os.PathLike | PreTrainedTokenizerBase | None,
+    device: torch.device,
+    batch_size: int,
+) -> RewardFn:
+    if isinstance(reward_model, PreTrainedModel):
+        if tokenizer is None:
+            raise ValueError("Pass tokenizer= together with a reward model object (or pass its path / HF id).")
+        if "ForSequenceClassification" not in type(reward_model).__name__:
+            raise ValueError(f"reward model object is a {type(reward_model).__name__}, not a sequence classifier. "
+                             f"{REWARD_KINDS}")
+        clf = reward_model
+    else:
+        clf, info = _from_pretrained(AutoModelForSequenceClassification, os.fspath(reward_model),
+                                     output_loading_info=True)
+        missing = list(info.get("missing_keys", []))
+        if missing:  # e.g. a causal LM: transformers would only warn and score with a random head
+            arch = getattr(clf.config, "architectures", None)
+            raise ValueError(
+                f"{os.fspath(reward_model)!r} is not a trained sequence-classification reward model (architectures "
+                f"{arch}; weights missing from it: {missing[:4]}). {REWARD_KINDS}"
+            )
+        tokenizer = os.fspath(reward_model) if tokenizer is None else tokenizer
+    if isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = _from_pretrained(AutoTokenizer, os.fspath(tokenizer))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if clf.config.pad_token_id is None:
+        clf.config.pad_token_id = tokenizer.pad_token_id
+    clf = freeze(clf.to(device))
+    column = 0 if clf.config.num_labels == 1 else _positive_index(clf)
+    n_ctx = getattr(clf.config, "max_position_embeddings", None) or getattr(clf.config, "n_positions", None) or 512
+    max_length = min(int(tokenizer.model_max_length), 512, int(n_ctx))
+
+    @torch.no_grad()
+    def score(texts: list[str]) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                texts[start : start + batch_size], padding=True, truncation=True, max_length=max_length,
+                padding_side="right", return_tensors="pt",  # right: positions start at 0, as unpadded
+            ).to(device)
+            out.append(clf(**batch).logits[:, column].float().cpu())  # (B,)
+        return torch.cat(out).numpy()
+
+    return score
+
+
+def _vader_fn() -> RewardFn:
+    try:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+    except ImportError as err:
+        raise ImportError(
+            "reward_model='vader' needs the optional package vaderSentiment: pip install 'rlhf-gym[vader]'."
+        ) from err
+    analyzer = SentimentIntensityAnalyzer()
+    return lambda texts: np.array([analyzer.polarity_scores(t)["compound"] for t in texts])
+
+
+def _scores_array(raw: Any, name: str, n: int) -> np.ndarray:
+    """The reward function's result as (n,) float64, or one clear TypeError naming the function and the result."""
+    shown = repr(raw)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    problem = None
+    if raw is None or isinstance(raw, (str, bytes, dict, bool, np.bool_)):
+        problem = type(raw).__name__
+    elif isinstance(raw, torch.Tensor):
+        raw = raw.detach().cpu().numpy()
+    elif not isinstance(raw, (np.ndarray, list, tuple, int, float, np.number)):
+        problem = type(raw).__name__  # generators, sets, arbitrary objects
+    if problem is None:
+        try:
+            arr = np.asarray(raw)
+        except (TypeError, ValueError):
+            arr = np.asarray(raw, dtype=object)
+        if arr.dtype.kind not in "iuf":
+            problem = f"{type(raw).__name__} of {arr.dtype.name if arr.dtype.kind != 'O' else 'objects'}"
+    if problem is not None:
+        raise TypeError(
+            f"Reward function {name!r} returned {problem} {shown}; it must return {n} real numbers (one finite "
+            f"float per text) as a list, numpy array or tensor."
+        )
+    return arr.astype(np.float64).reshape(-1)
+
+
+def make_reward_fn(
+    reward_model: str | os.PathLike | PreTrainedModel | Callable[[list[str]], Sequence[float]] = DEFAULT_REWARD_MODEL,
+    device: str | torch.device = "auto",
+    batch_size: int = 64,
+    tokenizer: str | os.PathLike | PreTrainedTokenizerBase | None = None,
+) -> RewardFn:
+    """Batched, checked scorer ``list[str] -> np.ndarray (len,) float64``.
+
+    ``reward_model``: an HF sequence classifier (id, path or object + ``tokenizer=``): score = positive-class
+    logit when ``num_labels >= 2`` (class named POSITIVE/pos, else 1), the single logit when ``num_labels == 1``
+    (format saved by ``runners.train_reward``); ``"vader"``: VADER compound score in [-1, 1] (optional
+    ``vaderSentiment``); or any callable ``list[str] -> sequence of floats``. A wrong-length or non-finite result
+    raises ``ValueError`` naming the reward function.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if isinstance(reward_model, str) and reward_model == "vader":
+        fn, name = _vader_fn(), "vader"
+    elif isinstance(reward_model, (str, os.PathLike, PreTrainedModel)):
+        fn = _classifier_fn(reward_model, tokenizer, resolve_device(device), batch_size)
+        name = type(reward_model).__name__ if isinstance(reward_model, PreTrainedModel) else os.fspath(reward_model)
+    elif callable(reward_model):
+        fn, name = reward_model, getattr(reward_model, "__name__", repr(reward_model))
+    else:
+        raise TypeError(
+            "reward_model must be an HF classifier id/path/object, 'vader' or a callable, got "
+            f"{type(reward_model).__name__}."
+        )
+
+    def checked(texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0)
+        scores = _scores_array(fn(list(texts)), name, len(texts))
+        if scores.shape != (len(texts),):
+            raise ValueError(f"Reward function {name!r} returned {scores.size} scores for {len(texts)} texts.")
+        if not np.isfinite(scores).all():
+            raise ValueError(f"Reward function {name!r} returned a NaN/inf score; make it return finite floats.")
+        return scores
+
+    checked.__name__ = f"reward[{name}]"
+    return checked

@@ -1,0 +1,208 @@
+"""RLOO / GRPO in the one agent: group advantages on a hand-made rollout, group ids from the
+collector, the k3 KL loss switch, and learning a corridor."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import gymnasium as gym
+
+import numpy as np
+import pytest
+import torch
+
+import envs  # noqa: F401
+from agents import losses
+from agents.agent import Agent, AgentConfig, Rollout
+from agents.networks import GridTransformer
+from envs.catgrid_vector import CatGridVectorEnv
+from runners.evaluate import evaluate
+from agents.rollout import RolloutCollector
+
+
+def hand_rollout() -> Rollout:
+    """T = 5 steps of N = 4 rows, groups = row // 2, γ = 1.
+
+    row 0: episode A (t0-t1, R = 1), reset step t2, episode B (t3-t4, R = 3)
+    row 1: episode C (t0-t2, R = 2), reset step t3, episode D starts at t4 (unfinished)
+    row 2: episode E (t0-t4, R = 5)
+    row 3: an episode begun before the rollout ends at t1, reset t2, episode F (t3-t4, unfinished)
+    Group 0 holds A, B, C; in group 1 only E is complete (alone: skipped).
+    """
+    T, N = 5, 4
+    r = torch.zeros(T, N)
+    term = torch.zeros(T, N, dtype=torch.bool)
+    start = torch.zeros(T, N, dtype=torch.bool)
+    valid = torch.ones(T, N, dtype=torch.bool)
+    r[1, 0], term[1, 0], valid[2, 0], start[[0, 3], 0], r[4, 0], term[4, 0] = 1, True, False, True, 3, True
+    r[2, 1], term[2, 1], valid[3, 1], start[[0, 4], 1] = 2, True, False, True
+    r[4, 2], term[4, 2], start[0, 2] = 5, True, True
+    r[1, 3], term[1, 3], valid[2, 3], start[3, 3] = 7, True, False, True
+    group = (torch.arange(N) // 2).expand(T, N).clone()
+    return Rollout(obs=torch.zeros(T, N, 2, dtype=torch.long), actions=torch.zeros(T, N, dtype=torch.long),
+                   logprobs=torch.zeros(T, N), values=torch.zeros(T + 1, N), rewards=r, terminated=term,
+                   truncated=torch.zeros(T, N, dtype=torch.bool), episode_start=start, valid=valid, group=group)
+
+
+def _agent(algo: str, **kw) -> Agent:
+    venv = CatGridVectorEnv(num_envs=1)
+    net = GridTransformer.from_spaces(venv.single_observation_space, venv.single_action_space, d_model=16, n_layer=1)
+    return Agent(net, AgentConfig(algo=algo, gamma=1.0, **kw))
+
+
+@pytest.mark.parametrize("algo", ["rloo", "grpo"])
+def test_group_advantages_by_hand(algo):
+    adv, ret, mask = _agent(algo, reinforce_return="episode").group_advantages(hand_rollout())
+    # RLOO: A = 1 - (3+2)/2, B = 3 - (1+2)/2, C = 2 - (1+3)/2; GRPO: (R - 2) / (1 + eps)
+    a, b, c = (-1.5, 1.5, 0.0) if algo == "rloo" else (-1 / 1.0001, 1 / 1.0001, 0.0)
+    expected_mask = [[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]]
+    assert mask.int().tolist() == expected_mask
+    assert adv[mask].tolist() == pytest.approx([a, c, a, c, c, b, b])  # row-major order of the mask
+    assert not torch.isnan(adv).any()
+    assert ret[0, 0] == 1 and ret[3, 0] == 3 and ret[0, 2] == 5
+
+
+def test_rloo_to_go_per_step_baseline_by_hand():
+    adv, ret, mask = _agent("rloo", reinforce_return="to_go").group_advantages(hand_rollout())
+    # reward-to-go by step index: A [1, 1], B [3, 3], C [2, 2, 2] (0 after an end); per step τ:
+    # A: 1 - (3+2)/2 twice; B: 3 - (1+2)/2 twice; C: 2 - (1+3)/2 twice, then 2 - (0+0)/2
+    assert mask.int().tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]]
+    assert adv[mask].tolist() == pytest.approx([-1.5, 0.0, -1.5, 0.0, 2.0, 1.5, 1.5])
+    assert ret[1, 1] == 2 and ret[3, 0] == 3  # reward-to-go
+
+
+def test_group_algos_need_group_ids():
+    ro = hand_rollout()
+    ro.group = None
+    with pytest.raises(ValueError, match="Rollout.group"):
+        _agent("rloo").update(ro)
+
+
+def test_group_update_skips_value_loss_and_reports_groups():
+    agent = _agent("rloo")
+    head = [p.clone() for p in agent.net.parameters()]
+    stats = agent.update(hand_rollout())
+    assert stats["group/episodes"] == 4 and stats["group/skipped_alone"] == 1
+    assert "explained_variance" not in stats and "value_loss" not in stats  # the value head is not trained
+    assert any(not torch.equal(p, q) for p, q in zip(head, agent.net.parameters()))
+
+
+def test_k3_by_hand():
+    logp, ref = torch.log(torch.tensor([0.5, 0.2])), torch.log(torch.tensor([0.25, 0.2]))
+    # ratio π_ref/π_θ = 0.5 → 0.5 - log 0.5 - 1; equal probabilities → 0
+    assert losses.k3_kl(logp, ref).item() == pytest.approx((0.5 - math.log(0.5) - 1.0) / 2)
+
+
+def test_collector_group_ids_row_div_k_on_catgrid():
+    venv = gym.wrappers.vector.RecordEpisodeStatistics(CatGridVectorEnv(num_envs=6))
+    agent = _agent("rloo")
+    ro, _ = RolloutCollector(venv, agent, 8, seed=0, group_size=3).collect()
+    assert ro.group.tolist() == [[0, 0, 0, 1, 1, 1]] * 8
+    with pytest.raises(ValueError, match="divide num_envs"):
+        RolloutCollector(venv, agent, 8, seed=0, group_size=4)
+
+
+@pytest.mark.parametrize("algo", ["rloo", "grpo"])
+def test_every_finished_episode_is_learned_from_once_across_rollout_boundaries(algo):
+    """Rollouts of 7 steps cut many CatGrid episodes; the steps of a running episode are carried to the next
+    rollout, so every episode that finishes enters exactly one update (dropping the cut ones favours short
+    episodes)."""
+    venv = gym.wrappers.vector.RecordEpisodeStatistics(CatGridVectorEnv(num_envs=8, max_episode_steps=25))
+    agent = _agent(algo, learning_rate=0.0)
+    collector = RolloutCollector(venv, agent, 7, seed=0, group_size=4)
+    finished = learned = 0
+    for _ in range(30):
+        ro, log = collector.collect()
+        finished += len(log.returns)
+        learned += agent.update(ro).get("group/episodes", 0.0)
+    assert finished > 50 and learned == finished, (finished, learned)  # episodes alone in their group included
+    assert agent.carry is not None and int(agent.carry.valid.sum()) > 0  # the running episodes wait for their end
+
+
+@pytest.mark.parametrize("algo", ["rloo", "grpo"])
+def test_group_algos_learn_corridor(algo):
+    torch.manual_seed(0)
+    venv = CatGridVectorEnv(num_envs=8, desc=["T.C.M"], slip=0.0, max_episode_steps=10)
+    net = GridTransformer.from_spaces(venv.single_observation_space, venv.single_action_space, d_model=32, n_layer=1)
+    agent = Agent(net, AgentConfig(algo=algo, learning_rate=3e-3, num_minibatches=2, anneal_lr=False))
+    collector = RolloutCollector(venv, agent, 32, reward_scale=0.01, seed=0, group_size=4)
+    for _ in range(40):
+        agent.update(collector.collect()[0])
+    res = evaluate(agent, CatGridVectorEnv(num_envs=2, desc=["T.C.M"], slip=0.0, max_episode_steps=10),
+                   episodes=4, gamma=0.99, greedy=True, seed=1)
+    assert res["success_rate"] == 1.0, algo
+
+
+def test_bad_group_config():
+    with pytest.raises(ValueError, match="kl_mode"):
+        AgentConfig(kl_mode="both")
+    with pytest.raises(ValueError, match="group_eps"):
+        AgentConfig(algo="grpo", group_eps=0.0)
+    assert AgentConfig(algo="grpo").clipped and AgentConfig(algo="rloo").group_based
+    assert not AgentConfig(algo="rloo").clipped and not AgentConfig(algo="reinforce").group_based
+
+
+@pytest.fixture
+def text_kw(tiny_lm, tiny_tokenizer, imdb_dir) -> dict:
+    from envs.imdb import load_imdb
+
+    texts = [row["text"] for row in load_imdb("train", source=imdb_dir, limit=100, seed=1)]
+    score = lambda ts: [10.0 * t.count("e") / max(len(t), 1) for t in ts]  # noqa: E731
+    return {"model": tiny_lm, "tokenizer": tiny_tokenizer, "reward_model": score, "dataset": texts,
+            "device": "cpu", "kl_coef": 0.3, "max_new_tokens": 4}
+
+
+@pytest.mark.parametrize("kl_mode", ["reward", "loss"])
+def test_text_groups_and_kl_mode(text_kw, tiny_lm, kl_mode, one_thread):
+    """Text env with group_size: group ids come from the env; with kl_mode='loss' the learning
+    reward is the score alone, log π_ref is recorded and the k3 term is in the update."""
+    from agents.networks import CausalLMPolicy
+
+    venv = gym.make_vec("TextGen-IMDB-v0", num_envs=4, vectorization_mode="vector_entry_point",
+                        **(text_kw | {"group_size": 2}))
+    torch.manual_seed(0)
+    lm = copy.deepcopy(tiny_lm)  # the session fixture stays untouched
+    for mod in lm.modules():
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0  # old and new log-probs from the same function
+    agent = Agent(CausalLMPolicy(lm).eval(), AgentConfig(algo="grpo", gamma=1.0, kl_mode=kl_mode,
+                                                              learning_rate=1e-3, num_minibatches=1, update_epochs=1))
+    collector = RolloutCollector(venv, agent, 10, seed=0)
+    ro, log = collector.collect()
+    g = ro.group.numpy()
+    assert (g[:, 0] == g[:, 1]).all() and (g[:, 2] == g[:, 3]).all() and (g[:, 0] != g[:, 2]).all()
+    if kl_mode == "loss":
+        ended = (ro.terminated & ro.valid).numpy()
+        assert sorted(ro.rewards.numpy()[ended].tolist()) == pytest.approx(sorted(log.scores), abs=1e-5)
+        assert (ro.rewards.numpy()[~ended] == 0).all()
+        assert ro.kl_coef == pytest.approx(0.3) and ro.ref_logprobs is not None
+        assert (ro.ref_logprobs[ro.valid] < 0).all()
+        # the policy starts as the reference: its sampling log-probs are the env's ref log-probs
+        torch.testing.assert_close(ro.ref_logprobs[ro.valid], ro.logprobs[ro.valid], atol=1e-4, rtol=0)
+        stats = agent.update(ro)
+        assert stats["kl_k3"] == pytest.approx(0.0, abs=1e-6)  # one minibatch, evaluated before the step: the same model
+    else:
+        assert ro.ref_logprobs is None
+        assert "kl_k3" not in agent.update(ro)
+
+
+def test_train_cli_group_algos(tmp_path, capsys):
+    from runners import train
+
+    tiny = ["--total-timesteps", "1024", "--num-envs", "8", "--num-steps", "64", "--eval-episodes", "8",
+            "--no-progress", "--threads", "1", "--d-model", "32", "--n-layer", "1", "--log-dir", str(tmp_path)]
+    for algo in ("rloo", "grpo"):
+        cfg = train.parse_args(["--algo", algo, *tiny])
+        assert cfg.group_size == 4 and cfg.agent.algo == algo and cfg.agent.group_based
+        result = train.train(cfg)
+        assert result["global_step"] == 1024 and result["eval"]["greedy"]["episodes"] == 8
+    for args, msg in ((["--algo", "rloo", "--group-size", "1"], "--group-size >= 2"),
+                      (["--algo", "grpo", "--group-size", "3"], "divide num_envs")):
+        with pytest.raises(SystemExit):  # tyro prints the config's own message with the usage
+            train.parse_args([*args, *tiny])
+        assert msg in " ".join(capsys.readouterr().err.split())  # tyro wraps long messages
+    with pytest.raises(ValueError, match="group-size >= 2"):
+        train.TrainConfig(algo="grpo")
+    text = train.preset("TextGen-IMDB-v0", "grpo")
+    assert text.agent.kl_mode == "loss" and text.group_size == 4 and text.agent.update_epochs == 4
