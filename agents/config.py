@@ -5,28 +5,28 @@ Both are re-exported by :mod:`agents.agent`, where the algorithms that use them 
 
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import tyro
 from torch import Tensor
 
+from agents.algos import ALGO_NAMES, ALGOS, AlgoName
 from agents.masking import ActionMasks
 from agents.networks import Obs
 from agents.validate import check_fields
 
 
 def algo_names() -> tuple[str, ...]:
-    """The algorithms :class:`AgentConfig` accepts (from its ``algo`` annotation)."""
-    return typing.get_args(typing.get_args(typing.get_type_hints(AgentConfig, include_extras=True)["algo"])[0])
+    """The algorithms :class:`AgentConfig` accepts (the rows of :data:`agents.algos.ALGOS`)."""
+    return ALGO_NAMES
 
 
-@dataclass
+@dataclass(frozen=True)
 class AgentConfig:
     """Hyperparameters of the agent (CleanRL names where they exist)."""
 
-    algo: Annotated[Literal["ppo", "reinforce", "rloo", "grpo"], tyro.conf.Suppress] = "ppo"  # CLI: runners.train --algo
+    algo: Annotated[AlgoName, tyro.conf.Suppress] = "ppo"  # CLI: runners.train --algo
     gamma: float = 0.99
     gae_lambda: float = 0.95
     learning_rate: float = 2.5e-4
@@ -59,19 +59,18 @@ class AgentConfig:
 
     @property
     def group_based(self) -> bool:
-        """RLOO / GRPO: advantages from the other episodes of a group, no value head."""
-        return self.algo in ("rloo", "grpo")
+        """Advantages from the other episodes of a group, no value head (RLOO / GRPO; :data:`ALGOS`)."""
+        return ALGOS[self.algo].group_based
 
     @property
     def monte_carlo(self) -> bool:
-        """REINFORCE / RLOO / GRPO: Monte-Carlo returns, so an episode is learned from once it has ended (the steps
-        of unfinished episodes are carried to the next rollout, see agents.carry)."""
-        return self.algo in ("reinforce", "rloo", "grpo")
+        """An episode is learned from once it has ended (REINFORCE / RLOO / GRPO; see agents.carry)."""
+        return ALGOS[self.algo].monte_carlo
 
     @property
     def clipped(self) -> bool:
-        """PPO / GRPO: clipped ratio objective, several epochs, an optimizer step per minibatch."""
-        return self.algo in ("ppo", "grpo")
+        """Clipped ratio objective, several epochs, an optimizer step per minibatch (PPO / GRPO)."""
+        return ALGOS[self.algo].clipped
 
     def __post_init__(self) -> None:
         check_fields(self, {
@@ -79,7 +78,7 @@ class AgentConfig:
             "update_epochs": "int>=1", "num_minibatches": "int>=1", "clip_coef": ">0", "ent_coef": ">=0",
             "vf_coef": ">=0", "max_grad_norm": ">0", "target_kl": ">0?", "group_eps": ">0",
         }, extra={
-            f"algo must be one of {algo_names()}, got {self.algo!r}": lambda: self.algo in algo_names(),
+            f"algo must be one of {ALGO_NAMES}, got {self.algo!r}": lambda: self.algo in ALGO_NAMES,
             f"reinforce_return must be 'episode' or 'to_go', got {self.reinforce_return!r}":
                 lambda: self.reinforce_return in ("episode", "to_go"),
             f"kl_mode must be 'reward' or 'loss', got {self.kl_mode!r}": lambda: self.kl_mode in ("reward", "loss"),

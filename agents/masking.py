@@ -82,11 +82,11 @@ class ActionMasks:
     table: Tensor
     index: Tensor
 
-    def __getitem__(self, key: Any) -> "ActionMasks":
+    def __getitem__(self, key: Any) -> ActionMasks:
         """Index the (T, N) steps, e.g. ``masks[:, cols]`` (the table is shared)."""
         return ActionMasks(self.table, self.index[key])
 
-    def clone(self) -> "ActionMasks":
+    def clone(self) -> ActionMasks:
         return ActionMasks(self.table.clone(), self.index.clone())
 
     def dense(self) -> Tensor:
@@ -94,7 +94,7 @@ class ActionMasks:
         return self.table[self.index]
 
     @classmethod
-    def stack(cls, masks: list[Tensor]) -> "ActionMasks":
+    def stack(cls, masks: list[Tensor]) -> ActionMasks:
         """From T per-step (N, A) bool masks."""
         tables, indices, offset = [], [], 0
         for mask in masks:

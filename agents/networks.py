@@ -147,7 +147,7 @@ class GridTransformer(PolicyValueNet):
     @classmethod
     def from_spaces(
         cls, observation_space: gym.Space, action_space: gym.Space, **kwargs: Any
-    ) -> "GridTransformer":
+    ) -> GridTransformer:
         if isinstance(observation_space, gym.spaces.Discrete):
             nvec = [int(observation_space.n)]
         elif isinstance(observation_space, gym.spaces.MultiDiscrete) and observation_space.nvec.ndim == 1:

@@ -152,6 +152,7 @@ class RolloutCollector:
         reward_scale: float = 1.0,
         seed: int | None = None,
         group_size: int = 1,
+        kl_coef: float | None = None,
     ) -> None:
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
@@ -172,6 +173,22 @@ class RolloutCollector:
         self._ep_ref = np.zeros(self.num_envs)  # Σ log π_ref over the running episode
         self._ep_shaped = np.zeros(self.num_envs)  # Σ shaped reward (score - β KL) of the running episode
         self.pending: tuple[torch.Tensor, torch.Tensor] | None | object = None  # policy output for self.obs
+        self._kl_coef = get_kl_coef(envs)  # None: the env has no KL shaping
+        if kl_coef is not None and self._kl_coef is not None:
+            self.set_kl_coef(kl_coef)
+
+    @property
+    def kl_coef(self) -> float | None:
+        """β of the KL shaping (None when the env has none): the one value the env's half of the reward, the
+        collector's half and the agent's loss term all use. Change it with :meth:`set_kl_coef` only."""
+        return self._kl_coef
+
+    def set_kl_coef(self, beta: float) -> None:
+        """Set β for the next rollouts, in the env (its ``β·log π_ref`` reward) and here (``-β·log π_θ``)."""
+        if self._kl_coef is None:
+            raise ValueError("this env has no kl_coef (no KL shaping to set)")
+        set_env_attr(self.envs, "kl_coef", beta)
+        self._kl_coef = float(beta)
 
     def _update_group(self, info: dict) -> None:
         if "group_id" in info:
@@ -220,7 +237,7 @@ class RolloutCollector:
         starts = np.zeros((T, N), dtype=bool)
         valid = np.zeros((T, N), dtype=bool)
         groups = np.zeros((T, N), dtype=np.int64)
-        beta = get_kl_coef(self.envs)
+        beta = self._kl_coef
         kl_in_loss = beta is not None and self.agent.config.kl_mode == "loss"
         ref_logprobs = np.zeros((T, N), dtype=np.float32) if kl_in_loss else None
         log = EpisodeLog()

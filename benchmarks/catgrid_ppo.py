@@ -9,14 +9,15 @@ from the reported training wall time.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
 import gymnasium as gym
 import torch
 
-from runners.evaluate import evaluate, optimal_start_value
 from agents.rollout import RolloutCollector
+from runners.evaluate import evaluate, optimal_start_value
 from runners.train import build_agent, make_envs, preset
 
 
@@ -35,8 +36,8 @@ class Args:
 
 def time_to_threshold(args: Args, seed: int) -> dict[str, float]:
     cfg = preset("CatGrid-v0", args.algo)
-    cfg.seed, cfg.map_name = seed, args.map_name
-    cfg.agent.norm_adv_scope = args.norm_adv_scope
+    cfg = dataclasses.replace(cfg, seed=seed, map_name=args.map_name,
+                              agent=dataclasses.replace(cfg.agent, norm_adv_scope=args.norm_adv_scope))
     torch.manual_seed(seed)
     envs = make_envs(cfg)
     eval_envs = gym.make_vec("CatGrid-v0", num_envs=64, vectorization_mode="vector_entry_point", map_name=args.map_name)

@@ -31,8 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from agents.agent import Agent, _flatten_obs, chunk_ids
-from agents.group import rloo_advantages
+from agents.agent import Agent
+from agents.batch import chunk_ids, flatten, flatten_obs, make_batch
+from agents.estimators import rloo_advantages
 from agents.returns import complete_episode_mask, episode_returns, rewards_to_go
 from agents.rollout import RolloutCollector
 from runners.train import build_agent, make_envs, preset
@@ -64,9 +65,9 @@ def weights(agent: Agent, ro) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     c = agent.config
     g0 = episode_returns(ro.rewards, ro.terminated, ro.truncated, ro.episode_start, c.gamma)
     gt = rewards_to_go(ro.rewards, ro.terminated, ro.truncated, c.gamma)
-    rloo = lambda ret: Agent(agent.net, dataclasses.replace(c, algo="rloo", reinforce_return=ret))  # noqa: E731
-    loo, _, mask = rloo("episode").group_advantages(ro)  # mask: complete episodes with a group partner
-    loo_t, _, _ = rloo("to_go").group_advantages(ro)
+    rloo = lambda ret: rloo_advantages(ro, dataclasses.replace(c, algo="rloo", reinforce_return=ret))  # noqa: E731
+    loo_est = rloo("episode")  # mask: complete episodes with a group partner
+    loo, mask, loo_t = loo_est.adv, loo_est.mask, rloo("to_go").adv
     mask = mask & ro.valid & complete_episode_mask(ro.terminated, ro.truncated, ro.episode_start, True)
     psi = dict(zip(ESTIMATORS, (g0, gt, gt - ro.values[:-1], loo, loo_t)))
     return psi, mask
@@ -74,11 +75,10 @@ def weights(agent: Agent, ro) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
 
 def gradient(agent: Agent, ro, psi: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Flat ∇_θ of (1/n) Σ log π(a|s) Ψ over the masked steps (the ascent direction)."""
-    flat = lambda x: x.transpose(0, 1).reshape(-1)  # noqa: E731
-    m, w, actions = flat(mask), flat(psi), flat(ro.actions)
+    m, w, actions = flatten(mask), flatten(psi), flatten(ro.actions)
     chunk = torch.as_tensor(chunk_ids(ro.episode_start.cpu().numpy(), ro.valid.cpu().numpy()), device=agent.device)
     idx = torch.nonzero(torch.isin(chunk, torch.unique(chunk[m]))).squeeze(1)
-    batch = agent._make_batch(_flatten_obs(ro.obs), actions, chunk, idx)
+    batch = make_batch(flatten_obs(ro.obs), actions, chunk, idx)
     logits, _ = agent.net.evaluate(batch)
     logp = torch.distributions.Categorical(logits=logits[m[idx]]).log_prob(actions[idx][m[idx]])
     objective = (logp * w[idx][m[idx]].detach()).sum() / m.sum()
@@ -94,16 +94,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     cfg = preset(args.env, "reinforce")
-    cfg.seed, cfg.group_size = args.seed, args.group_size
-    cfg.num_envs = args.num_envs or cfg.num_envs
-    cfg.agent.norm_adv = False  # raw weights: normalising would rescale each estimator differently
+    # raw weights: normalising would rescale each estimator differently
+    agent_cfg = dataclasses.replace(cfg.agent, norm_adv=False)
+    over: dict = {"seed": args.seed, "group_size": args.group_size, "num_envs": args.num_envs or cfg.num_envs}
     if args.env == "TextGen-IMDB-v0":
-        cfg.model, cfg.reward_model = args.model or cfg.model, args.reward_model or cfg.reward_model
-        cfg.max_new_tokens, cfg.num_steps = args.max_new_tokens, args.max_new_tokens + 1
-        cfg.min_new_tokens = args.max_new_tokens  # fixed length: every row finishes one episode per rollout
-        cfg.num_envs = args.num_envs or 32
-        cfg.agent.learning_rate = 2e-4
-    cfg.num_steps = args.num_steps or cfg.num_steps
+        over |= {"model": args.model or cfg.model, "reward_model": args.reward_model or cfg.reward_model,
+                 "max_new_tokens": args.max_new_tokens, "num_steps": args.max_new_tokens + 1,
+                 # fixed length: every row finishes one episode per rollout
+                 "min_new_tokens": args.max_new_tokens, "num_envs": args.num_envs or 32}
+        agent_cfg = dataclasses.replace(agent_cfg, learning_rate=2e-4)
+    over["num_steps"] = args.num_steps or over.get("num_steps", cfg.num_steps)
+    cfg = dataclasses.replace(cfg, agent=agent_cfg, **over)
     envs = make_envs(cfg)
     agent = build_agent(cfg, envs, total_updates=None)
     collector = RolloutCollector(envs, agent, cfg.num_steps, cfg.reward_scale, seed=args.seed, group_size=cfg.group_size)

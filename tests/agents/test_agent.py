@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import envs  # noqa: F401
-from agents.agent import Agent, AgentConfig, chunk_ids
+from agents.agent import Agent, AgentConfig
+from agents.batch import chunk_ids, make_batch
 from agents.networks import GridTransformer, PolicyValueNet, StepBatch
 from envs.catgrid_vector import CatGridVectorEnv
 from runners.common.checkpoint import load_checkpoint, read_state, save_checkpoint
@@ -75,7 +76,7 @@ def test_make_batch_positions():
     chunk = torch.tensor([0, 0, 1, 2, 2, 3, 3, 3])
     idx = torch.tensor([0, 1, 5, 6, 7])  # chunks 0 and 3
     obs = torch.arange(8).unsqueeze(1)
-    batch = Agent._make_batch(obs, torch.arange(8), chunk, idx)
+    batch = make_batch(obs, torch.arange(8), chunk, idx)
     assert batch.chunk.tolist() == [0, 0, 1, 1, 1]
     assert batch.chunk_last.tolist() == [1, 4]
     assert batch.steps_to_end.tolist() == [1, 0, 2, 1, 0]

@@ -53,7 +53,8 @@ def _agent(algo: str, **kw) -> Agent:
 
 @pytest.mark.parametrize("algo", ["rloo", "grpo"])
 def test_group_advantages_by_hand(algo):
-    adv, ret, mask = _agent(algo, reinforce_return="episode").group_advantages(hand_rollout())
+    est = _agent(algo, reinforce_return="episode").advantages(hand_rollout())
+    adv, ret, mask = est.adv, est.targets, est.mask
     # RLOO: A = 1 - (3+2)/2, B = 3 - (1+2)/2, C = 2 - (1+3)/2; GRPO: (R - 2) / (1 + eps)
     a, b, c = (-1.5, 1.5, 0.0) if algo == "rloo" else (-1 / 1.0001, 1 / 1.0001, 0.0)
     expected_mask = [[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]]
@@ -64,7 +65,8 @@ def test_group_advantages_by_hand(algo):
 
 
 def test_rloo_to_go_per_step_baseline_by_hand():
-    adv, ret, mask = _agent("rloo", reinforce_return="to_go").group_advantages(hand_rollout())
+    est = _agent("rloo", reinforce_return="to_go").advantages(hand_rollout())
+    adv, ret, mask = est.adv, est.targets, est.mask
     # reward-to-go by step index: A [1, 1], B [3, 3], C [2, 2, 2] (0 after an end); per step τ:
     # A: 1 - (3+2)/2 twice; B: 3 - (1+2)/2 twice; C: 2 - (1+3)/2 twice, then 2 - (0+0)/2
     assert mask.int().tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]]

@@ -1,23 +1,23 @@
-"""Agent.sample draws every action with its softmax probability, at LM vocabulary sizes too."""
+"""agents.sampling.sample draws every action with its softmax probability, at LM vocabulary sizes too."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from agents.agent import Agent
+from agents.sampling import sample
 
 
 def test_sample_frequencies_match_the_softmax_and_masked_actions_never_appear():
     p = torch.tensor([0.4, 0.3, 0.0, 0.2, 0.1])  # action 2 is masked out
     logits = torch.log(torch.tensor([0.4, 0.3, 0.5, 0.2, 0.1])).expand(60_000, 5)
     mask = torch.tensor([True, True, False, True, True]).expand(60_000, 5)
-    actions, logp = Agent.sample(logits, mask=mask, generator=torch.Generator().manual_seed(0))
+    actions, logp = sample(logits, mask=mask, generator=torch.Generator().manual_seed(0))
     freq = torch.bincount(actions, minlength=5).double() / len(actions)
     se = (p * (1 - p) / len(actions)).sqrt()
     assert freq[2] == 0 and ((freq - p).abs() <= 5 * se + 1e-12).all(), freq
     torch.testing.assert_close(logp, torch.log(p[actions]), rtol=0, atol=1e-6)
-    assert (Agent.sample(logits[:3], greedy=True, mask=mask[:3])[0] == 0).all()
+    assert (sample(logits[:3], greedy=True, mask=mask[:3])[0] == 0).all()
 
 
 def test_sample_draws_tail_tokens_below_float32_resolution_exactly():
@@ -34,7 +34,7 @@ def test_sample_draws_tail_tokens_below_float32_resolution_exactly():
     probs = np.concatenate([p0[:, None], np.full((R, K), q), (1 - p0 - K * q)[:, None]], axis=1)  # (R, K + 2)
     assert (probs > 0).all()
     logits = torch.as_tensor(np.log(probs), dtype=torch.float32)
-    actions, logp = Agent.sample(logits, generator=torch.Generator().manual_seed(5))
+    actions, logp = sample(logits, generator=torch.Generator().manual_seed(5))
     ref = torch.log_softmax(logits, -1).exp().double().numpy()  # the float32 softmax probabilities
     total = ref.sum(1)
     expected = 1 + np.floor((u * total - ref[:, 0]) / ref[:, 1]).astype(int)  # tail tokens share one probability

@@ -11,7 +11,8 @@ import torch
 
 import envs  # noqa: F401
 from agents import losses
-from agents.agent import Agent, AgentConfig, _flatten_obs, chunk_ids
+from agents.agent import Agent, AgentConfig
+from agents.batch import chunk_ids, flatten_obs, make_batch
 from agents.networks import CausalLMPolicy, disable_dropout
 from envs.imdb import load_imdb
 from runners.common.tiny_lm import make_tiny_lm
@@ -113,7 +114,7 @@ def check_teacher_forced_equals_rollout(agent, collector, rollouts: int = 2) -> 
         ro, _ = collector.collect()
         flat = lambda x: x.transpose(0, 1).reshape(-1)  # noqa: E731
         chunk = torch.as_tensor(chunk_ids(ro.episode_start.numpy(), ro.valid.numpy()))
-        batch = Agent._make_batch(_flatten_obs(ro.obs), flat(ro.actions), chunk, torch.arange(chunk.numel()))
+        batch = make_batch(flatten_obs(ro.obs), flat(ro.actions), chunk, torch.arange(chunk.numel()))
         with torch.no_grad():
             logits, values = agent.net.evaluate(batch)
         logp = torch.log_softmax(logits, -1).gather(1, batch.actions[:, None]).squeeze(1)
@@ -199,10 +200,11 @@ def test_one_ppo_and_one_reinforce_update_change_the_policy(tiny_lm, tiny_tokeni
                              ent_coef=0.0, vf_coef=0.0, reinforce_baseline=False)
         _, agent, collector = make(tiny_lm, tiny_tokenizer, texts, num_envs=4, num_steps=12, config=config)
         ro = collector.collect()[0]
-        adv, _, mask = agent.advantages(ro)
+        est = agent.advantages(ro)
+        adv, mask = est.adv, est.mask
         flat = lambda x: x.transpose(0, 1).reshape(-1)  # noqa: E731
         chunk = torch.as_tensor(chunk_ids(ro.episode_start.numpy(), ro.valid.numpy()))
-        batch = Agent._make_batch(_flatten_obs(ro.obs), flat(ro.actions), chunk, torch.arange(chunk.numel()))
+        batch = make_batch(flatten_obs(ro.obs), flat(ro.actions), chunk, torch.arange(chunk.numel()))
 
         def logp() -> torch.Tensor:
             with torch.no_grad():
@@ -285,7 +287,7 @@ def test_bf16_autocast_option(tiny_lm, tiny_tokenizer, texts):
     assert venv.unwrapped.core.ref_lm._cache.layers[0].keys.dtype == torch.bfloat16
     flat = lambda x: x.transpose(0, 1).reshape(-1)  # noqa: E731
     chunk = torch.as_tensor(chunk_ids(ro.episode_start.numpy(), ro.valid.numpy()))
-    batch = Agent._make_batch(_flatten_obs(ro.obs), flat(ro.actions), chunk, torch.arange(chunk.numel()))
+    batch = make_batch(flatten_obs(ro.obs), flat(ro.actions), chunk, torch.arange(chunk.numel()))
     valid = flat(ro.valid)
     with torch.no_grad():
         logits, values = agent.net.evaluate(batch)

@@ -1,0 +1,138 @@
+"""Advantage estimators, one per algorithm family: what each algorithm weights ``∇log π(a_t|s_t)`` by.
+
+Every estimator maps a :class:`~agents.config.Rollout` ``(T, N)`` and the agent's config to
+:class:`Advantages`: the advantages ``Â_t``, the value targets (PPO) or returns (logged), the mask of
+steps that enter the loss and the statistics it wants logged. The registry
+(:data:`agents.algos.ALGOS`) says which estimator an algorithm uses.
+
+- :func:`gae_advantages` (PPO): GAE(γ, λ), ``δ_t = r_t + γV(s_{t+1}) - V(s_t)``,
+  ``Â_t = δ_t + γλÂ_{t+1}``; targets ``Â_t + V(s_t)``; every valid step is learned.
+- :func:`monte_carlo_advantages` (REINFORCE): the episode return ``G_0`` or the reward-to-go
+  ``G_t``, minus the baseline ``V(s_t)`` when ``reinforce_baseline``; only steps of episodes
+  that end inside the rollout (and, for ``G_0``, began in it) are learned.
+- :func:`rloo_advantages` / :func:`grpo_advantages` (group baselines, see :mod:`agents.group`):
+  each complete episode's advantage from the other episodes of its group, on all its steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from agents import group
+from agents.returns import complete_episode_mask, episode_returns, gae, rewards_to_go
+
+if TYPE_CHECKING:
+    from agents.config import AgentConfig, Rollout
+
+
+@dataclass(frozen=True)
+class Advantages:
+    """What an estimator hands the loss: ``(T, N)`` tensors and the statistics to log."""
+
+    adv: Tensor  # (T, N) Â_t (0 where not learned)
+    targets: Tensor  # (T, N) value targets (PPO, REINFORCE's baseline) or returns (logged)
+    mask: Tensor  # (T, N) bool: steps that enter the loss
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def gae_advantages(ro: Rollout, c: AgentConfig) -> Advantages:
+    """PPO: GAE(γ, λ) on every valid step (reset steps are masked out, truncations bootstrapped)."""
+    adv, targets = gae(ro.rewards, ro.values, ro.terminated, ro.truncated, c.gamma, c.gae_lambda)
+    return Advantages(adv, targets, ro.valid)
+
+
+def monte_carlo_advantages(ro: Rollout, c: AgentConfig) -> Advantages:
+    """REINFORCE: ``Ψ_t = G_0``, ``G_t`` or ``G_t - V(s_t)`` on the steps of complete episodes."""
+    if c.reinforce_return == "episode":
+        ret = episode_returns(ro.rewards, ro.terminated, ro.truncated, ro.episode_start, c.gamma)
+    else:
+        ret = rewards_to_go(ro.rewards, ro.terminated, ro.truncated, c.gamma)
+    mask = ro.valid & complete_episode_mask(
+        ro.terminated, ro.truncated, ro.episode_start, need_start=c.reinforce_return == "episode"
+    )
+    adv = ret - ro.values[:-1] if c.reinforce_baseline else ret
+    return Advantages(adv, ret, mask)
+
+
+def _flat(x: Tensor) -> Tensor:
+    """(T, N) -> (N*T,) column-major (env column first, then time)."""
+    return x.transpose(0, 1).reshape(-1)
+
+
+@dataclass(frozen=True)
+class _Episodes:
+    """The episodes of a rollout in column-major step order (``S = N*T`` steps, ``K`` episodes)."""
+
+    eid: Tensor  # (S,) episode index of every step
+    first: Tensor  # (E,) first steps of the complete episodes
+    count: int  # K, every episode (complete or not)
+
+
+def _episodes(ro: Rollout, mask: Tensor) -> _Episodes:
+    start = ro.episode_start.clone()
+    start[0] = True
+    eid = torch.cumsum(_flat(start).long(), 0) - 1  # (S,)
+    first = torch.nonzero(_flat(start) & _flat(mask)).squeeze(1)  # (E,)
+    return _Episodes(eid, first, int(eid[-1].item()) + 1)
+
+
+def _per_step_rloo(ro: Rollout, c: AgentConfig, ep: _Episodes, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """RLOO with reward-to-go: step τ of episode i gets ``G_{i,τ} - mean_{j≠i} G_{j,τ}`` ((S,), (E,), (T, N))."""
+    eid, first, dev = ep.eid, ep.first, ep.eid.device
+    pos = torch.arange(eid.numel(), device=dev)
+    first_pos = torch.zeros(ep.count, dtype=torch.long, device=dev).index_copy_(0, eid[first], first)
+    tau = pos - first_pos[eid]  # (S,) step index inside the episode (valid where mask)
+    steps = torch.nonzero(_flat(mask)).squeeze(1)
+    row = torch.full((ep.count,), -1, dtype=torch.long, device=dev)
+    row[eid[first]] = torch.arange(first.numel(), device=dev)  # episode -> row of the (E, L) table
+    L = int(tau[steps].max().item()) + 1 if steps.numel() else 1
+    to_go = rewards_to_go(ro.rewards, ro.terminated, ro.truncated, c.gamma)  # (T, N)
+    table = torch.zeros(first.numel(), L, dtype=to_go.dtype, device=dev)  # (E, L), 0 after the end
+    table[row[eid[steps]], tau[steps]] = _flat(to_go)[steps]
+    adv_el, ok_e = group.rloo_advantages(table, _flat(ro.group)[first])  # (E, L), (E,)
+    adv = torch.zeros_like(_flat(to_go))
+    adv[steps] = adv_el[row[eid[steps]], tau[steps]]
+    return adv, ok_e, to_go
+
+
+GroupFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # (returns (E,), group ids (E,)) -> (adv, has mates)
+
+
+def group_advantages(ro: Rollout, c: AgentConfig, episode_fn: GroupFn, per_step: bool = False) -> Advantages:
+    """RLOO/GRPO: each complete episode's advantage from its group, on all its steps.
+
+    ``episode_fn`` turns the complete episodes' returns and group ids into advantages (RLOO's or
+    GRPO's); ``per_step`` (RLOO with reward-to-go) compares reward-to-go step by step instead.
+    Targets are the episode returns ``G_0`` (logged; the reward-to-go with ``per_step``). The mask
+    keeps the steps of complete episodes that have at least one other episode of their group in
+    the rollout; the rest are skipped (statistics ``group/episodes``, ``group/skipped_alone``).
+    """
+    if ro.group is None:
+        raise ValueError(f"algo={c.algo!r} needs Rollout.group (group ids); collect with RolloutCollector")
+    ret = episode_returns(ro.rewards, ro.terminated, ro.truncated, ro.episode_start, c.gamma)  # (T, N)
+    mask = ro.valid & complete_episode_mask(ro.terminated, ro.truncated, ro.episode_start, need_start=True)
+    ep = _episodes(ro, mask)
+    if per_step:
+        adv, ok_e, ret = _per_step_rloo(ro, c, ep, mask)
+    else:  # one advantage per episode, on all its steps
+        adv_e, ok_e = episode_fn(_flat(ret)[ep.first], _flat(ro.group)[ep.first])  # (E,) each
+        adv = torch.zeros(ep.count, dtype=ret.dtype, device=ret.device).index_copy_(0, ep.eid[ep.first], adv_e)[ep.eid]
+    ok = torch.zeros(ep.count, dtype=torch.bool, device=ret.device).index_copy_(0, ep.eid[ep.first], ok_e)
+    unflat = lambda x: x.view(ret.shape[1], ret.shape[0]).transpose(0, 1)  # (S,) -> (T, N)
+    stats = {"group/episodes": float(ep.first.numel()), "group/skipped_alone": float((~ok_e).sum())}
+    return Advantages(unflat(adv), ret, mask & unflat(ok[ep.eid]), stats)
+
+
+def rloo_advantages(ro: Rollout, c: AgentConfig) -> Advantages:
+    """RLOO: ``A_i = R_i - mean_{j≠i} R_j`` (``reinforce_return="to_go"``: per step, see :func:`group_advantages`)."""
+    return group_advantages(ro, c, group.rloo_advantages, per_step=c.reinforce_return == "to_go")
+
+
+def grpo_advantages(ro: Rollout, c: AgentConfig) -> Advantages:
+    """GRPO: ``A_i = (R_i - mean_g R) / (std_g R + group_eps)``."""
+    return group_advantages(ro, c, lambda r, g: group.grpo_advantages(r, g, c.group_eps))

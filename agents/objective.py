@@ -1,0 +1,82 @@
+"""The loss of one minibatch, assembled from the pure terms of :mod:`agents.losses`, and the
+advantage statistics it needs over all ranks.
+
+``loss = L_pg - c_e·H + c_v·L_V [+ β·k3]`` where ``L_pg`` is PPO's clipped surrogate
+``-min(ρÂ, clip(ρ, 1-ε, 1+ε)Â)`` (clipped algorithms) or REINFORCE's ``-log π(a|s)·Â``,
+``H`` the entropy, ``L_V`` the (optionally clipped) value loss when the algorithm trains its value
+head, and ``β·k3`` the KL-to-reference loss term of ``kl_mode="loss"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from agents import losses, parallel
+from agents.algos import AlgoSpec
+from agents.config import AgentConfig
+
+STAT_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "kl_k3")
+"""The per-minibatch statistics :func:`minibatch_loss` returns, in this order (NaN: not computed)."""
+
+
+@dataclass(frozen=True)
+class MinibatchTerms:
+    """The inputs of one minibatch's loss, each ``(B,)`` over its learned steps (``entropy`` a scalar)."""
+
+    logprob: Tensor  # log π_θ(a|s), with gradient
+    old_logprob: Tensor  # log π_old(a|s) from the rollout
+    adv: Tensor  # Â
+    values: Tensor  # V_θ(s), with gradient
+    old_values: Tensor  # V_old(s)
+    targets: Tensor  # value targets
+    entropy: Tensor  # () mean entropy, with gradient
+    ref_logprob: Tensor | None = None  # log π_ref(a|s) when the KL is a loss term
+
+
+def minibatch_loss(spec: AlgoSpec, c: AgentConfig, m: MinibatchTerms, kl_coef: float) -> tuple[Tensor, Tensor]:
+    """The loss to minimise and its parts ``(len(STAT_KEYS),)`` (detached, NaN where not computed)."""
+    clip_v = c.clip_coef if (spec.clip_value_loss and c.clip_vloss) else None
+    v_loss = losses.value_loss(m.values, m.old_values, m.targets, clip_v)
+    use_value = spec.trains_value(c)
+    kl = clipfrac = kl_k3 = torch.full((), float("nan"), device=m.logprob.device)
+    if spec.clipped:
+        pg_loss, ratio = losses.ppo_clip_loss(m.logprob, m.old_logprob, m.adv, c.clip_coef)
+        with torch.no_grad():
+            kl = losses.approx_kl(m.logprob, m.old_logprob)
+            clipfrac = losses.clip_fraction(ratio, c.clip_coef)
+    else:
+        pg_loss = losses.reinforce_loss(m.logprob, m.adv)
+    loss = pg_loss - c.ent_coef * m.entropy + (c.vf_coef * v_loss if use_value else 0.0)
+    if m.ref_logprob is not None:  # GRPO's KL term β·k3 on the current log-probs
+        kl_k3 = losses.k3_kl(m.logprob, m.ref_logprob)
+        loss = loss + kl_coef * kl_k3
+    v_stat = v_loss if use_value else torch.full((), float("nan"), device=m.logprob.device)  # not trained
+    return loss, torch.stack([pg_loss, v_stat, m.entropy, kl, clipfrac, kl_k3]).detach()
+
+
+def normalize(x: Tensor, center: bool, eps: float = 1e-8) -> Tensor:
+    """``(x - mean) / std`` (``center``) or ``x / std`` over the learnable steps of ALL ranks."""
+    if not parallel.is_distributed():
+        if center:
+            return losses.normalize(x, eps)
+        return x / (x.std() + eps) if x.numel() > 1 else x
+    n, s, ss = parallel.global_sum(x.numel(), x.sum(), x.double().square().sum(), device=x.device)
+    mean = s / n
+    std = ((ss - n * mean**2).clamp(min=0.0) / (n - 1)).sqrt() if n > 1 else None
+    if center:
+        return (x - mean).float() if std is None else ((x - mean) / (std + eps)).float()
+    return x if std is None else (x / (std + eps)).float()
+
+
+def explained_variance(pred: Tensor, target: Tensor) -> float:
+    """:func:`losses.explained_variance` over the learnable steps of all ranks."""
+    if not parallel.is_distributed():
+        return losses.explained_variance(pred, target)
+    y, r = target.double(), (target - pred).double()
+    n, sy, syy, sr, srr = parallel.global_sum(y.numel(), y.sum(), y.square().sum(), r.sum(), r.square().sum(),
+                                              device=y.device).tolist()
+    var_y = syy / n - (sy / n) ** 2
+    return float("nan") if var_y <= 0 else 1.0 - (srr / n - (sr / n) ** 2) / var_y
