@@ -141,9 +141,12 @@ class Agent:
     def lr_fraction(self) -> float:
         """The LR multiplier of the next update under linear annealing (see ``lr_schedule_start``)."""
         u0, f0 = self.lr_schedule_start
+        total = self.total_updates
+        if total is None:
+            raise ValueError("lr_fraction needs total_updates (the length of the LR schedule)")
         if (u0, f0) == (0, 1.0):
-            return max(1.0 - self.num_updates / self.total_updates, 0.0)
-        return max(f0 * (self.total_updates - self.num_updates) / max(self.total_updates - u0, 1), 0.0)
+            return max(1.0 - self.num_updates / total, 0.0)
+        return max(f0 * (total - self.num_updates) / max(total - u0, 1), 0.0)
 
     def _set_lr(self) -> None:
         if self.config.anneal_lr and self.total_updates:
@@ -240,7 +243,7 @@ class Agent:
         """Forward, loss and backward of one minibatch; returns its learned-step count and loss parts."""
         idx = torch.nonzero(in_group).squeeze(1)  # (B,) steps, chunk-contiguous
         logits, values = self.net.evaluate(make_batch(fb.obs, fb.actions, fb.chunk, idx))  # (B, A), (B,)
-        if fb.action_table is not None:  # the masked distribution the actions were sampled from
+        if fb.action_table is not None and fb.action_rows is not None:  # the masked distribution sampled from
             logits = apply_mask(logits.float(), fb.action_table[fb.action_rows[idx]])
         m = fb.mask[idx]
         n_group = m.sum()

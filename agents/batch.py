@@ -9,19 +9,27 @@ network whose observation is the history (the LM) evaluates each chunk in one te
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from agents.config import Rollout
-from agents.estimators import Advantages
 from agents.networks import Obs, StepBatch
+
+if TYPE_CHECKING:
+    from agents.config import Rollout
+    from agents.estimators import Advantages
 
 
 def flatten(x: Tensor) -> Tensor:
     """(T, N, ...) -> (N*T, ...) in column-major order (env column first, then time)."""
     return x.transpose(0, 1).reshape(-1, *x.shape[2:])
+
+
+def unflatten(x: Tensor, T: int, N: int) -> Tensor:
+    """(N*T,) -> (T, N), the inverse of :func:`flatten`."""
+    return x.view(N, T).transpose(0, 1)
 
 
 def flatten_obs(obs: Obs) -> Obs:

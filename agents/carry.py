@@ -48,8 +48,9 @@ def _cat_masks(a: ActionMasks | None, b: ActionMasks | None, a_shape: tuple, b_s
     """Masks of two rollouts one after the other (None: every action allowed)."""
     if a is None and b is None:
         return None
-    num_actions = (a if a is not None else b).table.shape[1]
-    device = (a if a is not None else b).table.device
+    some = a if a is not None else b
+    assert some is not None
+    num_actions, device = some.table.shape[1], some.table.device
     full = lambda shape: ActionMasks(torch.ones((1, num_actions), dtype=torch.bool, device=device),  # noqa: E731
                                      torch.zeros(shape, dtype=torch.long, device=device))
     a, b = a or full(a_shape), b or full(b_shape)

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from agents import group
+from agents.batch import flatten, unflatten
 from agents.returns import complete_episode_mask, episode_returns, gae, rewards_to_go
 
 if TYPE_CHECKING:
@@ -59,11 +60,6 @@ def monte_carlo_advantages(ro: Rollout, c: AgentConfig) -> Advantages:
     return Advantages(adv, ret, mask)
 
 
-def _flat(x: Tensor) -> Tensor:
-    """(T, N) -> (N*T,) column-major (env column first, then time)."""
-    return x.transpose(0, 1).reshape(-1)
-
-
 @dataclass(frozen=True)
 class _Episodes:
     """The episodes of a rollout in column-major step order (``S = N*T`` steps, ``K`` episodes)."""
@@ -76,26 +72,28 @@ class _Episodes:
 def _episodes(ro: Rollout, mask: Tensor) -> _Episodes:
     start = ro.episode_start.clone()
     start[0] = True
-    eid = torch.cumsum(_flat(start).long(), 0) - 1  # (S,)
-    first = torch.nonzero(_flat(start) & _flat(mask)).squeeze(1)  # (E,)
+    eid = torch.cumsum(flatten(start).long(), 0) - 1  # (S,)
+    first = torch.nonzero(flatten(start) & flatten(mask)).squeeze(1)  # (E,)
     return _Episodes(eid, first, int(eid[-1].item()) + 1)
 
 
-def _per_step_rloo(ro: Rollout, c: AgentConfig, ep: _Episodes, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _per_step_rloo(
+    ro: Rollout, c: AgentConfig, ep: _Episodes, mask: Tensor, groups: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """RLOO with reward-to-go: step τ of episode i gets ``G_{i,τ} - mean_{j≠i} G_{j,τ}`` ((S,), (E,), (T, N))."""
     eid, first, dev = ep.eid, ep.first, ep.eid.device
     pos = torch.arange(eid.numel(), device=dev)
     first_pos = torch.zeros(ep.count, dtype=torch.long, device=dev).index_copy_(0, eid[first], first)
     tau = pos - first_pos[eid]  # (S,) step index inside the episode (valid where mask)
-    steps = torch.nonzero(_flat(mask)).squeeze(1)
+    steps = torch.nonzero(flatten(mask)).squeeze(1)
     row = torch.full((ep.count,), -1, dtype=torch.long, device=dev)
     row[eid[first]] = torch.arange(first.numel(), device=dev)  # episode -> row of the (E, L) table
     L = int(tau[steps].max().item()) + 1 if steps.numel() else 1
     to_go = rewards_to_go(ro.rewards, ro.terminated, ro.truncated, c.gamma)  # (T, N)
     table = torch.zeros(first.numel(), L, dtype=to_go.dtype, device=dev)  # (E, L), 0 after the end
-    table[row[eid[steps]], tau[steps]] = _flat(to_go)[steps]
-    adv_el, ok_e = group.rloo_advantages(table, _flat(ro.group)[first])  # (E, L), (E,)
-    adv = torch.zeros_like(_flat(to_go))
+    table[row[eid[steps]], tau[steps]] = flatten(to_go)[steps]
+    adv_el, ok_e = group.rloo_advantages(table, flatten(groups)[first])  # (E, L), (E,)
+    adv = torch.zeros_like(flatten(to_go))
     adv[steps] = adv_el[row[eid[steps]], tau[steps]]
     return adv, ok_e, to_go
 
@@ -118,12 +116,12 @@ def group_advantages(ro: Rollout, c: AgentConfig, episode_fn: GroupFn, per_step:
     mask = ro.valid & complete_episode_mask(ro.terminated, ro.truncated, ro.episode_start, need_start=True)
     ep = _episodes(ro, mask)
     if per_step:
-        adv, ok_e, ret = _per_step_rloo(ro, c, ep, mask)
+        adv, ok_e, ret = _per_step_rloo(ro, c, ep, mask, ro.group)
     else:  # one advantage per episode, on all its steps
-        adv_e, ok_e = episode_fn(_flat(ret)[ep.first], _flat(ro.group)[ep.first])  # (E,) each
+        adv_e, ok_e = episode_fn(flatten(ret)[ep.first], flatten(ro.group)[ep.first])  # (E,) each
         adv = torch.zeros(ep.count, dtype=ret.dtype, device=ret.device).index_copy_(0, ep.eid[ep.first], adv_e)[ep.eid]
     ok = torch.zeros(ep.count, dtype=torch.bool, device=ret.device).index_copy_(0, ep.eid[ep.first], ok_e)
-    unflat = lambda x: x.view(ret.shape[1], ret.shape[0]).transpose(0, 1)  # (S,) -> (T, N)
+    unflat = lambda x: unflatten(x, *ret.shape)  # (S,) -> (T, N)
     stats = {"group/episodes": float(ep.first.numel()), "group/skipped_alone": float((~ok_e).sum())}
     return Advantages(unflat(adv), ret, mask & unflat(ok[ep.eid]), stats)
 

@@ -20,7 +20,7 @@ head and a new linear value head.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -32,6 +32,7 @@ from envs.lm import IncrementalLM, forward_left_padded
 from envs.lm.kv_cache import check_autocast_dtype, fuse_gelu
 
 Obs = Any  # a (N, ...) tensor, or a dict of them for Dict observation spaces
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass
@@ -60,7 +61,7 @@ def obs_to_tensor(obs: Any, device: torch.device) -> Obs:
     return torch.as_tensor(np.asarray(obs), device=device)
 
 
-def disable_dropout(module: nn.Module) -> nn.Module:
+def disable_dropout(module: M) -> M:
     """Set every dropout probability in ``module`` to 0, in place; returns ``module``.
 
     PPO's ratio ``exp(log π_θ - log π_old)`` is only 1 at ``θ = θ_old`` when the update
@@ -73,7 +74,7 @@ def disable_dropout(module: nn.Module) -> nn.Module:
     kernels read directly. Supervised stages (SFT, reward model) keep their dropout: they train
     their own copy of the model.
     """
-    configs = []
+    configs: list[Any] = []
     for m in module.modules():
         if isinstance(m, nn.modules.dropout._DropoutNd):
             m.p = 0.0
@@ -121,6 +122,8 @@ class GridTransformer(PolicyValueNet):
     ``offset_i + v`` at position ``i``; a ``Discrete(n)`` observation is one token. The last
     position's hidden state feeds both heads.
     """
+
+    offsets: Tensor  # (K,) buffer: first token id of each component
 
     def __init__(
         self, nvec: list[int], num_actions: int, d_model: int = 64, n_layer: int = 2, n_head: int = 4
@@ -189,9 +192,13 @@ class CausalLMPolicy(PolicyValueNet):
     :func:`disable_dropout`).
     """
 
+    lm: PreTrainedModel
+    _decoder: IncrementalLM | None
+
     def __init__(self, model: PreTrainedModel) -> None:
         super().__init__()
-        self.lm = fuse_gelu(disable_dropout(model))  # in place: no dropout when sampling and learning; 1-kernel GELU
+        fuse_gelu(disable_dropout(model))  # in place: no dropout when sampling and learning; 1-kernel GELU
+        self.lm = model
         self.trunk = model.base_model
         self.policy_head = model.get_output_embeddings()
         hidden = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd
@@ -216,14 +223,16 @@ class CausalLMPolicy(PolicyValueNet):
         input_ids, attention_mask = obs["input_ids"], obs["attention_mask"]  # (N, L)
         n = input_ids.shape[0]
         if self._decoder is None or self._decoder.num_rows != n:  # rows never outgrow the observation
-            self._decoder = IncrementalLM(self.lm, n, max_len=int(input_ids.shape[1]),
-                                          autocast_dtype=self.autocast_dtype)
+            self._decoder = decoder = IncrementalLM(self.lm, n, max_len=int(input_ids.shape[1]),
+                                                    autocast_dtype=self.autocast_dtype)
             episode_start = np.ones(n, dtype=bool)
+        else:
+            decoder = self._decoder
         restart = np.asarray(episode_start, dtype=bool)
         tokens = None
         if not restart.all():
             tokens = torch.as_tensor(np.asarray(input_ids)[:, -1], device=self.device)  # (N,)
-        hidden = self._decoder.step(tokens, restart, input_ids, attention_mask)  # (N, D)
+        hidden = decoder.step(tokens, restart, input_ids, attention_mask)  # (N, D)
         with self._autocast():
             logits, values = self.policy_head(hidden), self.value_head(hidden).squeeze(-1)
         return logits.float(), values.float()  # (N, V), (N,)

@@ -27,9 +27,7 @@ Groups (RLOO/GRPO): every step records the group id of its episode, from the env
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,70 +36,15 @@ import numpy as np
 import torch
 
 from agents.agent import Agent, Rollout
+from agents.env_access import (  # noqa: F401  (env_call, seeded_sampling: re-exported)
+    env_attr,
+    env_call,
+    get_kl_coef,
+    seeded_sampling,
+    set_env_attr,
+)
 from agents.masking import ActionMasks, mask_from_info
 from agents.networks import obs_to_tensor
-
-
-def _is_wrapping_vector(base: gym.vector.VectorEnv) -> bool:
-    return isinstance(base, (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv))
-
-
-def _check_sub_attr(base: gym.vector.VectorEnv, name: str) -> None:
-    """AttributeError unless the sub-envs have ``name`` (asked first: a failing lookup would
-    shut an async env's workers down)."""
-    if not base.call("has_wrapper_attr", name)[0]:
-        raise AttributeError(f"the sub-environments have no attribute {name!r}")
-
-
-def env_attr(envs: gym.vector.VectorEnv, name: str) -> Any:
-    """Attribute ``name`` of a native vector env, or of the first sub-env of a sync/async one.
-
-    Raises AttributeError when the env does not have it.
-    """
-    base = envs.unwrapped
-    if _is_wrapping_vector(base):
-        _check_sub_attr(base, name)
-        return base.get_attr(name)[0]
-    return getattr(base, name)
-
-
-def env_call(envs: gym.vector.VectorEnv, name: str, *args: Any) -> Any:
-    """Call method ``name`` of a native vector env, or of the first sub-env of a sync/async one."""
-    base = envs.unwrapped
-    if _is_wrapping_vector(base):
-        _check_sub_attr(base, name)
-        return base.call(name, *args)[0]
-    return getattr(base, name)(*args)
-
-
-def set_env_attr(envs: gym.vector.VectorEnv, name: str, value: Any) -> None:
-    """Set attribute ``name`` on a native vector env or on every sub-env."""
-    base = envs.unwrapped
-    if _is_wrapping_vector(base):
-        base.set_attr(name, value)
-    else:
-        setattr(base, name, value)
-
-
-def get_kl_coef(envs: gym.vector.VectorEnv) -> float | None:
-    """β if the env declares ``kl_coef`` (KL shaping split between env and agent), else None."""
-    try:
-        return float(env_attr(envs, "kl_coef"))
-    except AttributeError:
-        return None
-
-
-@contextlib.contextmanager
-def seeded_sampling(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Inside: torch's RNG (which :meth:`Agent.sample` draws from) seeded with ``seed``, so an evaluation with a seed
-    samples the same actions every time; outside: the caller's RNG stream as it was. ``seed=None``: no change."""
-    if seed is None:
-        yield
-        return
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
-        yield
 
 
 def _stack_masks(masks: list[torch.Tensor | None], n: int) -> ActionMasks | None:
@@ -135,6 +78,50 @@ class EpisodeLog:
     response_tokens: list[int] = field(default_factory=list)
     """text envs: tokens generated in each scored episode (EOS included), from ``info["new_tokens"]``"""
     """KL-shaped envs only: Σ_t (score - β(log π_θ - log π_ref)) per episode, what the agent maximises."""
+
+
+@dataclass
+class _Buffers:
+    """The ``(T, N)`` arrays one :meth:`RolloutCollector.collect` fills (``values`` has ``T + 1`` rows)."""
+
+    actions: torch.Tensor
+    logprobs: torch.Tensor
+    values: torch.Tensor
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    starts: np.ndarray
+    valid: np.ndarray
+    groups: np.ndarray
+    ref_logprobs: np.ndarray | None
+    obs: list[Any] = field(default_factory=list)
+    masks: list[torch.Tensor | None] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, T: int, N: int, dev: torch.device, with_ref: bool) -> _Buffers:
+        return cls(
+            actions=torch.zeros((T, N), dtype=torch.long, device=dev), logprobs=torch.zeros((T, N), device=dev),
+            values=torch.zeros((T + 1, N), device=dev), rewards=np.zeros((T, N), dtype=np.float32),
+            terminated=np.zeros((T, N), dtype=bool), truncated=np.zeros((T, N), dtype=bool),
+            starts=np.zeros((T, N), dtype=bool), valid=np.zeros((T, N), dtype=bool),
+            groups=np.zeros((T, N), dtype=np.int64),
+            ref_logprobs=np.zeros((T, N), dtype=np.float32) if with_ref else None,
+        )
+
+    def rollout(self, N: int, kl_coef: float) -> Rollout:
+        dev = self.actions.device
+        as_t = lambda a: torch.as_tensor(a, device=dev)
+        obs = (
+            {k: torch.stack([o[k] for o in self.obs]) for k in self.obs[0]}
+            if isinstance(self.obs[0], dict)
+            else torch.stack(self.obs)
+        )
+        return Rollout(
+            obs=obs, actions=self.actions, logprobs=self.logprobs, values=self.values, rewards=as_t(self.rewards),
+            terminated=as_t(self.terminated), truncated=as_t(self.truncated), episode_start=as_t(self.starts),
+            valid=as_t(self.valid), action_masks=_stack_masks(self.masks, N), group=as_t(self.groups),
+            ref_logprobs=None if self.ref_logprobs is None else as_t(self.ref_logprobs), kl_coef=kl_coef,
+        )
 
 
 class RolloutCollector:
@@ -216,58 +203,36 @@ class RolloutCollector:
         prefill; when every row is at an episode start that is just the prompts). When the next step is a reset
         step for every row (:data:`_RESET_STEP`), its output would be ignored and nothing is computed.
         """
-        stateful = hasattr(self.agent.net, "reset_state")
-        if stateful:
-            self.agent.net.reset_state()
+        reset_state = getattr(self.agent.net, "reset_state", None)
+        stateful = reset_state is not None
+        if reset_state is not None:
+            reset_state()
         if self.pending is _RESET_STEP:
             return
         start = np.ones(self.num_envs, dtype=bool) if stateful else self.episode_start
         self.pending = self.agent.policy_step(self.obs, start)
 
     def collect(self) -> tuple[Rollout, EpisodeLog]:
+        """``num_steps`` steps of every env: the rollout to learn from and the episodes that ended in it."""
         T, N, dev = self.num_steps, self.num_envs, self.device
         self.refresh()
-        obs_buf: list = []
-        actions = torch.zeros((T, N), dtype=torch.long, device=dev)
-        logprobs = torch.zeros((T, N), device=dev)
-        values = torch.zeros((T + 1, N), device=dev)
-        rewards = np.zeros((T, N), dtype=np.float32)
-        terminated = np.zeros((T, N), dtype=bool)
-        truncated = np.zeros((T, N), dtype=bool)
-        starts = np.zeros((T, N), dtype=bool)
-        valid = np.zeros((T, N), dtype=bool)
-        groups = np.zeros((T, N), dtype=np.int64)
-        beta = self._kl_coef
-        kl_in_loss = beta is not None and self.agent.config.kl_mode == "loss"
-        ref_logprobs = np.zeros((T, N), dtype=np.float32) if kl_in_loss else None
+        buf = _Buffers.empty(T, N, dev, with_ref=self._kl_coef is not None and self.agent.config.kl_mode == "loss")
         log = EpisodeLog()
-        masks: list[torch.Tensor | None] = []
         for t in range(T):
             if self.pending is _RESET_STEP:  # every row ignores its action and needs no value: skip the network
                 action = torch.zeros(N, dtype=torch.long, device=dev)
                 logprob = value = torch.zeros(N, device=dev)
             else:
-                logits, value = self.pending
+                logits, value = self._pending_output()
                 action, logprob = Agent.sample(logits, mask=self.mask)
-            masks.append(self.mask)
-            obs_buf.append(obs_to_tensor(self.obs, dev))
-            actions[t], logprobs[t], values[t] = action, logprob, value
-            starts[t], valid[t], groups[t] = self.episode_start, self.valid, self.group
+            buf.masks.append(self.mask)
+            buf.obs.append(obs_to_tensor(self.obs, dev))
+            buf.actions[t], buf.logprobs[t], buf.values[t] = action, logprob, value
+            buf.starts[t], buf.valid[t], buf.groups[t] = self.episode_start, self.valid, self.group
             next_obs, reward, term, trunc, info = self.envs.step(action.cpu().numpy())
-            reward = np.asarray(reward, dtype=np.float64)
-            if beta is not None:
-                logp = logprobs[t].cpu().numpy().astype(np.float64)
-                self._track_kl(logp, reward, beta, info, np.logical_or(term, trunc), log)
-                if kl_in_loss:  # learn from the score alone; the agent adds β·k3(log π_θ, log π_ref)
-                    ref = self._ref_logprob(info, reward, beta)  # None only when β = 0 (no KL term)
-                    ref = np.where(self.valid, 0.0 if ref is None else ref, 0.0)
-                    ref_logprobs[t] = ref
-                    reward = reward - beta * ref
-                else:
-                    reward = reward - beta * logp * self.valid
-                self._log_shaped_returns(reward, np.logical_or(term, trunc), log)
-            rewards[t] = reward * self.reward_scale
-            terminated[t], truncated[t] = term, trunc
+            reward = self._learning_reward(np.asarray(reward, dtype=np.float64), buf, t, info, term, trunc, log)
+            buf.rewards[t] = reward * self.reward_scale
+            buf.terminated[t], buf.truncated[t] = term, trunc
             self._log_episodes(info, log)
             self._update_group(info)
             done = np.logical_or(term, trunc)
@@ -277,22 +242,34 @@ class RolloutCollector:
             self.mask = mask_from_info(info, N, dev)
             self.pending = self._next_output(next_obs, trunc, last=t == T - 1)
         if isinstance(self.pending, tuple):
-            values[T] = self.pending[1]  # else V(o_T) is never read (see _next_output) and stays 0
+            buf.values[T] = self.pending[1]  # else V(o_T) is never read (see _next_output) and stays 0
         self.global_step += T * N
-        as_t = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
-        obs = (
-            {k: torch.stack([o[k] for o in obs_buf]) for k in obs_buf[0]}
-            if isinstance(obs_buf[0], dict)
-            else torch.stack(obs_buf)
-        )
-        rollout = Rollout(
-            obs=obs, actions=actions, logprobs=logprobs, values=values, rewards=as_t(rewards),
-            terminated=as_t(terminated), truncated=as_t(truncated), episode_start=as_t(starts), valid=as_t(valid),
-            action_masks=_stack_masks(masks, N),
-            group=as_t(groups), ref_logprobs=None if ref_logprobs is None else as_t(ref_logprobs),
-            kl_coef=float(beta or 0.0),
-        )
-        return rollout, log
+        return buf.rollout(N, float(self._kl_coef or 0.0)), log
+
+    def _pending_output(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy's (logits, values) for ``self.obs`` (computed by :meth:`refresh` or the previous step)."""
+        assert isinstance(self.pending, tuple), "refresh() computes the output before a step needs it"
+        return self.pending
+
+    def _learning_reward(
+        self, reward: np.ndarray, buf: _Buffers, t: int, info: dict, term: np.ndarray, trunc: np.ndarray,
+        log: EpisodeLog,
+    ) -> np.ndarray:
+        """The env's reward plus the collector's half of the KL shaping (see the module docstring), (N,) float64."""
+        beta = self._kl_coef
+        if beta is None:
+            return reward
+        logp = buf.logprobs[t].cpu().numpy().astype(np.float64)
+        self._track_kl(logp, reward, beta, info, np.logical_or(term, trunc), log)
+        if buf.ref_logprobs is not None:  # kl_mode="loss": learn from the score alone; the agent adds β·k3
+            ref = self._ref_logprob(info, reward, beta)  # None only when β = 0 (no KL term)
+            ref = np.where(self.valid, 0.0 if ref is None else ref, 0.0)
+            buf.ref_logprobs[t] = ref
+            reward = reward - beta * ref
+        else:
+            reward = reward - beta * logp * self.valid
+        self._log_shaped_returns(reward, np.logical_or(term, trunc), log)
+        return reward
 
     def _next_output(self, obs: Any, trunc: np.ndarray, last: bool) -> Any:
         """The policy output for ``obs``, or a marker when no one would read it.
@@ -352,7 +329,8 @@ class RolloutCollector:
             ended = np.flatnonzero(info["_episode"])
             log.returns.extend(float(r) for r in np.asarray(info["episode"]["r"])[ended])
             log.lengths.extend(int(n) for n in np.asarray(info["episode"]["l"])[ended])
-        for key, target in (("score", log.scores), ("is_success", log.successes)):
+        numbers: tuple[tuple[str, list[float]], ...] = (("score", log.scores), ("is_success", log.successes))
+        for key, target in numbers:
             if f"_{key}" in info:
                 ended = np.flatnonzero(info[f"_{key}"])
                 target.extend(float(x) for x in np.asarray(info[key])[ended])
@@ -360,6 +338,8 @@ class RolloutCollector:
                     log.score_rows.extend(int(i) for i in ended)
                     if "new_tokens" in info:
                         log.response_tokens.extend(int(n) for n in np.asarray(info["new_tokens"])[ended])
-        for key, target in (("text", log.texts), ("prompt", log.prompts), ("response", log.responses)):
+        strings: tuple[tuple[str, list[str]], ...] = (("text", log.texts), ("prompt", log.prompts),
+                                                      ("response", log.responses))
+        for key, texts in strings:
             if f"_{key}" in info:
-                target.extend(str(x) for x in np.asarray(info[key], dtype=object)[np.flatnonzero(info[f"_{key}"])])
+                texts.extend(str(x) for x in np.asarray(info[key], dtype=object)[np.flatnonzero(info[f"_{key}"])])

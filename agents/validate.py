@@ -19,7 +19,9 @@ _RANGE = re.compile(r"^([\[(])(-?[\d.e+-]+|-inf),(-?[\d.e+-]+|inf)([\])])$")
 
 def _describe(rule: str) -> str:
     body = rule[3:] if rule.startswith("int") else rule
-    op = re.match(r"[<>]=?", body)[0]
+    found = re.match(r"[<>]=?", body)
+    assert found is not None, f"bad rule {rule!r}"
+    op = found[0]
     return ("an integer " if rule.startswith("int") else "") + f"{op} {body[len(op):]}"
 
 
@@ -35,12 +37,13 @@ def field_problem(name: str, value: Any, rule: str) -> str | None:
         return f"{name} must be {'an integer' if want_int else 'a number'}, got {value!r}"
     if want_int and not isinstance(value, numbers.Integral):
         return f"{name} must be an integer, got {value!r}"
-    if not math.isfinite(value):
+    x = float(value)  # comparisons below; messages show the value as given
+    if not math.isfinite(x):
         return f"{name} must be finite, got {value!r}"
     m = _RANGE.match(body)
     if m:
         lo, hi = float(m[2]), float(m[3])
-        ok = (value >= lo if m[1] == "[" else value > lo) and (value <= hi if m[4] == "]" else value < hi)
+        ok = (x >= lo if m[1] == "[" else x > lo) and (x <= hi if m[4] == "]" else x < hi)
         return None if ok else f"{name} must be in {body}, got {value!r}"
     for op, test in ((">=", lambda v, b: v >= b), (">", lambda v, b: v > b), ("<=", lambda v, b: v <= b)):
         if body.startswith(op):
