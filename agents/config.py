@@ -78,7 +78,7 @@ class AgentConfig:
             "update_epochs": "int>=1", "num_minibatches": "int>=1", "clip_coef": ">0", "ent_coef": ">=0",
             "vf_coef": ">=0", "max_grad_norm": ">0", "target_kl": ">0?", "group_eps": ">0",
         }, extra={
-            f"algo must be one of {ALGO_NAMES}, got {self.algo!r}": lambda: self.algo in ALGO_NAMES,
+            f"algo must be one of {tuple(ALGOS)}, got {self.algo!r}": lambda: self.algo in ALGOS,
             f"reinforce_return must be 'episode' or 'to_go', got {self.reinforce_return!r}":
                 lambda: self.reinforce_return in ("episode", "to_go"),
             f"kl_mode must be 'reward' or 'loss', got {self.kl_mode!r}": lambda: self.kl_mode in ("reward", "loss"),

@@ -9,12 +9,11 @@ import torch
 
 import envs  # noqa: F401
 from agents.agent import Agent, AgentConfig
-from agents.batch import chunk_ids, make_batch
 from agents.networks import GridTransformer, PolicyValueNet, StepBatch
+from agents.rollout import RolloutCollector
 from envs.catgrid_vector import CatGridVectorEnv
 from runners.common.checkpoint import load_checkpoint, read_state, save_checkpoint
 from runners.evaluate import evaluate
-from agents.rollout import RolloutCollector
 
 LEFT, RIGHT = 2, 3
 
@@ -62,24 +61,6 @@ def test_rollout_truncation_value_is_v_of_final_obs():
     assert ro.valid[:, 0].tolist() == [True, True, False, True]
     # values[t] = V(o_t) = x ; o_2 is the true final obs (x = 2), o_3 the reset obs (x = 0)
     assert ro.values[:, 0].tolist() == pytest.approx([0.0, 1.0, 2.0, 0.0, 1.0])
-
-
-def test_chunk_ids_split_at_starts_and_reset_steps():
-    # T = 5, N = 2; env 0: episode ends at t=1 (t=2 reset step, t=3 start); env 1 runs throughout
-    starts = np.array([[1, 1], [0, 0], [0, 0], [1, 0], [0, 0]], dtype=bool)
-    valid = np.array([[1, 1], [1, 1], [0, 1], [1, 1], [1, 1]], dtype=bool)
-    # column-major: env 0 → chunks 0,0,1,2,2 ; env 1 → chunk 3 for all steps
-    assert chunk_ids(starts, valid).tolist() == [0, 0, 1, 2, 2, 3, 3, 3, 3, 3]
-
-
-def test_make_batch_positions():
-    chunk = torch.tensor([0, 0, 1, 2, 2, 3, 3, 3])
-    idx = torch.tensor([0, 1, 5, 6, 7])  # chunks 0 and 3
-    obs = torch.arange(8).unsqueeze(1)
-    batch = make_batch(obs, torch.arange(8), chunk, idx)
-    assert batch.chunk.tolist() == [0, 0, 1, 1, 1]
-    assert batch.chunk_last.tolist() == [1, 4]
-    assert batch.steps_to_end.tolist() == [1, 0, 2, 1, 0]
 
 
 def test_ppo_learns_short_corridor_and_greedy_eval():

@@ -7,78 +7,23 @@ import copy
 import math
 
 import gymnasium as gym
-
-import numpy as np
 import pytest
 import torch
+from hand_rollouts import hand_rollout
 
 import envs  # noqa: F401
 from agents import losses
-from agents.agent import Agent, AgentConfig, Rollout
+from agents.agent import Agent, AgentConfig
 from agents.networks import GridTransformer
+from agents.rollout import RolloutCollector
 from envs.catgrid_vector import CatGridVectorEnv
 from runners.evaluate import evaluate
-from agents.rollout import RolloutCollector
-
-
-def hand_rollout() -> Rollout:
-    """T = 5 steps of N = 4 rows, groups = row // 2, γ = 1.
-
-    row 0: episode A (t0-t1, R = 1), reset step t2, episode B (t3-t4, R = 3)
-    row 1: episode C (t0-t2, R = 2), reset step t3, episode D starts at t4 (unfinished)
-    row 2: episode E (t0-t4, R = 5)
-    row 3: an episode begun before the rollout ends at t1, reset t2, episode F (t3-t4, unfinished)
-    Group 0 holds A, B, C; in group 1 only E is complete (alone: skipped).
-    """
-    T, N = 5, 4
-    r = torch.zeros(T, N)
-    term = torch.zeros(T, N, dtype=torch.bool)
-    start = torch.zeros(T, N, dtype=torch.bool)
-    valid = torch.ones(T, N, dtype=torch.bool)
-    r[1, 0], term[1, 0], valid[2, 0], start[[0, 3], 0], r[4, 0], term[4, 0] = 1, True, False, True, 3, True
-    r[2, 1], term[2, 1], valid[3, 1], start[[0, 4], 1] = 2, True, False, True
-    r[4, 2], term[4, 2], start[0, 2] = 5, True, True
-    r[1, 3], term[1, 3], valid[2, 3], start[3, 3] = 7, True, False, True
-    group = (torch.arange(N) // 2).expand(T, N).clone()
-    return Rollout(obs=torch.zeros(T, N, 2, dtype=torch.long), actions=torch.zeros(T, N, dtype=torch.long),
-                   logprobs=torch.zeros(T, N), values=torch.zeros(T + 1, N), rewards=r, terminated=term,
-                   truncated=torch.zeros(T, N, dtype=torch.bool), episode_start=start, valid=valid, group=group)
 
 
 def _agent(algo: str, **kw) -> Agent:
     venv = CatGridVectorEnv(num_envs=1)
     net = GridTransformer.from_spaces(venv.single_observation_space, venv.single_action_space, d_model=16, n_layer=1)
     return Agent(net, AgentConfig(algo=algo, gamma=1.0, **kw))
-
-
-@pytest.mark.parametrize("algo", ["rloo", "grpo"])
-def test_group_advantages_by_hand(algo):
-    est = _agent(algo, reinforce_return="episode").advantages(hand_rollout())
-    adv, ret, mask = est.adv, est.targets, est.mask
-    # RLOO: A = 1 - (3+2)/2, B = 3 - (1+2)/2, C = 2 - (1+3)/2; GRPO: (R - 2) / (1 + eps)
-    a, b, c = (-1.5, 1.5, 0.0) if algo == "rloo" else (-1 / 1.0001, 1 / 1.0001, 0.0)
-    expected_mask = [[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]]
-    assert mask.int().tolist() == expected_mask
-    assert adv[mask].tolist() == pytest.approx([a, c, a, c, c, b, b])  # row-major order of the mask
-    assert not torch.isnan(adv).any()
-    assert ret[0, 0] == 1 and ret[3, 0] == 3 and ret[0, 2] == 5
-
-
-def test_rloo_to_go_per_step_baseline_by_hand():
-    est = _agent("rloo", reinforce_return="to_go").advantages(hand_rollout())
-    adv, ret, mask = est.adv, est.targets, est.mask
-    # reward-to-go by step index: A [1, 1], B [3, 3], C [2, 2, 2] (0 after an end); per step τ:
-    # A: 1 - (3+2)/2 twice; B: 3 - (1+2)/2 twice; C: 2 - (1+3)/2 twice, then 2 - (0+0)/2
-    assert mask.int().tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]]
-    assert adv[mask].tolist() == pytest.approx([-1.5, 0.0, -1.5, 0.0, 2.0, 1.5, 1.5])
-    assert ret[1, 1] == 2 and ret[3, 0] == 3  # reward-to-go
-
-
-def test_group_algos_need_group_ids():
-    ro = hand_rollout()
-    ro.group = None
-    with pytest.raises(ValueError, match="Rollout.group"):
-        _agent("rloo").update(ro)
 
 
 def test_group_update_skips_value_loss_and_reports_groups():

@@ -13,8 +13,8 @@ import envs  # noqa: F401  (registers the envs)
 from agents.agent import Agent, AgentConfig, Rollout
 from agents.masking import ActionMasks, apply_mask, mask_from_info, unique_rows
 from agents.networks import PolicyValueNet
-from envs.imdb import load_imdb
 from agents.rollout import RolloutCollector
+from envs.imdb import load_imdb
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -112,11 +112,11 @@ def test_agent_never_emits_eos_before_min_new_tokens(tiny_lm, tiny_tokenizer) ->
     z = [0.0] * V
     z[eos] = 12.0  # the unmasked policy would end almost every step: p(EOS) ~ 0.95
     texts = [r["text"] for r in load_imdb("train", limit=100, seed=0)]
-    envs = gym.make_vec("TextGen-IMDB-v0", num_envs=16, vectorization_mode="vector_entry_point", model=tiny_lm,
+    venv = gym.make_vec("TextGen-IMDB-v0", num_envs=16, vectorization_mode="vector_entry_point", model=tiny_lm,
                         tokenizer=tiny_tokenizer, reward_model=lambda t: [0.0] * len(t), dataset=texts, device="cpu",
                         kl_coef=0.0, max_new_tokens=(6, 8), min_new_tokens=4)
     agent = Agent(FixedLogits(z), AgentConfig())
-    collector = RolloutCollector(envs, agent, num_steps=40, seed=0)
+    collector = RolloutCollector(venv, agent, num_steps=40, seed=0)
     torch.manual_seed(0)
     ro, log = collector.collect()  # a masked action would make the env raise
     lengths = [len(tiny_tokenizer(r, add_special_tokens=False)["input_ids"]) for r in log.responses]

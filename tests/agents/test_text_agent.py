@@ -14,9 +14,9 @@ from agents import losses
 from agents.agent import Agent, AgentConfig
 from agents.batch import chunk_ids, flatten_obs, make_batch
 from agents.networks import CausalLMPolicy, disable_dropout
+from agents.rollout import RolloutCollector
 from envs.imdb import load_imdb
 from runners.common.tiny_lm import make_tiny_lm
-from agents.rollout import RolloutCollector
 
 BETA = 0.3
 

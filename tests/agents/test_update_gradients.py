@@ -10,14 +10,13 @@ reference loss below is written independently with plain Python loops over each 
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 import pytest
 import torch
 
 from agents.agent import Agent, AgentConfig
 from agents.networks import GridTransformer
-from envs.catgrid_vector import CatGridVectorEnv
 from agents.rollout import RolloutCollector
+from envs.catgrid_vector import CatGridVectorEnv
 
 GAMMA, LAM, CLIP, ENT, VF = 0.9, 0.8, 0.2, 0.05, 0.5
 
