@@ -17,7 +17,7 @@ import gymnasium as gym
 import torch
 
 from agents.rollout import RolloutCollector
-from runners.evaluate import evaluate, optimal_start_value
+from runners.common.evaluation import evaluate, optimal_start_value
 from runners.train import build_agent, make_envs, preset
 
 
@@ -64,7 +64,8 @@ def main() -> None:
 
     args = tyro.cli(Args)
     torch.set_num_threads(args.threads)
-    print(f"{args.algo} on CatGrid-v0 {args.map_name} (norm_adv_scope={args.norm_adv_scope}, {args.threads} thread(s)): "
+    print(f"{args.algo} on CatGrid-v0 {args.map_name} "
+          f"(norm_adv_scope={args.norm_adv_scope}, {args.threads} thread(s)): "
           f"time to greedy >= {args.threshold} x V*(start)")
     print(f"{'seed':>4} {'reached':>8} {'ratio':>7} {'env steps':>10} {'train s':>8}")
     for seed in args.seeds:

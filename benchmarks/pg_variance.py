@@ -107,7 +107,8 @@ def main() -> None:
     cfg = dataclasses.replace(cfg, agent=agent_cfg, **over)
     envs = make_envs(cfg)
     agent = build_agent(cfg, envs, total_updates=None)
-    collector = RolloutCollector(envs, agent, cfg.num_steps, cfg.reward_scale, seed=args.seed, group_size=cfg.group_size)
+    collector = RolloutCollector(envs, agent, cfg.num_steps, cfg.reward_scale, seed=args.seed,
+                                 group_size=cfg.group_size)
     t0 = time.time()
     for _ in range(args.warmup_updates):
         agent.update(collector.collect()[0])

@@ -13,7 +13,7 @@ from agents.networks import GridTransformer, PolicyValueNet, StepBatch
 from agents.rollout import RolloutCollector
 from envs.catgrid_vector import CatGridVectorEnv
 from runners.common.checkpoint import load_checkpoint, read_state, save_checkpoint
-from runners.evaluate import evaluate
+from runners.common.evaluation import evaluate
 
 LEFT, RIGHT = 2, 3
 

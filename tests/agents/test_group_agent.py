@@ -17,7 +17,7 @@ from agents.agent import Agent, AgentConfig
 from agents.networks import GridTransformer
 from agents.rollout import RolloutCollector
 from envs.catgrid_vector import CatGridVectorEnv
-from runners.evaluate import evaluate
+from runners.common.evaluation import evaluate
 
 
 def _agent(algo: str, **kw) -> Agent:
