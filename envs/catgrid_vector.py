@@ -2,7 +2,7 @@
 
 Used by ``gym.make_vec("CatGrid-v0", num_envs=N)`` (``vector_entry_point``), which passes the
 registered ``max_episode_steps=50`` as a keyword argument. Map parsing and the per-state
-transition arrays come from :mod:`envs.catgrid`, so both envs share one MDP definition.
+transition arrays come from :mod:`envs.catgrid_tables`, so both envs share one MDP definition.
 """
 
 from __future__ import annotations
@@ -16,16 +16,9 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.catgrid import (
-    MOVES,
-    TransitionTable,
-    build_transition_table,
-    make_tables,
-    optimal_start_value,
-    render_ansi,
-    render_rgb,
-    value_iteration,
-)
+from envs.catgrid import render_ansi, render_rgb
+from envs.catgrid_optimum import optimal_start_value, value_iteration
+from envs.catgrid_tables import MOVES, TransitionTable, build_transition_table, make_tables
 
 
 class CatGridVectorEnv(VectorEnv):

@@ -72,7 +72,8 @@ def load_texts(dataset: DatasetArg, split: str, text_field: str = "text") -> lis
                                  "Pass text_field=<the field holding the text> (CLI: --text-field).")
             row = row[text_field]
         texts.append(row)
-    if not all(isinstance(t, str) for t in texts):
+    strings = [t for t in texts if isinstance(t, str)]
+    if len(strings) != len(texts):
         raise TypeError("dataset must be a path, an HF dataset id, a datasets.Dataset, or a sequence of strings / "
                         f"{{{text_field!r}: str}} dicts.")
-    return texts
+    return strings

@@ -27,11 +27,9 @@ REWARD_KINDS = (
 )
 
 
-
-
 def _positive_index(model: PreTrainedModel) -> int:
     """Index of the positive class of a sentiment classifier (``POSITIVE``/``pos`` label, else class 1)."""
-    for idx, label in model.config.id2label.items():
+    for idx, label in (model.config.id2label or {}).items():  # None only on a config without labels
         if str(label).lower() in {"positive", "pos"}:
             return int(idx)
     if model.config.num_labels == 2:
@@ -66,21 +64,25 @@ def _classifier_fn(
             )
         tokenizer = os.fspath(reward_model) if tokenizer is None else tokenizer
     if isinstance(tokenizer, (str, os.PathLike)):
-        tokenizer = _from_pretrained(AutoTokenizer, os.fspath(tokenizer))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        tok: PreTrainedTokenizerBase = _from_pretrained(AutoTokenizer, os.fspath(tokenizer))
+    else:
+        tok = tokenizer
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
     if clf.config.pad_token_id is None:
-        clf.config.pad_token_id = tokenizer.pad_token_id
-    clf = freeze(clf.to(device))
+        clf.config.pad_token_id = tok.pad_token_id
+    # transformers decorates PreTrainedModel.to with functools.wraps(nn.Module.to), which mypy then reads
+    # as unbound (the device taken for self): the ignore is for that wrong library type
+    clf = freeze(clf.to(device))  # type: ignore[arg-type]
     column = 0 if clf.config.num_labels == 1 else _positive_index(clf)
     n_ctx = getattr(clf.config, "max_position_embeddings", None) or getattr(clf.config, "n_positions", None) or 512
-    max_length = min(int(tokenizer.model_max_length), 512, int(n_ctx))
+    max_length = min(int(tok.model_max_length), 512, int(n_ctx))
 
     @torch.no_grad()
     def score(texts: list[str]) -> np.ndarray:
         out = []
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
+            batch = tok(
                 texts[start : start + batch_size], padding=True, truncation=True, max_length=max_length,
                 padding_side="right", return_tensors="pt",  # right: positions start at 0, as unpadded
             ).to(device)
@@ -143,6 +145,7 @@ def make_reward_fn(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    fn: Callable[[list[str]], Any]  # checked by _scores_array
     if isinstance(reward_model, str) and reward_model == "vader":
         fn, name = _vader_fn(), "vader"
     elif isinstance(reward_model, (str, os.PathLike, PreTrainedModel)):

@@ -15,7 +15,8 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.textgen import CoreKLCoef, TextGenCore, check_render_mode
+from envs.textgen_core import CoreKLCoef, TextGenCore, TextObs
+from envs.textgen_setup import check_render_mode
 
 
 class TextGenVectorEnv(CoreKLCoef, VectorEnv):
@@ -23,8 +24,10 @@ class TextGenVectorEnv(CoreKLCoef, VectorEnv):
 
     Autoreset (``NEXT_STEP``): a row that terminates at step t returns its final observation, and at step t+1 it
     ignores its action, starts a new prompt and returns reward 0, ``terminated=False``. Info follows the vector
-    convention: ``info[key]`` is an (N,) array and ``info["_" + key]`` marks the rows that report it (``score``
-    and ``text`` only on rows that just finished; ``ref_logprob`` on rows that took an action, for every kl_coef including 0).
+    convention: ``info[key]`` is an (N,) array and ``info["_" + key]`` marks the rows that report it (``score``,
+    ``text``, ``prompt`` and ``response`` only on rows that just finished; ``ref_logprob`` on rows that took an
+    action, for every kl_coef including 0; the others on every row, at reset too: :meth:`TextGenCore.row_info`).
+    Keys, rewards and the KL contract: :class:`envs.textgen.TextGenEnv`.
 
     Groups (``group_size=k``, default 1; RLOO/GRPO): rows ``[j·k, (j+1)·k)`` form group ``j``, and the e-th
     episode of every row of a group continues the same prompt (drawn when the first row of the group starts it),
@@ -66,16 +69,14 @@ class TextGenVectorEnv(CoreKLCoef, VectorEnv):
             values = values[0]
         setattr(self, name, values)
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[TextObs, dict[str, Any]]:
         super().reset(seed=seed)
         self.core.reset(self.np_random)
         self._autoreset[:] = False
         self._started = True
-        ones = np.ones(self.num_envs, dtype=bool)
-        info = {"prompt_len": self.core.prompt_len.copy(), "_prompt_len": ones,
-                "new_tokens": self.core.new_tokens.copy(), "_new_tokens": ones.copy(),
-                "group_id": self.core.group_id.copy(), "_group_id": ones.copy(),
-                "action_mask": self.core.action_mask(), "_action_mask": ones.copy()}
+        info = self.core.row_info()
         return self.core.observation(), info
 
     def get_state(self) -> dict[str, Any]:
@@ -103,7 +104,7 @@ class TextGenVectorEnv(CoreKLCoef, VectorEnv):
             raise ValueError(f"actions must be token ids in [0, {self.core.vocab_size}); got {actions}.")
         return actions.astype(np.int64)
 
-    def step(self, actions: Any) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]:
+    def step(self, actions: Any) -> tuple[TextObs, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if not self._started:
             raise RuntimeError("Call reset() before step().")
         actions = self._check_actions(actions)

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -19,6 +19,8 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import GELUTanh, NewGELUActivation
 from transformers.cache_utils import Cache, CacheLayerMixin
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def _as_numpy(x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
@@ -29,7 +31,7 @@ def _as_numpy(x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
     raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}.")
 
 
-def fuse_gelu(model: nn.Module) -> nn.Module:
+def fuse_gelu(model: ModuleT) -> ModuleT:
     """Swap every ``NewGELUActivation`` (GPT-2's ``gelu_new``: 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))) written
     as five elementwise kernels) for ``GELUTanh`` (the same formula, ``F.gelu(approximate="tanh")``, one kernel;
     outputs differ by float rounding, ~2e-7) in place. Weights, config and ``state_dict`` are unchanged."""
@@ -45,7 +47,7 @@ AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 def check_autocast_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     """None, or a float16/bfloat16 dtype (given as a dtype or by name) for ``torch.autocast``."""
-    if dtype is None or dtype in AUTOCAST_DTYPES.values():
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype in AUTOCAST_DTYPES.values()):
         return dtype
     if isinstance(dtype, str) and dtype in AUTOCAST_DTYPES:
         return AUTOCAST_DTYPES[dtype]
@@ -96,7 +98,7 @@ class _RingLayer(CacheLayerMixin):
     points: a decode writes one column of every row and attends to the whole buffer; a prefill writes its rows'
     columns and attends to its own fresh states only (a restarting row never sees its old episode)."""
 
-    def __init__(self, ring: "RingCache") -> None:
+    def __init__(self, ring: RingCache) -> None:
         super().__init__()
         self.ring = ring
 
@@ -106,23 +108,35 @@ class _RingLayer(CacheLayerMixin):
         self.values = value_states.new_zeros(n, value_states.shape[1], w, value_states.shape[-1])
         self.is_initialized = True
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        keys, values = self._buffers()
         ring = self.ring
         if ring.rows is None:  # decode: one new column for every row
             col = ring.col
-            self.keys[:, :, col : col + 1] = key_states
-            self.values[:, :, col : col + 1] = value_states
-            return self.keys, self.values
+            keys[:, :, col : col + 1] = key_states
+            values[:, :, col : col + 1] = value_states
+            return keys, values
         if isinstance(ring.rows, slice) and isinstance(ring.cols, slice):  # all rows, contiguous columns
-            self.keys[:, :, ring.cols] = key_states
-            self.values[:, :, ring.cols] = value_states
-        else:  # some rows, possibly wrapping around the ring: (R, 1) x (1, w) -> (R, w, H, Dh)
+            keys[:, :, ring.cols] = key_states
+            values[:, :, ring.cols] = value_states
+        elif isinstance(ring.rows, torch.Tensor) and isinstance(ring.cols, torch.Tensor):
+            # some rows, possibly wrapping around the ring: (R, 1) x (1, w) -> (R, w, H, Dh)
             rows, cols = ring.rows[:, None], ring.cols[None, :]
-            self.keys[rows, :, cols] = key_states.transpose(1, 2)
-            self.values[rows, :, cols] = value_states.transpose(1, 2)
+            keys[rows, :, cols] = key_states.transpose(1, 2)
+            values[rows, :, cols] = value_states.transpose(1, 2)
+        else:
+            raise TypeError(f"RingCache rows/cols must be both slices or both tensors: {ring.rows!r}, {ring.cols!r}")
         return key_states, value_states
+
+    def _buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (N, H, W, Dh) K and V buffers (allocated by :meth:`lazy_initialization`)."""
+        if self.keys is None or self.values is None:
+            raise RuntimeError("internal: the ring layer's buffers are read before they were allocated.")
+        return self.keys, self.values
 
     def grow(self, capacity: int, oldest: int) -> None:
         """Unroll the ring so that column ``oldest`` comes first, then widen it to ``capacity`` columns."""
@@ -162,7 +176,7 @@ class RingCache(Cache):
 
     def grow(self, capacity: int) -> None:
         for layer in self.layers:
-            layer.grow(capacity, self.col)
+            cast(_RingLayer, layer).grow(capacity, self.col)  # every layer is a _RingLayer (see __init__)
         self.col, self.capacity = self.capacity, capacity
 
 
@@ -263,11 +277,13 @@ class IncrementalLM:
         with torch.no_grad():
             return hidden.clone()  # a normal tensor: heads may be applied with autograd on (e.g. in tests)
 
-    def _step(self, tokens: torch.Tensor | None, restart: np.ndarray | None, input_ids: Any, attention_mask: Any):
+    def _step(
+        self, tokens: torch.Tensor | None, restart: np.ndarray | None, input_ids: Any, attention_mask: Any
+    ) -> torch.Tensor:
         restart_all = restart is None or bool(np.all(restart))
         if self._cache is None and not restart_all:
             raise ValueError("The first step (and the first after reset()) must restart every row.")
-        rows = np.arange(self.num_rows) if restart_all else np.flatnonzero(restart)
+        rows = np.arange(self.num_rows) if restart is None or restart_all else np.flatnonzero(restart)
         if rows.size and (input_ids is None or attention_mask is None):
             raise ValueError("Restarting rows need input_ids and attention_mask.")
         if restart_all:
@@ -275,40 +291,55 @@ class IncrementalLM:
             return self._restart_all(ids, mask)
         if tokens is None or tokens.shape != (self.num_rows,):
             raise ValueError(f"tokens must be a ({self.num_rows},) tensor when some rows continue.")
-        ids, mask = self._read_restarts(rows, input_ids, attention_mask) if rows.size else (None, None)
+        restarts = self._read_restarts(rows, input_ids, attention_mask) if rows.size else None  # (R, w) ids, mask
         keep = np.ones(self.num_rows, dtype=bool)
         keep[rows] = False
-        need = max(int(self.lengths[keep].max(initial=0)) + 1, 0 if ids is None else ids.shape[1])
-        if need > self._cache.capacity:
-            self._grow(max(need, 2 * self._cache.capacity))
+        need = max(int(self.lengths[keep].max(initial=0)) + 1, 0 if restarts is None else restarts[0].shape[1])
+        cache = self._ring()
+        if need > cache.capacity:
+            self._grow(max(need, 2 * cache.capacity))
         hidden = self._decode(tokens, rows)
-        if rows.size:
-            hidden[torch.as_tensor(rows, device=self.device)] = self._restart_rows(rows, ids, mask)
-        self._cache.col = (self._cache.col + 1) % self._cache.capacity
+        if restarts is not None:
+            hidden[torch.as_tensor(rows, device=self.device)] = self._restart_rows(rows, *restarts)
+        cache.col = (cache.col + 1) % cache.capacity
         return hidden
+
+    def _ring(self) -> RingCache:
+        """The ring cache (built by the first step, which restarts every row)."""
+        if self._cache is None:
+            raise RuntimeError("internal: the KV cache is used before the first step built it.")
+        return self._cache
+
+    def _decoder_state(self) -> tuple[RingCache, torch.Tensor, torch.Tensor]:
+        """The ring cache, its key mask (N, W) bool and each row's next position id (N,), after the first step."""
+        if self._mask is None or self._pos is None:
+            raise RuntimeError("internal: the decoder state is used before the first step built it.")
+        return self._ring(), self._mask, self._pos
 
     def _restart_all(self, ids: np.ndarray, mask: np.ndarray) -> torch.Tensor:
         width = ids.shape[1]
-        if self._cache is None or self._cache.capacity < width:
+        cache, key_mask = self._cache, self._mask  # both None before the first step, both set after it
+        if cache is None or key_mask is None or cache.capacity < width:
             capacity = max(width, self.max_len or 2 * width)
-            self._cache = RingCache(self.num_rows, self._num_layers, capacity)
-            self._mask = torch.zeros(self.num_rows, capacity, dtype=torch.bool, device=self.device)
+            cache = self._cache = RingCache(self.num_rows, self._num_layers, capacity)
+            key_mask = self._mask = torch.zeros(self.num_rows, capacity, dtype=torch.bool, device=self.device)
         mask_t = torch.as_tensor(mask, device=self.device).bool()  # (N, w)
-        self._mask.zero_()
-        self._mask[:, :width] = mask_t
+        key_mask.zero_()
+        key_mask[:, :width] = mask_t
         hidden = self._prefill(torch.as_tensor(ids, device=self.device), mask_t, slice(None), slice(0, width))
-        self._cache.col = width % self._cache.capacity
+        cache.col = width % cache.capacity
         self._pos = mask_t.sum(1)
         self.lengths = mask.sum(1)
         return hidden
 
     def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, rows: Any, cols: Any) -> torch.Tensor:
         """Left-padded contexts (R, w) written to ``rows`` x ``cols`` of the ring -> last hidden state (R, D)."""
-        self._cache.rows, self._cache.cols = rows, cols
+        cache = self._ring()
+        cache.rows, cache.cols = rows, cols
         try:
-            return forward_left_padded(self.model, ids, mask, cache=self._cache, cache_kw=self._cache_kw)[:, -1]
+            return forward_left_padded(self.model, ids, mask, cache=cache, cache_kw=self._cache_kw)[:, -1]
         finally:
-            self._cache.rows = self._cache.cols = None
+            cache.rows = cache.cols = None
 
     def _decode(self, tokens: torch.Tensor, restart_rows: np.ndarray) -> torch.Tensor:
         """Append one token to every row at the ring's current column (restarting rows get a dummy token whose
@@ -316,28 +347,31 @@ class IncrementalLM:
         if restart_rows.size:
             tokens = tokens.clone()
             tokens[torch.as_tensor(restart_rows, device=self.device)] = 0
-        col = self._cache.col
-        self._mask[:, col] = True
-        mask4 = attention_mask_for(self.model, self._mask[:, None, None, :])  # (N, 1, 1, W)
-        out = self.trunk(input_ids=tokens[:, None], attention_mask=mask4, position_ids=self._pos[:, None],
-                         use_cache=True, **{self._cache_kw: self._cache})
-        self._pos += 1
+        cache, key_mask, pos = self._decoder_state()
+        col = cache.col
+        key_mask[:, col] = True
+        mask4 = attention_mask_for(self.model, key_mask[:, None, None, :])  # (N, 1, 1, W)
+        out = self.trunk(input_ids=tokens[:, None], attention_mask=mask4, position_ids=pos[:, None],
+                         use_cache=True, **{self._cache_kw: cache})
+        pos += 1  # in place: self._pos
         self.lengths += 1
         return out.last_hidden_state[:, -1]  # (N, D)
 
     def _restart_rows(self, rows: np.ndarray, ids: np.ndarray, mask: np.ndarray) -> torch.Tensor:
         """Prefill restarting rows into their own columns ending at the current one -> their hidden (R, D)."""
-        width, capacity = ids.shape[1], self._cache.capacity
+        cache, key_mask, pos = self._decoder_state()
+        width, capacity = ids.shape[1], cache.capacity
         rows_t = torch.as_tensor(rows, device=self.device)
-        cols_t = (torch.arange(self._cache.col - width + 1, self._cache.col + 1, device=self.device)) % capacity
+        cols_t = (torch.arange(cache.col - width + 1, cache.col + 1, device=self.device)) % capacity
         mask_t = torch.as_tensor(mask, device=self.device).bool()  # (R, w)
-        self._mask[rows_t] = False
-        self._mask[rows_t[:, None], cols_t[None, :]] = mask_t
-        self._pos[rows_t] = mask_t.sum(1)
+        key_mask[rows_t] = False
+        key_mask[rows_t[:, None], cols_t[None, :]] = mask_t
+        pos[rows_t] = mask_t.sum(1)
         self.lengths[rows] = mask.sum(1)
         return self._prefill(torch.as_tensor(ids, device=self.device), mask_t, rows_t, cols_t)
 
     def _grow(self, capacity: int) -> None:
-        self._mask = torch.roll(self._mask, -self._cache.col, dims=1)
-        self._mask = torch.cat([self._mask, self._mask.new_zeros(self.num_rows, capacity - self._mask.shape[1])], 1)
-        self._cache.grow(capacity)
+        cache, key_mask, _ = self._decoder_state()
+        key_mask = torch.roll(key_mask, -cache.col, dims=1)
+        self._mask = torch.cat([key_mask, key_mask.new_zeros(self.num_rows, capacity - key_mask.shape[1])], 1)
+        cache.grow(capacity)

@@ -89,7 +89,9 @@ def load_causal_lm(
         raise TypeError(f"tokenizer must be a path, an HF id or a tokenizer, got {type(tokenizer).__name__}.")
     if lm.get_output_embeddings() is None:
         raise ValueError(f"{type(lm).__name__} has no LM head; pass a causal LM (e.g. GPT2LMHeadModel).")
-    return lm.to(resolve_device(device)), prepare_tokenizer(tokenizer)
+    # transformers decorates PreTrainedModel.to with functools.wraps(nn.Module.to), which mypy then reads
+    # as unbound (the device taken for self): the ignore is for that wrong library type
+    return lm.to(resolve_device(device)), prepare_tokenizer(tokenizer)  # type: ignore[arg-type]
 
 
 def freeze(model: PreTrainedModel) -> PreTrainedModel:

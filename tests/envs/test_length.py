@@ -1,5 +1,6 @@
-"""Length controls of TextGen-IMDB-v0: min_new_tokens with an action mask, a per-episode length sampler,
-the missing-EOS penalty, and the masked reference log-probs."""
+"""Tests of envs.length, the length controls of TextGen-IMDB-v0: the per-episode length sampler and the EOS
+mask, and in the env: min_new_tokens with an action mask, sampled limits, the missing-EOS penalty, and the
+masked reference log-probs."""
 
 from __future__ import annotations
 

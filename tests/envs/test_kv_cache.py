@@ -1,15 +1,15 @@
-"""Tests of envs.lm: the incremental KV-cached decoder, model loading and reward functions."""
+"""Tests of envs.lm.kv_cache: the incremental ring-buffer KV-cached decoder against teacher forcing, its
+preallocated cache and errors, and the fused GELU."""
 
 from __future__ import annotations
 
-import huggingface_hub
 import numpy as np
 import pytest
 import torch
-from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel
+from transformers.activations import GELUTanh, NewGELUActivation
 
-from envs.lm import IncrementalLM, load_causal_lm, resolve_device
-from envs.rewards import make_reward_fn
+from envs.lm import IncrementalLM, fuse_gelu
 
 VOCAB = 64
 
@@ -140,108 +140,7 @@ def test_incremental_errors() -> None:
         IncrementalLM(small_gpt2("sdpa"), 2, max_len=0)
 
 
-def test_resolve_device() -> None:
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def test_load_causal_lm_from_dir_and_objects(tiny_lm_dir, tiny_lm, tiny_tokenizer) -> None:
-    model, tok = load_causal_lm(tiny_lm_dir, device="cpu")
-    assert tok.padding_side == "left" and tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
-    ids = torch.tensor([[5, 6, 7]])
-    torch.testing.assert_close(model(ids).logits, tiny_lm(ids).logits)
-    same, _ = load_causal_lm(tiny_lm, tiny_tokenizer, device="cpu")
-    assert same is tiny_lm
-    with pytest.raises(ValueError, match="tokenizer="):
-        load_causal_lm(tiny_lm)
-    with pytest.raises(TypeError, match="model must be"):
-        load_causal_lm(3)
-
-
-def test_tokenizer_without_pad_uses_eos(tiny_lm_dir) -> None:
-    from transformers import AutoTokenizer
-
-    raw = AutoTokenizer.from_pretrained(tiny_lm_dir)
-    raw.pad_token = None
-    _, tok = load_causal_lm(tiny_lm_dir, tokenizer=raw, device="cpu")
-    assert tok.pad_token_id == tok.eos_token_id and tok.padding_side == "left"
-
-
-def test_missing_model_offline_says_how(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(OSError, match="To run offline.*runners.sft"):
-        load_causal_lm("no-such-org/no-such-model")
-    with pytest.raises(OSError, match="no model directory there"):
-        load_causal_lm("./no/such/model/dir")
-
-
-def test_reward_callable_and_checks() -> None:
-    fn = make_reward_fn(lambda texts: [len(t) for t in texts])
-    np.testing.assert_array_equal(fn(["ab", "abcd"]), [2.0, 4.0])
-    assert fn([]).shape == (0,)
-
-    def short(texts):
-        return [1.0]
-
-    def broken(texts):
-        return [float("nan")] * len(texts)
-
-    with pytest.raises(ValueError, match="'short' returned 1 scores for 2 texts"):
-        make_reward_fn(short)(["a", "b"])
-    with pytest.raises(ValueError, match="'broken' returned a NaN"):
-        make_reward_fn(broken)(["a"])
-    with pytest.raises(TypeError, match="reward_model must be"):
-        make_reward_fn(3)
-    with pytest.raises(ValueError, match="batch_size"):
-        make_reward_fn(short, batch_size=0)
-
-
-def test_reward_vader() -> None:
-    pytest.importorskip("vaderSentiment")
-    fn = make_reward_fn("vader")
-    good, bad, neutral = fn(["This movie was wonderful, I loved it!", "Terrible, boring and awful.", "A movie."])
-    assert good > 0.5 and bad < -0.5 and abs(neutral) < 0.1
-
-
-def _classifier(tokenizer, num_labels: int, id2label: dict[int, str] | None = None) -> GPT2ForSequenceClassification:
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2,
-                        num_labels=num_labels, pad_token_id=tokenizer.pad_token_id)
-    if id2label:
-        config.id2label, config.label2id = id2label, {v: k for k, v in id2label.items()}
-    torch.manual_seed(0)
-    return GPT2ForSequenceClassification(config).eval()
-
-
-@pytest.mark.parametrize(
-    ("num_labels", "id2label", "column"),
-    [(1, None, 0), (2, {0: "NEGATIVE", 1: "POSITIVE"}, 1), (2, {0: "pos", 1: "neg"}, 0), (2, None, 1)],
-)
-def test_reward_classifier_scores_positive_logit(tiny_tokenizer, tmp_path, num_labels, id2label, column) -> None:
-    clf = _classifier(tiny_tokenizer, num_labels, id2label)
-    texts = ["a great film", "bad", "it was fine I guess, nothing more"]
-    batch = tiny_tokenizer(texts, padding=True, padding_side="right", return_tensors="pt")
-    with torch.no_grad():
-        expected = clf(**batch).logits[:, column].numpy()
-    fn = make_reward_fn(clf, tokenizer=tiny_tokenizer, device="cpu", batch_size=2)
-    np.testing.assert_allclose(fn(texts), expected, atol=1e-5)
-    clf.save_pretrained(tmp_path)
-    tiny_tokenizer.save_pretrained(tmp_path)
-    np.testing.assert_allclose(make_reward_fn(str(tmp_path), device="cpu")(texts), expected, atol=1e-5)
-
-
-def test_reward_classifier_needs_tokenizer_and_positive_label(tiny_tokenizer) -> None:
-    with pytest.raises(ValueError, match="tokenizer="):
-        make_reward_fn(_classifier(tiny_tokenizer, 1))
-    three = _classifier(tiny_tokenizer, 3, {0: "a", 1: "b", 2: "c"})
-    with pytest.raises(ValueError, match="positive class"):
-        make_reward_fn(three, tokenizer=tiny_tokenizer)
-
-
 def test_fuse_gelu_same_function_one_kernel() -> None:
-    from transformers.activations import GELUTanh, NewGELUActivation
-
-    from envs.lm import fuse_gelu
-
     model = small_gpt2("sdpa")
     ids = torch.as_tensor(np.random.default_rng(3).integers(0, VOCAB, (2, 9)))
     keys = set(model.state_dict())

@@ -1,0 +1,323 @@
+"""The batched engine of ``TextGen-IMDB-v0``: :class:`TextGenCore` runs ``N`` review continuations at once.
+
+It holds the host token buffers (left-padded, one row per episode), the frozen reference LM with its KV cache
+(:class:`envs.lm.IncrementalLM`), the reward function and the prompt table. :class:`envs.textgen.TextGenEnv`
+(one row) and :class:`envs.textgen_vector.TextGenVectorEnv` (N rows) are thin Gymnasium faces over it, so both
+give identical rewards for identical token sequences. The reward and its KL contract are documented once, in
+:class:`envs.textgen.TextGenEnv` (section Rewards).
+
+Also here: :class:`TextObs` (the observation dict), :meth:`TextGenCore.row_info` (the one builder of the per-row
+info both envs report) and :class:`CoreKLCoef` (``env.kl_coef`` of both envs). The rows' token buffers and episode
+starts are in :mod:`envs.textgen_rows` (a mixin of the core), argument checks and loading in :mod:`envs.textgen_setup`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from transformers import PreTrainedTokenizerBase
+
+from envs.hub import check_sources
+from envs.length import LengthSampler, action_mask, check_min_new_tokens, eos_mask_rows
+from envs.lm import IncrementalLM, resolve_device
+from envs.lm.kv_cache import check_autocast_dtype
+from envs.prompts import DatasetArg, load_texts
+from envs.rewards import DEFAULT_REWARD_MODEL, make_reward_fn
+from envs.textgen_rows import TextRows
+from envs.textgen_setup import (
+    DEFAULT_MODEL,
+    ModelArg,
+    check_int,
+    check_kl_coef,
+    check_missing_eos_penalty,
+    check_model,
+    prompt_table,
+    reference_model,
+)
+
+__all__ = ["CoreKLCoef", "TextGenCore", "TextObs"]
+
+
+class TextObs(TypedDict):
+    """Observation of ``TextGen-IMDB-v0``: the prompt and the tokens generated so far, LEFT padded.
+
+    Shapes: ``(L,)`` from :class:`envs.textgen.TextGenEnv`, ``(N, L)`` from the vector env and
+    :meth:`TextGenCore.observation`, with ``L = prompt_max_len + max_new_tokens`` (the largest limit).
+    """
+
+    input_ids: np.ndarray  # int64 token ids, ``pad_token_id`` on the padding
+    attention_mask: np.ndarray  # int64, 1 on the real (rightmost) tokens, 0 on the padding
+
+
+class TextGenCore(TextRows):
+    """Batched episodes of review continuation over ``num_rows`` rows (host token buffers + reference cache).
+
+    Per step, row ``n`` appends its action and gets ``β·log π_ref(a_t|s_t)``, plus the score when its episode
+    ends (the full contract: :class:`envs.textgen.TextGenEnv`, section Rewards). ``β = kl_coef`` is mutable;
+    ``info["ref_logprob"]`` is reported for every β, so the reference LM runs one cached decoding step per env
+    step even when ``kl_coef == 0``. Length controls (:mod:`envs.length`): ``max_new_tokens`` is fixed or drawn
+    per episode from ``(lo, hi)``, EOS is masked out of the allowed actions until ``min_new_tokens`` tokens were
+    generated, and ``missing_eos_penalty`` is subtracted from the score of an episode that ends without EOS.
+    Under a mask the policy samples from the masked distribution, so ``log π_ref`` is taken from the reference
+    renormalised over the same allowed actions: the KL then measures what training changed, not what the
+    constraint did (the unconstrained initial policy has KL 0 to its reference).
+    """
+
+    def __init__(
+        self,
+        num_rows: int,
+        model: ModelArg = DEFAULT_MODEL,
+        tokenizer: str | os.PathLike | PreTrainedTokenizerBase | None = None,
+        ref_model: ModelArg | None = None,
+        reward_model: Any = DEFAULT_REWARD_MODEL,
+        dataset: DatasetArg = None,
+        text_field: str = "text",
+        split: str = "train",
+        max_new_tokens: int | tuple[int, int] = 16,
+        min_new_tokens: int = 0,
+        missing_eos_penalty: float | None = None,
+        prompt_min_len: int = 2,
+        prompt_max_len: int = 8,
+        kl_coef: float = 0.2,
+        device: str | torch.device = "auto",
+        group_size: int = 1,
+        autocast_dtype: str | None = None,
+    ) -> None:
+        self._check_rows(num_rows, group_size, autocast_dtype)
+        self._check_lengths(max_new_tokens, min_new_tokens, missing_eos_penalty, prompt_min_len, prompt_max_len)
+        self.kl_coef = kl_coef
+        self.seq_len = self.prompt_max_len + self.max_new_tokens  # L
+        self.device = resolve_device(device)
+        check_sources(model=model, tokenizer=tokenizer, ref_model=ref_model, reward_model=reward_model,
+                      dataset=dataset)  # one short error for every default that needs an unreachable hub
+        self._load_models(model, tokenizer, ref_model, reward_model)
+        texts = load_texts(dataset, split, text_field)
+        self.prompt_table, self.prompt_lengths = prompt_table(texts, self.tokenizer, self.prompt_min_len,
+                                                              self.prompt_max_len)  # (M, P), (M,)
+        self.observation_space = spaces.Dict(
+            input_ids=spaces.Box(0, self.vocab_size - 1, (self.seq_len,), np.int64),
+            attention_mask=spaces.Box(0, 1, (self.seq_len,), np.int64),
+        )
+        self.action_space = spaces.Discrete(self.vocab_size)
+        self.ref_lm = IncrementalLM(self.ref_model, self.num_rows, max_len=self.seq_len,
+                                    autocast_dtype=self.autocast_dtype)
+        self._allocate_buffers()
+        self._ref_hidden: torch.Tensor | None = None  # (N, D) reference state of each row, None = not in sync
+        self._ref_behind = False  # the last step's tokens were not decoded (every row restarts next)
+
+    def _check_rows(self, num_rows: int, group_size: int, autocast_dtype: str | None) -> None:
+        """Row count, prompt-group size (a divisor of it) and the reference's autocast dtype."""
+        self.num_rows = check_int("num_rows", num_rows, 1)
+        self.autocast_dtype = check_autocast_dtype(autocast_dtype)
+        self.group_size = check_int("group_size", group_size, 1)
+        if self.num_rows % self.group_size:
+            raise ValueError(
+                f"num_envs={self.num_rows} is not a multiple of group_size={self.group_size}; rows come in groups "
+                "of group_size that share a prompt, so choose num_envs = group_size x number of groups."
+            )
+
+    def _check_lengths(
+        self, max_new_tokens: int | tuple[int, int], min_new_tokens: int, missing_eos_penalty: float | None,
+        prompt_min_len: int, prompt_max_len: int,
+    ) -> None:
+        """Response-length controls (see :mod:`envs.length`) and the prompt-length range."""
+        self.length_sampler = LengthSampler(max_new_tokens)  # per-episode limit, see envs.length
+        self.max_new_tokens = self.length_sampler.hi  # the largest limit (sizes the observation)
+        self.min_new_tokens = check_min_new_tokens(min_new_tokens, self.length_sampler)
+        self.missing_eos_penalty = check_missing_eos_penalty(missing_eos_penalty)
+        self.prompt_min_len = check_int("prompt_min_len", prompt_min_len, 1)
+        self.prompt_max_len = check_int("prompt_max_len", prompt_max_len, self.prompt_min_len)
+
+    def _load_models(self, model: ModelArg, tokenizer: Any, ref_model: ModelArg | None, reward_model: Any) -> None:
+        """The frozen reference LM, its tokenizer and the reward function."""
+        self.ref_model, self.tokenizer = reference_model(model, tokenizer, ref_model, self.device)
+        self.vocab_size = int(self.ref_model.get_output_embeddings().weight.shape[0])  # V
+        check_model(self.ref_model, self.tokenizer, self.seq_len, self.vocab_size)
+        self.pad_token_id, self.eos_token_id = int(self.tokenizer.pad_token_id), int(self.tokenizer.eos_token_id)
+        self.reward_fn = make_reward_fn(reward_model, device=self.device, batch_size=max(64, self.num_rows))
+
+    @property
+    def kl_coef(self) -> float:
+        return self._kl_coef
+
+    @kl_coef.setter
+    def kl_coef(self, value: float) -> None:
+        self._kl_coef = check_kl_coef(value)
+
+    def observation(self) -> TextObs:
+        """Batched observation (fresh arrays): left-padded ``input_ids`` and ``attention_mask``, (N, L)."""
+        return {"input_ids": self.input_ids.copy(), "attention_mask": self.attention_mask}
+
+    def row_info(self) -> dict[str, np.ndarray]:
+        """The info every row reports at reset and at every step, in the vector convention (``key`` (N, ...) +
+        ``_key`` (N,) bool): ``prompt_len`` (N,), ``new_tokens`` (N,), ``group_id`` (N,) and ``action_mask`` (N, V)."""
+        every = np.ones(self.num_rows, dtype=bool)
+        return {"prompt_len": self.prompt_len.copy(), "_prompt_len": every,
+                "new_tokens": self.new_tokens.copy(), "_new_tokens": every.copy(),
+                "group_id": self.group_id.copy(), "_group_id": every.copy(),
+                "action_mask": self.action_mask(), "_action_mask": every.copy()}
+
+    def action_mask(self) -> np.ndarray:
+        """(N, V) int8, 1 = allowed next action: EOS is masked in rows with fewer than ``min_new_tokens``."""
+        return action_mask(eos_mask_rows(self.new_tokens, self.min_new_tokens), self.eos_token_id, self.vocab_size)
+
+    def reset(self, rng: np.random.Generator) -> None:
+        """Start every row with a new prompt (and prefill the reference cache)."""
+        self._episode[:] = 0
+        self._group_prompts.clear()
+        self._start(np.arange(self.num_rows), rng)
+        self._ref_hidden = self.ref_lm.step(None, None, self.input_ids, self.attention_mask)
+        self._ref_behind = False
+
+    def get_state(self) -> dict[str, Any]:
+        """Token buffers, prompt groups and β (copies); :meth:`set_state` rebuilds the reference cache from them."""
+        return {**self._buffers(), "kl_coef": self.kl_coef}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._set_buffers(state)
+        self.kl_coef = state["kl_coef"]
+        self.rebuild_reference()
+
+    def rebuild_reference(self) -> None:
+        """Recompute the reference model's cache from the token buffers (after a restore or a failed step)."""
+        self.ref_lm.reset()
+        self._ref_hidden, self._ref_behind = None, False
+        if (self.lengths > 0).all():
+            self._ref_hidden = self.ref_lm.step(None, None, self.input_ids, self.attention_mask)
+
+    def step(
+        self, actions: np.ndarray, restart: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Append ``actions`` (N,) to the rows not in ``restart`` (N,) bool; restart the others (reward 0).
+
+        Returns rewards (N,) float64, terminated (N,) bool and vector-style info arrays (``key`` + ``_key``).
+        Exception-safe: if anything raises (e.g. the reward function), the token buffers and ``rng`` are put
+        back as they were before the call (the reference cache is rebuilt), so the step can be retried.
+        """
+        beta, active = self.kl_coef, ~restart
+        eos_blocked = self._check_actions(actions, active)  # (N,) rows where EOS was not allowed
+        saved = self._buffers()
+        rng_state, ref_behind, cache_touched = rng.bit_generator.state, self._ref_behind, False
+        try:
+            hidden = self._ref_hidden
+            if hidden is None:
+                raise RuntimeError("step() before reset(): the reference model has no state.")
+            actions_t = torch.as_tensor(actions, device=self.device)
+            ref_logp = self._reference_logprobs(hidden, actions_t, active, eos_blocked)  # (N,) float64
+            terminated, ended_eos = self._advance_rows(actions, active, restart, rng)  # (N,), (N,) bool
+            info = self.row_info()
+            rewards = np.zeros(self.num_rows)
+            rewards += beta * ref_logp
+            info["ref_logprob"], info["_ref_logprob"] = ref_logp, active.copy()
+            if terminated.any():  # scored before the reference cache advances: a failing reward fn changes nothing
+                self._score_finished(terminated, ended_eos, rewards, info)
+            cache_touched = True
+            self._advance_reference(actions_t, restart, terminated)
+        except BaseException as err:
+            self._roll_back(saved, rng, rng_state, ref_behind, cache_touched, err)
+            raise
+        return rewards, terminated, info
+
+    def _check_actions(self, actions: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """(N,) bool: the active rows where EOS is masked; raises if one of them chose EOS."""
+        eos_blocked = active & eos_mask_rows(self.new_tokens, self.min_new_tokens)  # (N,) before this step
+        if (eos_blocked & (actions == self.eos_token_id)).any():
+            rows = np.flatnonzero(eos_blocked & (actions == self.eos_token_id)).tolist()
+            raise ValueError(
+                f"masked action in rows {rows}: EOS (id {self.eos_token_id}) is not allowed before min_new_tokens="
+                f"{self.min_new_tokens} new tokens. Sample from the allowed actions, info['action_mask'] (1 = allowed)."
+            )
+        return eos_blocked
+
+    def _reference_logprobs(
+        self, hidden: torch.Tensor, actions_t: torch.Tensor, active: np.ndarray, eos_blocked: np.ndarray
+    ) -> np.ndarray:
+        """(N,) float64 log π_ref(a_t|s_t) of the active rows (0 on restarting rows), from the reference state
+        ``hidden`` (N, D); renormalised over the allowed tokens in the ``eos_blocked`` rows."""
+        ref_logp = np.zeros(self.num_rows)
+        if not active.any():  # a reset step of every row needs no reference log-prob
+            return ref_logp
+        if self._ref_behind:
+            raise RuntimeError("internal: the reference state was not advanced but a row continues.")
+        with torch.no_grad():
+            with self.ref_lm.autocast():
+                logits = self.ref_lm.head(hidden).float()  # (N, V)
+            if eos_blocked.any():  # the reference under the same constraint: renormalised over allowed tokens
+                blocked_t = torch.as_tensor(eos_blocked, device=self.device)
+                logits[:, self.eos_token_id] = logits[:, self.eos_token_id].masked_fill(blocked_t, float("-inf"))
+            ref_logp_t = -F.cross_entropy(logits, actions_t, reduction="none")  # (N,) log π_ref(a|s), fused
+        return np.where(active, ref_logp_t.double().cpu().numpy(), 0.0)
+
+    def _score_finished(
+        self, terminated: np.ndarray, ended_eos: np.ndarray, rewards: np.ndarray, info: dict[str, np.ndarray]
+    ) -> None:
+        """Score the ``terminated`` rows: add the score (minus the missing-EOS penalty) to their ``rewards`` (N,)
+        in place, and their ``score``, ``text``, ``prompt`` and ``response`` to ``info``."""
+        done = np.flatnonzero(terminated)
+        texts = self.texts(done)
+        scores = self.reward_fn(texts)
+        rewards[done] += scores
+        if self.missing_eos_penalty is not None:
+            rewards[done] -= self.missing_eos_penalty * ~ended_eos[done]
+        info["score"], info["_score"] = np.zeros(self.num_rows), terminated.copy()
+        info["score"][done] = scores
+        info["text"], info["_text"] = np.full(self.num_rows, None, dtype=object), terminated.copy()
+        info["text"][done] = texts
+        prompts, responses = self.prompt_and_response(done)
+        for key, values in (("prompt", prompts), ("response", responses)):
+            info[key], info[f"_{key}"] = np.full(self.num_rows, None, dtype=object), terminated.copy()
+            info[key][done] = values
+
+    def _advance_reference(self, actions_t: torch.Tensor, restart: np.ndarray, terminated: np.ndarray) -> None:
+        """Decode this step's tokens (and prefill the restarted rows) in the reference cache."""
+        # Every row terminated: all restart on the next step, so the reference state after this step would never
+        # be read; skip decoding it (the next step prefills the new prompts).
+        self._ref_behind = bool(terminated.all())
+        if not self._ref_behind:
+            self._ref_hidden = self.ref_lm.step(actions_t, restart, self.input_ids, self.attention_mask)
+
+    def _roll_back(
+        self, saved: dict[str, Any], rng: np.random.Generator, rng_state: Mapping[str, Any], ref_behind: bool,
+        cache_touched: bool, err: BaseException,
+    ) -> None:
+        """Put the buffers, ``rng`` and (when it was touched) the reference cache back as before a failed step."""
+        self._set_buffers(saved)
+        rng.bit_generator.state = rng_state
+        self._ref_behind = ref_behind
+        if cache_touched:
+            self.rebuild_reference()
+        if hasattr(err, "add_note"):
+            err.add_note("(the env step was rolled back: the env is as before the step and can be stepped again)")
+
+    def prompt_and_response(self, rows: np.ndarray) -> tuple[list[str], list[str]]:
+        """Decoded prompts and responses of ``rows`` (special tokens kept visible)."""
+        L = self.seq_len
+        prompts = [self.input_ids[r, L - self.lengths[r]: L - self.new_tokens[r]].tolist() for r in rows]
+        responses = [self.input_ids[r, L - self.new_tokens[r]:].tolist() for r in rows]
+        return self.tokenizer.batch_decode(prompts), self.tokenizer.batch_decode(responses)
+
+    def texts(self, rows: np.ndarray | Sequence[int], skip_special_tokens: bool = True) -> list[str]:
+        """Decoded prompt + response of ``rows``."""
+        seqs = [self.input_ids[r, self.seq_len - self.lengths[r] :].tolist() for r in rows]
+        return self.tokenizer.batch_decode(seqs, skip_special_tokens=skip_special_tokens)
+
+
+class CoreKLCoef:
+    """``kl_coef`` (β) of an env backed by a :class:`TextGenCore`, readable and settable (the rollout collector's
+    ``set_kl_coef`` writes it)."""
+
+    core: TextGenCore
+
+    @property
+    def kl_coef(self) -> float:
+        return self.core.kl_coef
+
+    @kl_coef.setter
+    def kl_coef(self, value: float) -> None:
+        self.core.kl_coef = value

@@ -1,0 +1,99 @@
+"""Argument checks and loading for ``TextGen-IMDB-v0`` (used by :class:`envs.textgen_core.TextGenCore` and both envs).
+
+- :func:`check_int`, :func:`check_kl_coef`, :func:`check_missing_eos_penalty`, :func:`check_render_mode`: the
+  constructor arguments, with one actionable error each.
+- :func:`reference_model`: the frozen reference LM and the tokenizer; :func:`check_model` checks them against the
+  episode length.
+- :func:`prompt_table`: the first tokens of every usable review.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from envs.lm import freeze, load_causal_lm
+from envs.prompts import tokenize_prompts
+
+DEFAULT_MODEL = "lvwerra/gpt2-imdb"
+
+ModelArg = str | os.PathLike | PreTrainedModel
+
+
+def check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+    return int(value)
+
+
+def check_kl_coef(value: Any) -> float:
+    """A finite float >= 0 (0 removes the KL term from the reward; the reference still runs for ``ref_logprob``)."""
+    number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < 0:
+        raise ValueError(f"kl_coef must be a finite number >= 0, got {value!r}.")
+    return float(value)
+
+
+def check_missing_eos_penalty(value: Any) -> float | None:
+    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+        raise ValueError(f"missing_eos_penalty must be None or a finite number, got {value!r}.")
+    return value
+
+
+def check_render_mode(render_mode: str | None, allowed: Sequence[str]) -> str | None:
+    if render_mode is not None and render_mode not in allowed:
+        raise ValueError(f"render_mode must be None or one of {list(allowed)}, got {render_mode!r}.")
+    return render_mode
+
+
+def reference_model(
+    model: ModelArg, tokenizer: Any, ref_model: ModelArg | None, device: torch.device
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Frozen reference LM (default: a copy of the initial ``model``) and the tokenizer."""
+    source = model if ref_model is None else ref_model
+    if tokenizer is None and ref_model is not None and isinstance(model, (str, os.PathLike)):
+        tokenizer = model  # the policy's tokenizer
+    if isinstance(source, PreTrainedModel):
+        source = copy.deepcopy(source)  # never freeze or move the caller's (trainable) model
+    ref, tok = load_causal_lm(source, tokenizer, device)
+    return freeze(ref), tok
+
+
+def check_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, seq_len: int, vocab_size: int) -> None:
+    """Episodes of ``seq_len`` tokens fit the model's context, the tokenizer fits its ``vocab_size``, EOS exists."""
+    config = model.config
+    n_ctx = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    if n_ctx is not None and seq_len > n_ctx:
+        raise ValueError(
+            f"prompt_max_len + max_new_tokens = {seq_len} exceeds the model context ({n_ctx} positions); "
+            "shorten prompts or responses."
+        )
+    if len(tokenizer) > vocab_size:
+        raise ValueError(f"The tokenizer has {len(tokenizer)} tokens but the LM head only {vocab_size}.")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("The tokenizer needs an EOS token (episodes end on it).")
+
+
+def prompt_table(
+    texts: list[str], tokenizer: PreTrainedTokenizerBase, prompt_min_len: int, prompt_max_len: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``prompt_max_len`` tokens (M, P) int64, right padded, and their counts (M,) int64 of every text with
+    at least ``prompt_min_len`` tokens; raises if there is none."""
+    if texts:
+        table, lengths = tokenize_prompts(texts, tokenizer, prompt_max_len)  # (M0, P), (M0,)
+    else:
+        table, lengths = np.zeros((0, prompt_max_len), np.int64), np.zeros(0, np.int64)
+    keep = lengths >= prompt_min_len
+    if not keep.any():
+        raise ValueError(
+            f"The dataset has no review with at least prompt_min_len={prompt_min_len} tokens "
+            f"({len(texts)} texts); pass a non-empty dataset."
+        )
+    return table[keep], lengths[keep]
