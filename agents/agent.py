@@ -58,7 +58,7 @@ KL to the reference (text envs, β = the env's ``kl_coef``), ``kl_mode``:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -71,7 +71,7 @@ from agents.carry import prepend, unfinished_tail
 from agents.config import AgentConfig, Rollout
 from agents.estimators import Advantages
 from agents.masking import apply_mask
-from agents.networks import PolicyValueNet, disable_dropout
+from agents.networks import EnvObs, PolicyValueNet, disable_dropout
 from agents.objective import STAT_KEYS, MinibatchTerms, explained_variance, minibatch_loss, normalize
 from agents.sampling import sample
 
@@ -105,13 +105,13 @@ class Agent:
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
-    def policy_step(self, obs: Any, episode_start: np.ndarray) -> tuple[Tensor, Tensor]:
+    def policy_step(self, obs: EnvObs, episode_start: np.ndarray) -> tuple[Tensor, Tensor]:
         """Logits (N, A) and values (N,) for one vector-env observation batch."""
         return self.net.act(obs, episode_start)
 
     @torch.no_grad()
     def predict(
-        self, obs: Any, episode_start: np.ndarray | bool | None = None, deterministic: bool = True,
+        self, obs: EnvObs, episode_start: np.ndarray | bool | None = None, deterministic: bool = True,
         action_mask: np.ndarray | None = None,
     ) -> tuple[np.ndarray | int, None]:
         """SB3-style inference: ``(action, None)`` for one observation, ``(actions (N,), None)`` for a batch.
@@ -120,10 +120,11 @@ class Agent:
         from the previous call unless ``episode_start`` is True for a row (None: every row starts afresh).
         ``action_mask`` (A,) or (N, A), True = allowed (e.g. ``info["action_mask"]``), restricts the choice.
         """
-        first = next(iter(obs.values())) if isinstance(obs, dict) else obs
+        first: Any = next(iter(obs.values())) if isinstance(obs, dict) else obs
         single = np.ndim(first) == self.net.obs_ndim
         if single:
-            obs = {k: np.asarray(v)[None] for k, v in obs.items()} if isinstance(obs, dict) else np.asarray(obs)[None]
+            obs = cast(EnvObs, {k: np.asarray(v)[None] for k, v in obs.items()} if isinstance(obs, dict)
+                       else np.asarray(obs)[None])
             first = np.asarray(first)[None]
         n = len(first)
         start = np.ones(n, dtype=bool) if episode_start is None else np.broadcast_to(episode_start, (n,)).astype(bool)

@@ -35,13 +35,13 @@ def unflatten(x: Tensor, T: int, N: int) -> Tensor:
 def flatten_obs(obs: Obs) -> Obs:
     """:func:`flatten` of a tensor or of each tensor of a dict observation."""
     if isinstance(obs, dict):
-        return {k: flatten_obs(v) for k, v in obs.items()}
+        return {k: flatten(v) for k, v in obs.items()}
     return flatten(obs)
 
 
 def index_obs(obs: Obs, idx: Tensor) -> Obs:
     if isinstance(obs, dict):
-        return {k: index_obs(v, idx) for k, v in obs.items()}
+        return {k: v[idx] for k, v in obs.items()}
     return obs[idx]
 
 

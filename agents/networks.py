@@ -20,7 +20,7 @@ head and a new linear value head.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar, cast
 
 import gymnasium as gym
 import numpy as np
@@ -30,8 +30,12 @@ from transformers import GPT2Config, GPT2Model, PretrainedConfig, PreTrainedMode
 
 from envs.lm import IncrementalLM, forward_left_padded
 from envs.lm.kv_cache import check_autocast_dtype, fuse_gelu
+from envs.textgen_core import TextObs
 
-Obs = Any  # a (N, ...) tensor, or a dict of them for Dict observation spaces
+EnvObs: TypeAlias = "np.ndarray | TextObs"
+"""One vector-env observation batch as the env returns it: a (N, ...) array (CatGrid) or the text env's dict."""
+Obs: TypeAlias = "Tensor | dict[str, Tensor]"
+"""The same on the agent's device: a (N, ...) tensor, or a dict of them for Dict observation spaces."""
 M = TypeVar("M", bound=nn.Module)
 
 
@@ -54,10 +58,10 @@ class StepBatch:
     chunk_last: Tensor
 
 
-def obs_to_tensor(obs: Any, device: torch.device) -> Obs:
+def obs_to_tensor(obs: EnvObs | Obs, device: torch.device) -> Obs:
     """numpy (or dict of numpy) observation → tensor(s) on ``device`` (int64 stays int64)."""
     if isinstance(obs, dict):
-        return {k: obs_to_tensor(v, device) for k, v in obs.items()}
+        return {k: torch.as_tensor(np.asarray(v), device=device) for k, v in obs.items()}
     return torch.as_tensor(np.asarray(obs), device=device)
 
 
@@ -97,7 +101,7 @@ def disable_dropout(module: M) -> M:
 class PolicyValueNet(nn.Module):
     """Interface of the agent's networks (see the module docstring)."""
 
-    def act(self, obs: Any, episode_start: np.ndarray) -> tuple[Tensor, Tensor]:
+    def act(self, obs: EnvObs, episode_start: np.ndarray) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
     def evaluate(self, batch: StepBatch) -> tuple[Tensor, Tensor]:
@@ -173,11 +177,11 @@ class GridTransformer(PolicyValueNet):
         hidden = self.trunk(input_ids=tokens).last_hidden_state[:, -1]  # (B, D)
         return self.policy_head(hidden), self.value_head(hidden).squeeze(-1)  # (B, A), (B,)
 
-    def act(self, obs: Any, episode_start: np.ndarray) -> tuple[Tensor, Tensor]:
-        return self._forward(obs_to_tensor(obs, self.device))
+    def act(self, obs: EnvObs, episode_start: np.ndarray) -> tuple[Tensor, Tensor]:
+        return self._forward(cast(Tensor, obs_to_tensor(obs, self.device)))
 
     def evaluate(self, batch: StepBatch) -> tuple[Tensor, Tensor]:
-        return self._forward(batch.obs)
+        return self._forward(cast(Tensor, batch.obs))
 
 
 class CausalLMPolicy(PolicyValueNet):
@@ -219,7 +223,7 @@ class CausalLMPolicy(PolicyValueNet):
         dtype = check_autocast_dtype(self.autocast_dtype)
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
-    def act(self, obs: Any, episode_start: np.ndarray) -> tuple[Tensor, Tensor]:
+    def act(self, obs: EnvObs, episode_start: np.ndarray) -> tuple[Tensor, Tensor]:
         input_ids, attention_mask = obs["input_ids"], obs["attention_mask"]  # (N, L)
         n = input_ids.shape[0]
         if self._decoder is None or self._decoder.num_rows != n:  # rows never outgrow the observation
@@ -242,8 +246,9 @@ class CausalLMPolicy(PolicyValueNet):
         self._decoder = None
 
     def evaluate(self, batch: StepBatch) -> tuple[Tensor, Tensor]:
-        ids = batch.obs["input_ids"][batch.chunk_last]  # (C, L)
-        mask = batch.obs["attention_mask"][batch.chunk_last]  # (C, L)
+        obs = cast(dict[str, Tensor], batch.obs)
+        ids = obs["input_ids"][batch.chunk_last]  # (C, L)
+        mask = obs["attention_mask"][batch.chunk_last]  # (C, L)
         width = int(mask.sum(1).max())  # columns holding a real token of some chunk (the rest is padding)
         ids, mask = ids[:, -width:], mask[:, -width:]  # (C, W)
         # The chunk's last observation already holds every state of the chunk (its prefixes); the last action
