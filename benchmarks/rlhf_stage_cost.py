@@ -14,6 +14,7 @@ The extrapolation (steps x CPU s/step) leaves out data preparation and evaluatio
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +23,8 @@ import torch
 from transformers import GPT2ForSequenceClassification
 
 from envs.imdb import load_imdb
-from runners.common.tiny_lm import make_tiny_lm, save_pretrained_atomic, tiny_gpt2_config, train_tokenizer
+from runners.common.pretrained import save_pretrained_atomic
+from runners.common.tiny_lm import make_tiny_lm, tiny_gpt2_config, train_tokenizer
 from runners.rlhf import PRESETS
 from runners.train import preset, train
 
@@ -77,11 +79,12 @@ def main() -> None:
         rm.config.pad_token_id = tok.pad_token_id
         tok.padding_side = "right"
         rm_dir = save_pretrained_atomic(rm.eval(), tok, Path(tmp) / "rm")
-        cfg = preset("TextGen-IMDB-v0", "ppo")
-        cfg.model, cfg.reward_model, cfg.device, cfg.threads, cfg.progress = str(lm_dir), str(rm_dir), "cpu", 1, False
-        cfg.num_envs, cfg.num_steps, cfg.max_new_tokens = tiny.num_envs, tiny.max_new_tokens + 1, tiny.max_new_tokens
-        cfg.min_new_tokens, cfg.log_dir, cfg.run_name = tiny.min_new_tokens, str(Path(tmp) / "runs"), "bench"
-        cfg.total_timesteps = cfg.num_envs * cfg.num_steps * (args.ppo_updates + 1)
+        num_steps = tiny.max_new_tokens + 1
+        cfg = dataclasses.replace(
+            preset("TextGen-IMDB-v0", "ppo"), model=str(lm_dir), reward_model=str(rm_dir), device="cpu", threads=1,
+            progress=False, num_envs=tiny.num_envs, num_steps=num_steps, max_new_tokens=tiny.max_new_tokens,
+            min_new_tokens=tiny.min_new_tokens, log_dir=str(Path(tmp) / "runs"), run_name="bench",
+            total_timesteps=tiny.num_envs * num_steps * (args.ppo_updates + 1))
         t0 = time.process_time()
         train(cfg, env_overrides={"dataset": texts})
         ppo_s = (time.process_time() - t0) / (args.ppo_updates + 1)  # includes env/model loading once

@@ -40,11 +40,11 @@ from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
 import envs  # noqa: F401
 from agents.agent import Agent, AgentConfig
 from agents.networks import CausalLMPolicy
+from agents.rollout import RolloutCollector
 from envs.imdb import load_imdb
 from envs.lm.kv_cache import AUTOCAST_DTYPES
 from envs.rewards import make_reward_fn
 from runners.common.tiny_lm import tiny_gpt2_config, train_tokenizer
-from agents.rollout import RolloutCollector
 
 
 @dataclass
@@ -200,6 +200,7 @@ def measure(
 
 def main() -> None:
     import os
+
     import tyro
 
     global clock

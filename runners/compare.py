@@ -12,6 +12,7 @@ final evaluations (greedy discounted return next to the discounted ``V*(start)``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -23,13 +24,13 @@ import numpy as np
 
 from agents.config import algo_names
 from agents.validate import check_fields
-from envs.catgrid import optimal_start_return
+from envs.catgrid_optimum import optimal_start_return
 from runners.common import cli
 from runners.common.run_spec import env_kwargs
 from runners.train import TrainConfig, preset, train
 
 
-@dataclass
+@dataclass(frozen=True)
 class CompareConfig:
     """Train each algorithm over several seeds into one directory (TensorBoard overlays them) and plot them."""
 
@@ -65,16 +66,12 @@ def _run(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def run_configs(cc: CompareConfig, out: Path) -> list[TrainConfig]:
-    cfgs = []
-    for algo in cc.algos:
-        for seed in cc.seeds:
-            cfg = preset(cc.env, algo)
-            cfg.seed, cfg.log_dir, cfg.run_name = seed, str(out), f"{cc.env}__{algo}__{seed}"
-            cfg.map_name, cfg.eval_episodes, cfg.progress, cfg.threads = cc.map_name, cc.eval_episodes, False, 1
-            if cc.total_timesteps:
-                cfg.total_timesteps = cc.total_timesteps
-            cfgs.append(cfg)
-    return cfgs
+    """One ``runners.train`` config per algorithm and seed, each run named ``<env>__<algo>__<seed>`` in ``out``."""
+    budget = {"total_timesteps": cc.total_timesteps} if cc.total_timesteps else {}
+    return [dataclasses.replace(preset(cc.env, algo), seed=seed, log_dir=str(out), run_name=f"{cc.env}__{algo}__{seed}",
+                                map_name=cc.map_name, eval_episodes=cc.eval_episodes, progress=False, threads=1,
+                                **budget)
+            for algo in cc.algos for seed in cc.seeds]
 
 
 def read_curve(run_dir: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
@@ -89,7 +86,8 @@ def read_curve(run_dir: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array([e.step for e in events], dtype=float), np.array([e.value for e in events])
 
 
-def aggregate(curves: list[tuple[np.ndarray, np.ndarray]], points: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def aggregate(curves: list[tuple[np.ndarray, np.ndarray]],
+              points: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Interpolate curves onto a common step grid; returns (grid, mean, std)."""
     curves = [c for c in curves if len(c[0])]
     if not curves:
@@ -121,10 +119,12 @@ def reference_lines(cfg: TrainConfig, tag: str) -> list[tuple[float, str]]:
 
     kwargs, horizon, gamma = env_kwargs(cfg), gym.spec(cfg.env).max_episode_steps, cfg.agent.gamma
     return [(optimal_start_return(kwargs, horizon), f"max E[return] of any policy in {horizon} steps (exact)"),
-            (optimal_start_return(kwargs, horizon, gamma=gamma), f"E[return] of π*(γ={gamma:g}) in {horizon} steps (exact)")]
+            (optimal_start_return(kwargs, horizon, gamma=gamma),
+             f"E[return] of π*(γ={gamma:g}) in {horizon} steps (exact)")]
 
 
 def plot(out: Path, cc: CompareConfig, references: list[tuple[float, str]]) -> Path:
+    """``returns.png``: mean ± std over seeds of ``cc.tag`` per algorithm, with the ``references`` lines."""
     require_matplotlib()
     import matplotlib
 
@@ -152,10 +152,12 @@ def plot(out: Path, cc: CompareConfig, references: list[tuple[float, str]]) -> P
 
 
 def parse_args(argv: list[str] | None = None) -> CompareConfig:
+    """The command line of ``python -m runners.compare``."""
     return cli.parse(CompareConfig, "runners.compare", __doc__, args=argv)
 
 
 def main(cc: CompareConfig | None = None) -> dict[str, Any]:
+    """CLI entry point: ``python -m runners.compare --help``."""
     cc = cc or parse_args()
     if cc.plot:
         require_matplotlib()

@@ -26,18 +26,19 @@ import tyro
 
 from agents.validate import check_fields
 from runners.common import cli
+from runners.common.checkpoint import run_dir_of
 from runners.common.evaluation import evaluate, evaluate_report, format_report  # noqa: F401  (re-exported)
 from runners.common.load import load_run, run_config
-from runners.common.run_spec import make_envs
+from runners.common.run_spec import TrainConfig, make_envs
 from runners.common.text_eval import evaluate_text, format_text_report
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalArgs:
     """Evaluate a run written by runners.train (greedy and sampled; CatGrid-v0 next to the exact optimum V*(start))."""
 
     checkpoint: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
-    """run directory (or its checkpoint/)"""
+    """run directory (or its checkpoint/, or a checkpoint-NNNNNN/ version dir)"""
     episodes: int = 500
     seed: int = 12345
     num_envs: int | None = None
@@ -58,10 +59,12 @@ class EvalArgs:
 
 
 def parse_args(argv: list[str] | None = None) -> EvalArgs:
+    """The command line of ``python -m runners.evaluate``."""
     return cli.parse(EvalArgs, "runners.evaluate", __doc__, args=argv)
 
 
 def main(args: EvalArgs | None = None) -> dict[str, Any]:
+    """CLI entry point: ``python -m runners.evaluate --help``; CatGrid runs here, text runs in :func:`main_text`."""
     args = args or parse_args()
     overrides = {"model": args.model, "reward_model": args.reward_model, "dataset": args.dataset}
     cfg = run_config(args.checkpoint, args.device, **overrides)
@@ -76,9 +79,8 @@ def main(args: EvalArgs | None = None) -> dict[str, Any]:
     return report
 
 
-def main_text(args: EvalArgs, cfg: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+def main_text(args: EvalArgs, cfg: TrainConfig, overrides: dict[str, Any]) -> dict[str, Any]:
     """Text runs: ``args.episodes`` held-out prompts (IMDB test split), one episode each, all rows at once."""
-
     split = args.split
     envs = make_envs(cfg, num_envs=args.episodes, eval_mode=True, overrides={"split": split})
     agent, _ = load_run(args.checkpoint, args.device, envs=envs, **overrides)
@@ -88,8 +90,7 @@ def main_text(args: EvalArgs, cfg: Any, overrides: dict[str, Any]) -> dict[str, 
     envs.close()
     report["split"] = split
     print(format_text_report(report))
-    run_dir = args.checkpoint.parent if args.checkpoint.name == "checkpoint" else args.checkpoint
-    (run_dir / f"eval_text_{split}.json").write_text(json.dumps(report, indent=2, default=str))
+    (run_dir_of(args.checkpoint) / f"eval_text_{split}.json").write_text(json.dumps(report, indent=2, default=str))
     return report
 
 

@@ -53,11 +53,11 @@ from runners.common import cli, distributed
 from runners.common.cli import quiet_transformers
 from runners.common.export import export_policy
 from runners.common.text_eval import evaluate_text, metrics_row, paired_gain, table_head
+from runners.train import TrainConfig, train
 from runners.train import preset as train_preset
-from runners.train import train
 
 
-@dataclass
+@dataclass(frozen=True)
 class RLHFConfig:
     """The whole RLHF pipeline offline: SFT, reward model, PPO, and a before/after report."""
 
@@ -137,7 +137,8 @@ def run_stages(cfg: RLHFConfig) -> dict[str, Any]:
     if not main_rank:  # data-parallel PPO only; rank 0 evaluates and reports
         return {"ppo": _ppo_stage(cfg, sft_dir, rm_dir)}
     t0 = time.time()
-    before = held_out(cfg, sft_dir, rm_dir, Agent(CausalLMPolicy(load_causal_lm(str(sft_dir))[0]).eval(), AgentConfig()))
+    sft_policy = Agent(CausalLMPolicy(load_causal_lm(str(sft_dir))[0]).eval(), AgentConfig())
+    before = held_out(cfg, sft_dir, rm_dir, sft_policy)
     timings["eval_seconds"] = time.time() - t0
     t0 = time.time()
     result = _ppo_stage(cfg, sft_dir, rm_dir)
@@ -203,21 +204,26 @@ def held_out(cfg: RLHFConfig, sft_dir: Path, rm_dir: Path, agent: Agent) -> dict
     return res
 
 
-def _ppo_stage(cfg: RLHFConfig, sft_dir: Path, rm_dir: Path) -> dict[str, Any]:
+def ppo_config(cfg: RLHFConfig, sft_dir: Path, rm_dir: Path) -> TrainConfig:
+    """The ``runners.train`` config of the PPO stage: the TextGen-IMDB-v0 PPO preset with this pipeline's models,
+    length controls, budget and KL control."""
     tcfg = train_preset("TextGen-IMDB-v0", "ppo")
-    tcfg.model, tcfg.reward_model, tcfg.max_new_tokens = str(sft_dir), str(rm_dir), _longest(cfg)
-    tcfg.max_new_tokens_range, tcfg.min_new_tokens = cfg.max_new_tokens_range, cfg.min_new_tokens
-    tcfg.missing_eos_penalty = cfg.missing_eos_penalty
-    tcfg.num_envs, tcfg.num_steps = cfg.num_envs, _longest(cfg) + 1
-    tcfg.total_timesteps = tcfg.num_envs * tcfg.num_steps * cfg.ppo_updates * distributed.world_size()  # all ranks
-    tcfg.agent = dataclasses.replace(tcfg.agent, learning_rate=cfg.learning_rate)
-    tcfg.kl_coef, tcfg.kl_target, tcfg.kl_horizon = cfg.kl_coef, cfg.kl_target, cfg.kl_horizon
-    # a fresh run per invocation (the pid keeps two pipelines started in the same second apart)
-    tcfg.run_name = f"rlhf-{cfg.preset}-ppo__{cfg.seed}__{int(time.time())}_{os.getpid()}"
-    tcfg.log_dir, tcfg.seed, tcfg.threads = cfg.log_dir, cfg.seed, cfg.threads
-    tcfg.max_minutes = cfg.ppo_max_minutes
-    tcfg.dist_timeout = cfg.dist_timeout
-    return train(tcfg)
+    num_steps = _longest(cfg) + 1
+    return dataclasses.replace(
+        tcfg, model=str(sft_dir), reward_model=str(rm_dir), max_new_tokens=_longest(cfg),
+        max_new_tokens_range=cfg.max_new_tokens_range, min_new_tokens=cfg.min_new_tokens,
+        missing_eos_penalty=cfg.missing_eos_penalty, num_envs=cfg.num_envs, num_steps=num_steps,
+        total_timesteps=cfg.num_envs * num_steps * cfg.ppo_updates * distributed.world_size(),  # all ranks
+        agent=dataclasses.replace(tcfg.agent, learning_rate=cfg.learning_rate),
+        kl_coef=cfg.kl_coef, kl_target=cfg.kl_target, kl_horizon=cfg.kl_horizon,
+        # a fresh run per invocation (the pid keeps two pipelines started in the same second apart)
+        run_name=f"rlhf-{cfg.preset}-ppo__{cfg.seed}__{int(time.time())}_{os.getpid()}",
+        log_dir=cfg.log_dir, seed=cfg.seed, threads=cfg.threads, max_minutes=cfg.ppo_max_minutes,
+        dist_timeout=cfg.dist_timeout)
+
+
+def _ppo_stage(cfg: RLHFConfig, sft_dir: Path, rm_dir: Path) -> dict[str, Any]:
+    return train(ppo_config(cfg, sft_dir, rm_dir))
 
 
 def report_markdown(rep: dict[str, Any], samples: int = 5) -> str:

@@ -24,14 +24,12 @@ TensorBoard curves (train/loss, eval/perplexity, ...) go to ``runs/sft/<output n
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import random
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -45,29 +43,27 @@ from transformers import (
 from agents.validate import check_fields
 from envs.imdb import load_imdb
 from runners.common import distributed
-from runners.common.atomic import (
-    MANIFEST,
-    CorruptCheckpointError,
-    check_writable,
-    verify_manifest,
-)
-from runners.common.cli import quiet_transformers
-from runners.common.tiny_lm import (
+from runners.common.cli import cli_with_presets, quiet_transformers
+from runners.common.supervised import (
     BudgetBar,
-    cli_with_presets,
-    make_tiny_lm,
-    recover_pretrained_dir,
+    Stopwatch,
+    adamw,
+    batch_indices,
+    budget_seconds,
+    load_training_state,
+    log_train_loss,
+    optimizer_step,
+    plain_config,
+    prepare_output,
     require_progress,
-    resolve_device,
-    save_pretrained_atomic,
+    save_model_dir,
+    set_lr,
     stop_report,
-    train_tokenizer,
 )
+from runners.common.tiny_lm import make_tiny_lm, train_tokenizer
 
-STATE_FILE = "training_state.pt"
 
-
-@dataclass
+@dataclass(frozen=True)
 class SFTConfig:
     """Supervised fine-tuning of a causal LM on IMDB reviews."""
 
@@ -136,7 +132,7 @@ PRESETS: dict[str, SFTConfig] = {
 }
 
 
-def tiny_config(**overrides) -> SFTConfig:
+def tiny_config(**overrides: Any) -> SFTConfig:
     """The ``--preset tiny`` config with ``overrides`` applied (for in-process callers)."""
     return dataclasses.replace(PRESETS["tiny"], **overrides)
 
@@ -148,21 +144,6 @@ def pack_blocks(token_lists: list[list[int]], eos_id: int, block_size: int) -> t
     if n_blocks == 0:
         raise ValueError(f"only {len(flat)} tokens: not enough text for one block of {block_size}; add data")
     return torch.tensor(flat[: n_blocks * block_size], dtype=torch.long).view(n_blocks, block_size)
-
-
-def lr_factor(step: int, progress: float, warmup_steps: int, min_ratio: float) -> float:
-    """Linear warmup over ``warmup_steps``, then cosine decay to ``min_ratio`` as progress goes 0 -> 1."""
-    warm = min(1.0, (step + 1) / max(1, warmup_steps))
-    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return warm * (min_ratio + (1.0 - min_ratio) * cosine)
-
-
-def batch_indices(step: int, num_blocks: int, batch_size: int, seed: int) -> torch.Tensor:
-    """Rows of the training blocks for ``step``: an epoch-wise seeded permutation, so resuming is exact."""
-    per_epoch = max(1, num_blocks // batch_size)
-    epoch, j = divmod(step, per_epoch)
-    perm = torch.randperm(num_blocks, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    return perm[j * batch_size : (j + 1) * batch_size]
 
 
 @torch.no_grad()
@@ -217,7 +198,8 @@ def _train_eval_texts(cfg: SFTConfig) -> tuple[list[str], list[str]]:
     return train_texts, eval_texts
 
 
-def _build(cfg: SFTConfig, out: Path, resuming: bool, train_texts: list[str]):
+def _build(cfg: SFTConfig, out: Path, resuming: bool,
+           train_texts: list[str]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if resuming:
         return load_model_and_tokenizer(str(out))
     if cfg.model is not None:
@@ -246,137 +228,146 @@ def generate_samples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     return [tokenizer.decode(row, skip_special_tokens=True) for row in out]
 
 
-def load_training_state(out: Path) -> dict:
-    """``training_state.pt`` of a model dir written by a previous run (files checked against its manifest)."""
-    if not (out / STATE_FILE).is_file():
-        raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; run once without --resume first")
-    hint = f"Delete {out} and train again without --resume."
-    if (out / MANIFEST).is_file():
-        verify_manifest(out, hint)
-    try:
-        return torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise CorruptCheckpointError(f"{out / STATE_FILE} cannot be loaded ({type(e).__name__}: {e}). {hint}") from None
+@dataclass
+class SFTRun:
+    """A running SFT stage: what :func:`run_sft` builds once and every step updates."""
+
+    cfg: SFTConfig
+    out: Path
+    device: torch.device
+    clock: Stopwatch
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    optimizer: torch.optim.Optimizer
+    writer: SummaryWriter
+    train_blocks: torch.Tensor  # (N, L)
+    eval_blocks: torch.Tensor  # (M, L)
+    eval_texts: list[str]
+    step: int = 0
+    start_step: int = 0  # where this part of the run started (resume: the saved step)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    running: float | None = None  # smoothed training loss
 
 
-def run_sft(cfg: SFTConfig) -> dict:
-    """Train as configured, save the model dir atomically, and return the metrics dict."""
-    quiet_transformers()  # our progress bars show the run, not transformers' loading bars
-    if cfg.model is None and cfg.preset != "tiny" and not cfg.resume:
-        raise ValueError("pass --model (hub id or local dir) or --preset tiny to train from scratch")
-    start = time.monotonic()  # the time budget covers data loading and tokenizer training too
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)  # dropout masks: same seed, same model
-    device = resolve_device(cfg.device)
-    out = Path(cfg.output_dir).expanduser()
-    check_writable(out, "output")  # fail now, not after training
-    check_writable(Path(cfg.log_dir), "log")
-    recover_pretrained_dir(out)  # finish or undo a save that a crash interrupted
-    resuming = cfg.resume
-    state: dict = {}
-    if resuming:
-        state = load_training_state(out)
-
-    train_texts, eval_texts = _train_eval_texts(cfg)
-    model, tokenizer = _build(cfg, out, resuming, train_texts)
+def _check_block_size(cfg: SFTConfig, model: PreTrainedModel) -> None:
     n_positions = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     if n_positions is not None and cfg.block_size > n_positions:
         raise ValueError(f"block_size {cfg.block_size} exceeds the model's {n_positions} positions; lower --block-size")
-    model.to(device).train()
+
+
+def _blocks(cfg: SFTConfig, tokenizer: PreTrainedTokenizerBase, train_texts: list[str],
+            eval_texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training and held-out texts tokenized and packed into blocks: (N, L) and (M, L)."""
 
     def encode(texts: list[str]) -> list[list[int]]:
         return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
 
-    train_blocks = pack_blocks(encode(train_texts), tokenizer.eos_token_id, cfg.block_size)  # (N, L)
-    eval_blocks = pack_blocks(encode(eval_texts), tokenizer.eos_token_id, cfg.block_size)  # (M, L)
+    train_blocks = pack_blocks(encode(train_texts), tokenizer.eos_token_id, cfg.block_size)
+    eval_blocks = pack_blocks(encode(eval_texts), tokenizer.eos_token_id, cfg.block_size)
     if len(train_blocks) < cfg.batch_size:
         raise ValueError(f"{len(train_blocks)} training blocks < batch_size {cfg.batch_size}; add data")
+    return train_blocks, eval_blocks
 
-    decay = [p for p in model.parameters() if p.ndim >= 2]  # matrices and embeddings
-    no_decay = [p for p in model.parameters() if p.ndim < 2]  # biases and layer norms
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
-    step, elapsed_before = 0, 0.0
-    metrics: dict = {}
-    if resuming:
+
+def _log_dir(cfg: SFTConfig, out: Path) -> Path:
+    return Path(cfg.log_dir) / "sft" / out.name
+
+
+def _start(cfg: SFTConfig, out: Path, device: torch.device, clock: Stopwatch) -> SFTRun:
+    """Data, model, optimizer (restored on --resume) and TensorBoard writer; the initial held-out perplexity."""
+    state = load_training_state(out) if cfg.resume else {}
+    train_texts, eval_texts = _train_eval_texts(cfg)
+    model, tokenizer = _build(cfg, out, cfg.resume, train_texts)
+    _check_block_size(cfg, model)
+    model.to(device).train()
+    train_blocks, eval_blocks = _blocks(cfg, tokenizer, train_texts, eval_texts)
+    optimizer = adamw(model, cfg.learning_rate, cfg.weight_decay)
+    step, metrics = 0, {}
+    if cfg.resume:
         optimizer.load_state_dict(state["optimizer"])
-        step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
+        step, clock.before = int(state["step"]), float(state["elapsed_s"])
         metrics = dict(state.get("metrics", {}))
         if "torch_rng" in state:  # dropout masks continue as in an uninterrupted run
             torch.set_rng_state(state["torch_rng"])
-
-    writer = SummaryWriter(str(Path(cfg.log_dir) / "sft" / out.name), purge_step=step if resuming else None)
+    writer = SummaryWriter(str(_log_dir(cfg, out)), purge_step=step if cfg.resume else None)
+    run = SFTRun(cfg, out, device, clock, model, tokenizer, optimizer, writer, train_blocks, eval_blocks, eval_texts,
+                 step=step, start_step=step, metrics=metrics)
     if step == 0:
         loss0, ppl0 = evaluate_perplexity(model, eval_blocks, cfg.batch_size)
         metrics.update(initial_eval_loss=loss0, initial_eval_perplexity=ppl0)
         writer.add_scalar("eval/perplexity", ppl0, 0)
+    return run
 
-    budget_s = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
-    last_save = time.monotonic()
 
-    def elapsed() -> float:
-        return elapsed_before + time.monotonic() - start
+def _save(run: SFTRun) -> None:
+    cfg, step = run.cfg, run.step
+    run.metrics.update(step=step, wall_time_s=run.clock.elapsed(), tokens_seen=step * cfg.batch_size * cfg.block_size)
+    state = {"step": step, "elapsed_s": run.clock.elapsed(), "optimizer": run.optimizer.state_dict(),
+             "metrics": run.metrics, "config": plain_config(cfg), "torch_rng": torch.get_rng_state()}
+    save_model_dir(run.model, run.tokenizer, run.out, state, run.metrics)
 
-    def save() -> None:
-        metrics.update(step=step, wall_time_s=elapsed(), tokens_seen=step * cfg.batch_size * cfg.block_size)
-        payload = {"step": step, "elapsed_s": elapsed(), "optimizer": optimizer.state_dict(), "metrics": metrics,
-                   "config": json.loads(json.dumps(dataclasses.asdict(cfg))), "torch_rng": torch.get_rng_state()}
 
-        def extra(tmp: Path) -> None:
-            torch.save(payload, tmp / STATE_FILE)
-            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+def _train_step(run: SFTRun, bar: BudgetBar) -> None:
+    """One optimizer step on the next batch of blocks, its logs, and the periodic evaluation and save."""
+    cfg = run.cfg
+    lr = set_lr(run.optimizer, run.step, cfg)
+    x = run.train_blocks[batch_indices(run.step, len(run.train_blocks), cfg.batch_size, cfg.seed)].to(run.device)
+    loss = run.model(input_ids=x, labels=x).loss  # x: (B, L)
+    optimizer_step(run.model, run.optimizer, loss, cfg.grad_clip)
+    run.step += 1
+    run.running = log_train_loss(run.writer, bar, run.step, loss, lr, run.running, run.clock.elapsed(), show_lr=True)
+    if run.step % cfg.eval_every == 0:
+        eval_loss, ppl = evaluate_perplexity(run.model, run.eval_blocks, cfg.batch_size)
+        run.writer.add_scalar("eval/loss", eval_loss, run.step)
+        run.writer.add_scalar("eval/perplexity", ppl, run.step)
+    if run.clock.since_saved() > cfg.save_every_minutes * 60:
+        _save(run)
+        run.clock.mark_saved()
 
-        save_pretrained_atomic(model, tokenizer, out, extra=extra)
 
-    print(f"sft: saving to {out} (TensorBoard: {Path(cfg.log_dir) / 'sft' / out.name})", file=sys.stderr)
-    bar = BudgetBar(cfg.max_steps, budget_s, step, elapsed_before, desc="sft")
-    running = None
-    while step < cfg.max_steps and elapsed() < budget_s:
-        lr = cfg.learning_rate * lr_factor(step, step / cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x = train_blocks[batch_indices(step, len(train_blocks), cfg.batch_size, cfg.seed)].to(device)  # (B, L)
-        loss = model(input_ids=x, labels=x).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        step += 1
-        if step % 10 == 0:  # one host sync every 10 steps
-            value = loss.item()
-            running = value if running is None else 0.9 * running + 0.1 * value
-            writer.add_scalar("train/loss", value, step)
-            writer.add_scalar("train/lr", lr, step)
-            bar.update(step, elapsed(), loss=f"{running:.3f}", lr=f"{lr:.1e}")
-        else:
-            bar.update(step, elapsed())
-        if step % cfg.eval_every == 0:
-            eval_loss, ppl = evaluate_perplexity(model, eval_blocks, cfg.batch_size)
-            writer.add_scalar("eval/loss", eval_loss, step)
-            writer.add_scalar("eval/perplexity", ppl, step)
-        if time.monotonic() - last_save > cfg.save_every_minutes * 60:
-            save()
-            last_save = time.monotonic()
+def _train(run: SFTRun) -> None:
+    """Optimizer steps until ``max_steps`` (or the wall-clock cap)."""
+    cfg = run.cfg
+    budget_s = budget_seconds(cfg.max_minutes)
+    run.clock.mark_saved()
+    print(f"sft: saving to {run.out} (TensorBoard: {_log_dir(cfg, run.out)})", file=sys.stderr)
+    bar = BudgetBar(cfg.max_steps, budget_s, run.step, run.clock.before, desc="sft")
+    while run.step < cfg.max_steps and run.clock.elapsed() < budget_s:
+        _train_step(run, bar)
     bar.close()
-    require_progress(step - int(state.get("step", 0)), "sft", out)
-    metrics.update(stop_report(step, cfg.max_steps, cfg.max_minutes, "sft"))
 
-    eval_loss, ppl = evaluate_perplexity(model, eval_blocks, cfg.batch_size)
-    writer.add_scalar("eval/perplexity", ppl, step)
-    prompts = [" ".join(t.split()[:4]) for t in eval_texts[: cfg.num_samples]]
-    samples = generate_samples(model, tokenizer, prompts, cfg.sample_tokens, cfg.seed) if prompts else []
+
+def _finish(run: SFTRun) -> dict[str, Any]:
+    """Final held-out perplexity and samples; the metrics, saved with the model."""
+    cfg, writer, metrics = run.cfg, run.writer, run.metrics
+    require_progress(run.step - run.start_step, "sft", run.out)
+    metrics.update(stop_report(run.step, cfg.max_steps, cfg.max_minutes, "sft"))
+    eval_loss, ppl = evaluate_perplexity(run.model, run.eval_blocks, cfg.batch_size)
+    writer.add_scalar("eval/perplexity", ppl, run.step)
+    prompts = [" ".join(t.split()[:4]) for t in run.eval_texts[: cfg.num_samples]]
+    samples = generate_samples(run.model, run.tokenizer, prompts, cfg.sample_tokens, cfg.seed) if prompts else []
     for i, sample in enumerate(samples):
         writer.add_text("samples", sample, i)
     writer.close()
-    metrics.update(eval_loss=eval_loss, eval_perplexity=ppl, train_loss=running, samples=samples,
-                   num_params=sum(p.numel() for p in model.parameters()), train_blocks=len(train_blocks),
-                   vocab_size=len(tokenizer), output_dir=str(out.resolve()))
-    save()
+    metrics.update(eval_loss=eval_loss, eval_perplexity=ppl, train_loss=run.running, samples=samples,
+                   num_params=sum(p.numel() for p in run.model.parameters()), train_blocks=len(run.train_blocks),
+                   vocab_size=len(run.tokenizer), output_dir=str(run.out.resolve()))
+    _save(run)
     return metrics
 
 
-def main(argv: list[str] | None = None) -> dict:
+def run_sft(cfg: SFTConfig) -> dict[str, Any]:
+    """Train as configured, save the model dir atomically, and return the metrics dict."""
+    quiet_transformers()  # our progress bars show the run, not transformers' loading bars
+    if cfg.model is None and cfg.preset != "tiny" and not cfg.resume:
+        raise ValueError("pass --model (hub id or local dir) or --preset tiny to train from scratch")
+    clock = Stopwatch()  # the time budget covers data loading and tokenizer training too
+    device, out = prepare_output(cfg)
+    run = _start(cfg, out, device, clock)
+    _train(run)
+    return _finish(run)
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     """CLI entry point: ``python -m runners.sft --help``."""
     distributed.require_single_process("runners.sft")
     cfg = cli_with_presets(SFTConfig, PRESETS, argv, description=__doc__, module="runners.sft")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from runners.common import cli, distributed
@@ -31,7 +30,6 @@ from runners.common.checkpoint import read_state
 from runners.common.run_loop import train
 from runners.common.run_spec import (  # noqa: F401  (re-exported)
     TrainConfig,
-    _checkpoint_dir,
     build_agent,
     env_kwargs,
     make_envs,
@@ -47,17 +45,15 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     pre.add_argument("--algo", default="ppo")
     pre.add_argument("--resume", default=None)
     known, _ = pre.parse_known_args(argv)
-    if known.resume:
-        default = TrainConfig.from_dict(read_state(_checkpoint_dir(Path(known.resume)))["config"])
+    if known.resume:  # a run dir, its checkpoint/ or a checkpoint-NNNNNN/ version dir
+        default = TrainConfig.from_dict(read_state(known.resume)["config"])
     else:
         default = preset(known.env, known.algo)
-    cfg = cli.parse(TrainConfig, "runners.train", __doc__, args=argv, default=default)
-    cfg.agent.algo = cfg.algo
-    return cfg
-
+    return cli.parse(TrainConfig, "runners.train", __doc__, args=argv, default=default)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """CLI entry point: ``python -m runners.train --help``."""
     try:
         return train(parse_args(argv))
     finally:

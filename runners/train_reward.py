@@ -6,7 +6,7 @@ preference pairs with the Bradley-Terry loss ``-log sigmoid(r_chosen - r_rejecte
 
 Data: any JSON-lines file of ``{"prompt"?: str, "chosen": str, "rejected": str}`` (the
 prompt, if any, is prepended verbatim to both answers), or pairs built from IMDB by
-:func:`build_imdb_pairs`: a positive review is preferred over a negative one.
+:func:`~runners.common.preferences.build_imdb_pairs`: a positive review is preferred over a negative one.
 
     python -m runners.sft --preset tiny && python -m runners.train_reward --preset tiny  # -> artifacts/rm-tiny
     python -m runners.train_reward --preset tiny-scratch   # no SFT: own tokenizer -> artifacts/rm-tiny-scratch
@@ -23,14 +23,11 @@ on held-out reviews (handy for normalising rewards).
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import random
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,28 +36,35 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     GPT2ForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
 )
 
 from agents.validate import check_fields
-from envs.imdb import iter_jsonl, load_imdb
+from envs.imdb import load_imdb
 from runners.common import distributed
-from runners.common.atomic import check_writable
-from runners.common.cli import quiet_transformers
-from runners.common.tiny_lm import (
+from runners.common.cli import cli_with_presets, quiet_transformers
+from runners.common.preferences import build_imdb_pairs, load_preference_pairs
+from runners.common.supervised import (
     BudgetBar,
-    cli_with_presets,
-    recover_pretrained_dir,
+    Stopwatch,
+    adamw,
+    batch_indices,
+    budget_seconds,
+    load_training_state,
+    log_train_loss,
+    optimizer_step,
+    plain_config,
+    prepare_output,
     require_progress,
-    resolve_device,
-    save_pretrained_atomic,
+    save_model_dir,
+    set_lr,
     stop_report,
-    tiny_gpt2_config,
-    train_tokenizer,
 )
-from runners.sft import STATE_FILE, batch_indices, load_training_state, lr_factor
+from runners.common.tiny_lm import tiny_gpt2_config, train_tokenizer
 
 
-@dataclass
+@dataclass(frozen=True)
 class RewardConfig:
     """Train a scalar reward model on preference pairs."""
 
@@ -117,7 +121,8 @@ class RewardConfig:
             "vocab_size": "int>=1", "tokenizer_reviews": "int>=1", "n_layer": "int>=1", "n_head": "int>=1",
             "n_embd": "int>=1",
         }, extra={
-            f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})": lambda: self.n_embd % self.n_head == 0,
+            f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})":
+                lambda: self.n_embd % self.n_head == 0,
             f"prefix_words must be None or (lo, hi) with 1 <= lo <= hi, got {self.prefix_words}":
                 lambda: self.prefix_words is None or 1 <= self.prefix_words[0] <= self.prefix_words[1],
         })
@@ -133,14 +138,14 @@ PRESETS: dict[str, RewardConfig] = {
 }
 
 
-def preset_config(name: str = "tiny", **overrides) -> RewardConfig:
+def preset_config(name: str = "tiny", **overrides: Any) -> RewardConfig:
     """The ``--preset NAME`` config with ``overrides`` applied (for in-process callers)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     return dataclasses.replace(PRESETS[name], **overrides)
 
 
-def tiny_config(**overrides) -> RewardConfig:
+def tiny_config(**overrides: Any) -> RewardConfig:
     """The ``--preset tiny`` config (trunk from an SFT dir) with ``overrides`` applied."""
     return preset_config("tiny", **overrides)
 
@@ -152,83 +157,16 @@ def pairwise_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Ten
     return -F.logsigmoid(r_chosen - r_rejected).mean()
 
 
-def _prefix(text: str, n_words: int) -> str:
-    return " ".join(text.split()[:n_words])
-
-
-def build_imdb_pairs(
-    rows: list[dict],
-    n_pairs: int,
-    seed: int = 0,
-    max_chars: int | None = None,
-    prefix_words: tuple[int, int] | None = None,
-) -> list[dict]:
-    """Preference pairs from labelled reviews: a positive review (chosen) beats a negative one.
-
-    Positives and negatives are each drawn in a seeded random order without replacement
-    (reshuffled when a class runs out), and paired position by position. With
-    ``prefix_words=(lo, hi)`` every text is cut to its first k words, k drawn uniformly
-    from [lo, hi] independently for both sides, so length carries no preference signal and
-    the model learns to score short texts, as it must for 16-24-token generations.
-    ``max_chars`` then cuts at the last word boundary within that many characters.
-    """
-    if n_pairs < 1:
-        raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")
-    if any("label" not in row for row in rows):
-        raise ValueError("every row needs a 'label' (0 negative / 1 positive); the unsup split has none")
-    pos = [row["text"] for row in rows if row["label"] == 1]
-    neg = [row["text"] for row in rows if row["label"] == 0]
-    if not pos or not neg:
-        raise ValueError(f"need both classes, got {len(pos)} positive and {len(neg)} negative reviews")
-    if prefix_words is not None and not 1 <= prefix_words[0] <= prefix_words[1]:
-        raise ValueError(f"prefix_words must be (lo, hi) with 1 <= lo <= hi, got {prefix_words}")
-    rng = random.Random(seed)
-
-    def draw(texts: list[str]):
-        while True:
-            order = list(range(len(texts)))
-            rng.shuffle(order)
-            yield from (texts[i] for i in order)
-
-    def shorten(text: str) -> str:
-        if prefix_words is not None:
-            text = _prefix(text, rng.randint(*prefix_words))
-        if max_chars is not None and len(text) > max_chars:
-            cut = text[:max_chars]
-            text = cut.rsplit(" ", 1)[0] if " " in cut else cut
-        return text
-
-    pos_iter, neg_iter = draw(pos), draw(neg)
-    return [{"prompt": "", "chosen": shorten(next(pos_iter)), "rejected": shorten(next(neg_iter))}
-            for _ in range(n_pairs)]
-
-
-def load_preference_pairs(path: str | Path) -> list[dict]:
-    """Read a .jsonl / .jsonl.gz preference file: each line ``{"prompt"?, "chosen", "rejected"}``."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"preference file not found: {path}")
-    pairs = []
-    for where, obj in iter_jsonl(path):
-        if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) for k in ("chosen", "rejected")):
-            raise ValueError(f'{where}: each line needs string "chosen" and "rejected" fields')
-        prompt = obj.get("prompt") or ""
-        if not isinstance(prompt, str):
-            raise ValueError(f'{where}: "prompt" must be a string')
-        pairs.append({"prompt": prompt, "chosen": obj["chosen"], "rejected": obj["rejected"]})
-    if not pairs:
-        raise ValueError(f"{path} holds no preference pairs")
-    return pairs
-
-
-def score_texts(model, tokenizer, texts: list[str], max_length: int, device: torch.device) -> torch.Tensor:
+def score_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int,
+                device: torch.device) -> torch.Tensor:
     """Rewards of ``texts`` (right-padded, truncated to ``max_length`` tokens): (len(texts),)."""
     batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
     return model(**batch).logits[:, 0]
 
 
 @torch.no_grad()
-def pairwise_accuracy(model, tokenizer, pairs: list[dict], max_length: int, device: torch.device,
+def pairwise_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[dict], max_length: int,
+                      device: torch.device,
                       batch_size: int = 64) -> tuple[float, float, torch.Tensor]:
     """Fraction of pairs with r_chosen > r_rejected, the mean loss, and all rewards (2 * len(pairs),)."""
     model.eval()
@@ -245,7 +183,8 @@ def pairwise_accuracy(model, tokenizer, pairs: list[dict], max_length: int, devi
     return correct / len(pairs), loss / len(pairs), torch.cat(rewards)
 
 
-def build_reward_model(cfg: RewardConfig, tokenizer_texts: list[str] | None = None):
+def build_reward_model(cfg: RewardConfig, tokenizer_texts: list[str] | None = None,
+                       ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The trunk + scalar head and its tokenizer (padding on the right, pad id in the config).
 
     Without ``cfg.init`` a tokenizer is trained on ``tokenizer_texts`` and a GPT-2 built from scratch.
@@ -301,7 +240,7 @@ def _datasets(cfg: RewardConfig) -> tuple[list[dict], list[dict], list[dict], li
     return train, held_out, short, texts
 
 
-def _load_saved_reward_model(out: Path):
+def _load_saved_reward_model(out: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model and tokenizer of a reward-model dir written by :func:`run_reward_training` (for --resume)."""
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForSequenceClassification.from_pretrained(out)
@@ -309,106 +248,133 @@ def _load_saved_reward_model(out: Path):
     return model, tokenizer
 
 
-def run_reward_training(cfg: RewardConfig) -> dict:
-    """Train the reward model as configured, save it atomically and return the metrics dict."""
-    quiet_transformers()  # our progress bars show the run, not transformers' loading bars
-    start = time.monotonic()  # the time budget covers data preparation too
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)  # dropout masks: same seed, same model
-    device = resolve_device(cfg.device)
-    out = Path(cfg.output_dir).expanduser()
-    check_writable(out, "output")  # fail now, not after training
-    check_writable(Path(cfg.log_dir), "log")
-    recover_pretrained_dir(out)  # finish or undo a save that a crash interrupted
-    state: dict = {}
+@dataclass
+class RewardRun:
+    """A running reward-model stage: what :func:`run_reward_training` builds once and every step updates."""
+
+    cfg: RewardConfig
+    out: Path
+    device: torch.device
+    clock: Stopwatch
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    optimizer: torch.optim.Optimizer
+    writer: SummaryWriter
+    train: list[dict]
+    held_out: list[dict]
+    short: list[dict]
+    step: int = 0
+    running: float | None = None  # smoothed training loss
+
+
+def _model_and_data(cfg: RewardConfig, out: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, list[dict],
+                                                            list[dict], list[dict]]:
+    """The model (saved one on --resume; a bad --init fails before the data is loaded) and the pair sets."""
     if cfg.resume:
-        state = load_training_state(out)
         model, tokenizer = _load_saved_reward_model(out)
         train, held_out, short, _ = _datasets(cfg)
     elif cfg.init is not None:
-        model, tokenizer = build_reward_model(cfg)  # a bad --init fails before the data is loaded
+        model, tokenizer = build_reward_model(cfg)
         train, held_out, short, _ = _datasets(cfg)
     else:
         train, held_out, short, texts = _datasets(cfg)
         model, tokenizer = build_reward_model(cfg, texts)
     if len(train) < cfg.batch_size:
         raise ValueError(f"{len(train)} training pairs < batch_size {cfg.batch_size}; add pairs or lower it")
+    return model, tokenizer, train, held_out, short
+
+
+def _log_dir(cfg: RewardConfig, out: Path) -> Path:
+    return Path(cfg.log_dir) / "reward" / out.name
+
+
+def _start(cfg: RewardConfig, out: Path, device: torch.device, clock: Stopwatch) -> RewardRun:
+    """Model, pairs, optimizer (restored on --resume) and TensorBoard writer."""
+    state = load_training_state(out) if cfg.resume else {}
+    model, tokenizer, train, held_out, short = _model_and_data(cfg, out)
     model.to(device).train()
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
+    optimizer = adamw(model, cfg.learning_rate, cfg.weight_decay)
     step, running = 0, None
     if state:
         optimizer.load_state_dict(state["optimizer"])
         step, running = int(state["step"]), state.get("running")
         torch.set_rng_state(state["torch_rng"])  # dropout masks continue as in an uninterrupted run
-    writer = SummaryWriter(str(Path(cfg.log_dir) / "reward" / out.name), purge_step=step + 1 if state else None)
-    budget_s = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+    writer = SummaryWriter(str(_log_dir(cfg, out)), purge_step=step + 1 if state else None)
+    return RewardRun(cfg, out, device, clock, model, tokenizer, optimizer, writer, train, held_out, short,
+                     step=step, running=running)
 
-    def save(metrics: dict | None = None) -> None:
-        payload = {"step": step, "running": running, "optimizer": optimizer.state_dict(),
-                   "torch_rng": torch.get_rng_state(), "config": json.loads(json.dumps(dataclasses.asdict(cfg)))}
 
-        def extra(tmp: Path) -> None:
-            torch.save(payload, tmp / STATE_FILE)
-            if metrics is not None:
-                (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+def _save(run: RewardRun, metrics: dict[str, Any] | None = None) -> None:
+    state = {"step": run.step, "running": run.running, "optimizer": run.optimizer.state_dict(),
+             "torch_rng": torch.get_rng_state(), "config": plain_config(run.cfg)}
+    save_model_dir(run.model, run.tokenizer, run.out, state, metrics)
 
-        save_pretrained_atomic(model, tokenizer, out, extra=extra)
 
-    print(f"reward model: saving to {out} (TensorBoard: {Path(cfg.log_dir) / 'reward' / out.name})", file=sys.stderr)
-    bar = BudgetBar(cfg.max_steps, budget_s, step, desc="reward")
-    while step < cfg.max_steps and time.monotonic() - start < budget_s:
-        lr = cfg.learning_rate * lr_factor(step, step / cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        chunk = [train[i] for i in batch_indices(step, len(train), cfg.batch_size, cfg.seed).tolist()]
-        texts_b = [p["prompt"] + p["chosen"] for p in chunk] + [p["prompt"] + p["rejected"] for p in chunk]
-        rewards = score_texts(model, tokenizer, texts_b, cfg.max_length, device)  # (2B,)
-        loss = pairwise_loss(rewards[: len(chunk)], rewards[len(chunk) :])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        step += 1
-        if step % 10 == 0:  # one host sync every 10 steps
-            value = loss.item()
-            running = value if running is None else 0.9 * running + 0.1 * value
-            writer.add_scalar("train/loss", value, step)
-            writer.add_scalar("train/lr", lr, step)
-            bar.update(step, time.monotonic() - start, loss=f"{running:.3f}")
-        else:
-            bar.update(step, time.monotonic() - start)
-        if step % cfg.eval_every == 0:
-            acc, eval_loss, _ = pairwise_accuracy(model, tokenizer, held_out, cfg.max_length, device)
-            writer.add_scalar("eval/accuracy", acc, step)
-            writer.add_scalar("eval/loss", eval_loss, step)
-            bar.update(step, time.monotonic() - start, loss=f"{running:.3f}", acc=f"{acc:.3f}")
-        if step % cfg.save_every == 0 and step < cfg.max_steps:
-            save()
+def _train_step(run: RewardRun, bar: BudgetBar) -> None:
+    """One optimizer step on the next batch of pairs, its logs, and the periodic evaluation and save."""
+    cfg = run.cfg
+    lr = set_lr(run.optimizer, run.step, cfg)
+    chunk = [run.train[i] for i in batch_indices(run.step, len(run.train), cfg.batch_size, cfg.seed).tolist()]
+    texts = [p["prompt"] + p["chosen"] for p in chunk] + [p["prompt"] + p["rejected"] for p in chunk]
+    rewards = score_texts(run.model, run.tokenizer, texts, cfg.max_length, run.device)  # (2B,)
+    loss = pairwise_loss(rewards[: len(chunk)], rewards[len(chunk) :])
+    optimizer_step(run.model, run.optimizer, loss, cfg.grad_clip)
+    run.step += 1
+    run.running = log_train_loss(run.writer, bar, run.step, loss, lr, run.running, run.clock.elapsed())
+    if run.step % cfg.eval_every == 0:
+        acc, eval_loss, _ = pairwise_accuracy(run.model, run.tokenizer, run.held_out, cfg.max_length, run.device)
+        run.writer.add_scalar("eval/accuracy", acc, run.step)
+        run.writer.add_scalar("eval/loss", eval_loss, run.step)
+        bar.update(run.step, run.clock.elapsed(), loss=f"{run.running:.3f}", acc=f"{acc:.3f}")
+    if run.step % cfg.save_every == 0 and run.step < cfg.max_steps:
+        _save(run)
+
+
+def _train(run: RewardRun) -> None:
+    """Optimizer steps until ``max_steps`` (or the wall-clock cap)."""
+    cfg = run.cfg
+    budget_s = budget_seconds(cfg.max_minutes)
+    print(f"reward model: saving to {run.out} (TensorBoard: {_log_dir(cfg, run.out)})", file=sys.stderr)
+    bar = BudgetBar(cfg.max_steps, budget_s, run.step, desc="reward")
+    while run.step < cfg.max_steps and run.clock.elapsed() < budget_s:
+        _train_step(run, bar)
     bar.close()
-    require_progress(step, "reward model", out)
-    stopped = stop_report(step, cfg.max_steps, cfg.max_minutes, "reward model")
 
-    acc, eval_loss, rewards = pairwise_accuracy(model, tokenizer, held_out, cfg.max_length, device)
-    metrics: dict = {"step": step, "wall_time_s": time.monotonic() - start, "eval_accuracy": acc,
-                     "eval_loss": eval_loss, "train_loss": running, "train_pairs": len(train),
-                     "eval_pairs": len(held_out), "reward_mean": rewards.mean().item(),
-                     "reward_std": rewards.std().item(), "num_params": sum(p.numel() for p in model.parameters()),
-                     "max_length": cfg.max_length, "output_dir": str(out.resolve()), **stopped}
-    writer.add_scalar("eval/accuracy", acc, step)
-    if short:
-        metrics["eval_accuracy_short"], _, _ = pairwise_accuracy(model, tokenizer, short, cfg.max_length, device)
+
+def _finish(run: RewardRun) -> dict[str, Any]:
+    """Held-out accuracy (and on short prefixes) and reward statistics; the metrics, saved with the model."""
+    cfg, step = run.cfg, run.step
+    require_progress(step, "reward model", run.out)
+    stopped = stop_report(step, cfg.max_steps, cfg.max_minutes, "reward model")
+    acc, eval_loss, rewards = pairwise_accuracy(run.model, run.tokenizer, run.held_out, cfg.max_length, run.device)
+    metrics: dict[str, Any] = {
+        "step": step, "wall_time_s": run.clock.elapsed(), "eval_accuracy": acc, "eval_loss": eval_loss,
+        "train_loss": run.running, "train_pairs": len(run.train), "eval_pairs": len(run.held_out),
+        "reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(),
+        "num_params": sum(p.numel() for p in run.model.parameters()), "max_length": cfg.max_length,
+        "output_dir": str(run.out.resolve()), **stopped}
+    run.writer.add_scalar("eval/accuracy", acc, step)
+    if run.short:
+        metrics["eval_accuracy_short"], _, _ = pairwise_accuracy(run.model, run.tokenizer, run.short, cfg.max_length,
+                                                                 run.device)
         metrics["short_eval_words"] = cfg.short_eval_words
-        writer.add_scalar("eval/accuracy_short", metrics["eval_accuracy_short"], step)
-    writer.close()
-    save(metrics)
+        run.writer.add_scalar("eval/accuracy_short", metrics["eval_accuracy_short"], step)
+    run.writer.close()
+    _save(run, metrics)
     return metrics
 
 
-def main(argv: list[str] | None = None) -> dict:
+def run_reward_training(cfg: RewardConfig) -> dict[str, Any]:
+    """Train the reward model as configured, save it atomically and return the metrics dict."""
+    quiet_transformers()  # our progress bars show the run, not transformers' loading bars
+    clock = Stopwatch()  # the time budget covers data preparation too
+    device, out = prepare_output(cfg)
+    run = _start(cfg, out, device, clock)
+    _train(run)
+    return _finish(run)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     """CLI entry point: ``python -m runners.train_reward --help``."""
     distributed.require_single_process("runners.train_reward")
     cfg = cli_with_presets(RewardConfig, PRESETS, argv, description=__doc__, module="runners.train_reward")

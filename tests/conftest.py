@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from envs.imdb import default_imdb_dir, load_imdb
-from runners.common.tiny_lm import make_tiny_lm, save_pretrained_atomic, train_tokenizer
+from runners.common.pretrained import save_pretrained_atomic
+from runners.common.tiny_lm import make_tiny_lm, train_tokenizer
 
 TINY_VOCAB = 8192
 TINY_LM_KW = {"n_layer": 2, "n_head": 4, "n_embd": 128, "n_positions": 256}

@@ -44,6 +44,7 @@ def crash_point(name: str) -> None:
 
 
 def fsync_file(path: str | os.PathLike) -> None:
+    """Make the file's contents durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -138,18 +139,11 @@ def verify_manifest(directory: Path, hint: str = "", skip: frozenset[str] = froz
             raise CorruptCheckpointError(f"{path} is missing. {hint}")
         size = path.stat().st_size
         if size != meta["size"]:
-            raise CorruptCheckpointError(f"{path} is truncated or altered ({size} bytes, expected {meta['size']}). {hint}")
+            raise CorruptCheckpointError(
+                f"{path} is truncated or altered ({size} bytes, expected {meta['size']}). {hint}")
         if _sha256(path) != meta["sha256"]:
             raise CorruptCheckpointError(f"{path} is corrupt (SHA-256 differs from {manifest_path}). {hint}")
     return manifest
-
-
-def is_complete(directory: Path) -> bool:
-    try:
-        verify_manifest(directory)
-        return True
-    except CorruptCheckpointError:
-        return False
 
 
 def remove_tree(path: Path) -> None:

@@ -44,6 +44,7 @@ from runners.common.atomic import (
     write_manifest,
 )
 
+POINTER = "checkpoint"  # <run dir>/checkpoint -> checkpoint-<update>/
 STATE_FILE = "state.json"
 RESUME_FILE = "resume.pt"
 _VERSION = re.compile(r"^(?P<name>.+)-(?P<update>\d{6,})$")
@@ -101,16 +102,27 @@ def recover(pointer: str | Path) -> Path | None:
     return pointer if pointer.is_dir() else None
 
 
-def resolve(path: str | Path) -> Path:
+def checkpoint_dir(path: str | Path) -> Path:
     """The checkpoint directory for ``path``: a run dir, its ``checkpoint`` pointer, or a version dir
-    (read-only: a dangling pointer falls back to the newest complete version)."""
+    (read-only: a dangling pointer falls back to the newest complete version). Inverse: :func:`run_dir_of`."""
     path = Path(path)
-    if (path / "checkpoint").exists() or (path / "checkpoint").is_symlink() or _versions(path / "checkpoint"):
-        path = path / "checkpoint"
+    pointer = path / POINTER
+    if pointer.exists() or pointer.is_symlink() or _versions(pointer):
+        path = pointer
     if path.exists():
         return path.resolve()
     versions = _versions(path)
     return versions[-1][1] if versions else path
+
+
+def run_dir_of(path: str | Path) -> Path:
+    """The run directory for ``path``: a run dir itself, or the directory holding ``path`` when it is the
+    run's ``checkpoint`` pointer or a ``checkpoint-NNNNNN`` version dir. Inverse: :func:`checkpoint_dir`."""
+    path = Path(path)
+    version = _VERSION.match(path.name)
+    if path.name == POINTER or (version is not None and version["name"] == POINTER):
+        return path.parent
+    return path
 
 
 def _to_safe(obj: Any) -> Any:
@@ -192,7 +204,7 @@ def _hint(path: Path) -> str:
 
 def read_state(path: str | Path) -> dict[str, Any]:
     """The ``state.json`` of a checkpoint (run dir, pointer or version dir), with a clear error if it is not one."""
-    path = resolve(path)
+    path = checkpoint_dir(path)
     state_file = path / STATE_FILE
     if not state_file.is_file() or not (path / "model.safetensors").is_file():
         if (path / MANIFEST).is_file():
@@ -215,7 +227,7 @@ def load_checkpoint(
     Every file is checked against the manifest first. ``load_optimizer`` with a missing
     ``optimizer.pt`` is an error unless ``reset_optimizer`` (start Adam afresh on purpose).
     """
-    path = resolve(path)
+    path = checkpoint_dir(path)
     state = read_state(path)
     hint = _hint(path)
     opt_file = path / "optimizer.pt"
@@ -244,7 +256,7 @@ def load_checkpoint(
 
 def load_resume_state(path: str | Path) -> dict[str, Any] | None:
     """The exact-resume state (RNGs, env and collector state) of a checkpoint, or None if it has none."""
-    path = resolve(path)
+    path = checkpoint_dir(path)
     file = path / RESUME_FILE
     if not file.is_file():
         return None

@@ -27,10 +27,11 @@ still waits gives up after the process-group ``timeout``).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, is_dataclass, replace
 from datetime import timedelta
-from typing import Any, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -78,6 +79,7 @@ def is_main() -> bool:
 
 
 def info() -> DistInfo:
+    """This process's place in the job (the defaults outside a process group)."""
     if not is_distributed():
         return DistInfo()
     return DistInfo(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0), dist.get_backend())
@@ -188,11 +190,6 @@ def any_rank(flag: bool) -> bool:
     t = torch.tensor([float(bool(flag))], device=parallel.comm_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
-
-
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
 
 
 @contextmanager

@@ -8,6 +8,7 @@ names the cell colours (for CatGrid: the lecture's words, cat / empty / broom / 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,8 @@ MIN_FRAME = 120  # frames are enlarged to at least this width
 MAX_WIDTH = 1100  # frames per row are chosen to stay under this width
 
 
-def _font(size: int):
+def _font(size: int) -> Any:
+    """PIL's default font at ``size`` px where Pillow can scale it (>= 10.1), else its fixed default."""
     from PIL import ImageFont
 
     try:

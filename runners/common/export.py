@@ -31,7 +31,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from agents.networks import CausalLMPolicy
 from envs.lm import load_causal_lm
-from runners.common.tiny_lm import save_pretrained_atomic
+from runners.common.pretrained import save_pretrained_atomic
 
 POLICY_DIR = "policy"
 VALUE_HEAD_FILE = "value_head.safetensors"

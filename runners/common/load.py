@@ -12,6 +12,7 @@ exported Hugging Face model (see ``runners.train``) is the artifact to share; th
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +21,22 @@ import gymnasium as gym
 from agents.agent import Agent
 from runners.common import cli
 from runners.common import run_dir as runs
-from runners.common.checkpoint import load_checkpoint, read_state
+from runners.common.checkpoint import checkpoint_dir, load_checkpoint, read_state
 from runners.common.run_spec import TrainConfig, build_agent, make_envs
-
-
-def checkpoint_dir(path: str | Path) -> Path:
-    """``<run>/checkpoint`` for a run directory, the path itself for a checkpoint directory."""
-    path = Path(path)
-    return path / "checkpoint" if (path / "checkpoint").is_dir() else path
 
 
 def run_config(
     run_dir: str | Path, device: str = "auto", env_overrides: dict[str, Any] | None = None, **config_overrides: Any
-) -> Any:
-    """The ``TrainConfig`` of a run with ``config_overrides`` (None values ignored) applied; errors clearly when
-    the run used in-memory objects that neither ``env_overrides`` nor ``config_overrides`` replace."""
+) -> TrainConfig:
+    """The ``TrainConfig`` of a run (a run dir, its ``checkpoint`` or a version dir) with ``config_overrides`` (None
+    values ignored) applied; errors clearly when the run used in-memory objects that neither ``env_overrides`` nor
+    ``config_overrides`` replace."""
     cfg = TrainConfig.from_dict(read_state(checkpoint_dir(run_dir))["config"])
-    unknown = set(config_overrides) - set(vars(cfg))
+    unknown = set(config_overrides) - {f.name for f in dataclasses.fields(cfg)}
     if unknown:
         raise TypeError(f"unknown TrainConfig fields {sorted(unknown)}")
-    for key, value in config_overrides.items():
-        if value is not None:
-            setattr(cfg, key, value)
-    cfg.device = device
+    given = {key: value for key, value in config_overrides.items() if value is not None}
+    cfg = dataclasses.replace(cfg, **(given | {"device": device}))
     runs.check_reloadable(cfg, env_overrides)
     return cfg
 
@@ -53,7 +47,7 @@ def load_run(
     env_overrides: dict[str, Any] | None = None,
     envs: gym.vector.VectorEnv | None = None,
     **config_overrides: Any,
-) -> tuple[Agent, Any]:
+) -> tuple[Agent, TrainConfig]:
     """The trained agent of ``run_dir`` (weights loaded, eval mode) and its ``TrainConfig``.
 
     ``config_overrides`` replace config fields (e.g. ``model="path"`` for a run trained on an in-memory model);

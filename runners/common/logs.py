@@ -10,6 +10,7 @@ episode) and ``objective/kl_coef`` (β), and a ``samples`` table. The final eval
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
@@ -36,6 +37,7 @@ def config_table(cfg: dict[str, Any], prefix: str = "") -> str:
 
 
 def log_update(writer: SummaryWriter, step: int, stats: dict[str, float], log: EpisodeLog) -> None:
+    """The scalars of one update: episode statistics of the rollout, SPS, learning rate, losses, group counts."""
     returns = log.shaped_returns or log.returns  # KL-shaped envs: the return the agent maximises
     if returns:
         writer.add_scalar("charts/episodic_return", float(np.mean(returns)), step)
@@ -65,6 +67,7 @@ def update_recent(recent: dict[str, list[float]], log: EpisodeLog, keep: int = 1
 
 
 def postfix(recent: dict[str, list[float]]) -> dict[str, str]:
+    """The progress bar's postfix: the mean of each sliding window."""
     return {k: f"{np.mean(v):.3g}" for k, v in recent.items() if v}
 
 
@@ -85,7 +88,8 @@ def eval_table(report: dict[str, Any]) -> str:
     fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = []
     if modes:
-        cols = list(dict.fromkeys(c for res in modes.values() for c, v in res.items() if not isinstance(v, (list, dict))))
+        cols = list(dict.fromkeys(c for res in modes.values() for c, v in res.items()
+                                  if not isinstance(v, (list, dict))))
         lines += ["|mode|" + "|".join(cols) + "|", "|-" * (len(cols) + 1) + "|"]
         lines += [f"|{m}|" + "|".join(fmt(res.get(c, "")) for c in cols) + "|" for m, res in modes.items()]
     if scalars:
@@ -96,6 +100,45 @@ def eval_table(report: dict[str, Any]) -> str:
 def log_eval(writer: SummaryWriter, step: int, report: dict[str, Any]) -> None:
     """The final evaluation as one text table (``eval/final``): single-point scalars make empty-looking charts."""
     writer.add_text("eval/final", eval_table(report), step)
+
+
+@dataclass
+class RenderedEpisode:
+    """The frames of one greedy episode, a caption per frame, and how it ended."""
+
+    frames: list[np.ndarray]
+    captions: list[str]
+    total: float = 0.0  # undiscounted return
+    terminated: bool = False
+    done: bool = False  # terminated or truncated within the frame budget
+    info: dict[str, Any] = field(default_factory=dict)  # of the last step
+
+    def title(self, k: int, seed: int, max_frames: int) -> str:
+        outcome = ("success" if self.info.get("is_success") else "terminated") if self.terminated else (
+            "time limit" if self.done else f"first {max_frames - 1} steps")
+        return (f"greedy episode {k} (reset seed {seed}): return {self.total:+g} in {len(self.frames) - 1} steps, "
+                f"{outcome}")
+
+
+def render_episode(env: gym.Env, agent: Agent, seed: int, max_frames: int) -> RenderedEpisode:
+    """One greedy episode of ``env`` (rgb_array rendering) from ``reset(seed=seed)``, at most ``max_frames`` frames."""
+    names = getattr(env.unwrapped, "action_names", None)
+    obs, _ = env.reset(seed=seed)
+    if hasattr(agent.net, "reset_state"):
+        agent.net.reset_state()
+    ep, start = RenderedEpisode([env.render()], ["t=0 start"]), True
+    while not ep.done and len(ep.frames) < max_frames:
+        batch = {key: v[None] for key, v in obs.items()} if isinstance(obs, dict) else np.asarray(obs)[None]
+        with torch.no_grad():
+            logits, _ = agent.policy_step(batch, np.array([start]))
+        start = False
+        action = int(logits.argmax(-1)[0])
+        obs, reward, ep.terminated, trunc, ep.info = env.step(action)
+        ep.total += float(reward)
+        ep.frames.append(env.render())
+        ep.captions.append(f"t={len(ep.frames) - 1} {names[action] if names else action} {float(reward):+g}")
+        ep.done = ep.terminated or trunc
+    return ep
 
 
 def log_rendered_episode(
@@ -110,28 +153,10 @@ def log_rendered_episode(
     if "rgb_array" not in env.metadata.get("render_modes", []):
         env.close()
         return False
-    names = getattr(env.unwrapped, "action_names", None)
     legend = getattr(env.unwrapped, "render_legend", ())
     for k in range(episodes):
-        obs, _ = env.reset(seed=cfg.seed + k)
-        if hasattr(agent.net, "reset_state"):
-            agent.net.reset_state()
-        frames, captions, total, done, start, info = [env.render()], ["t=0 start"], 0.0, False, True, {}
-        term = False
-        while not done and len(frames) < max_frames:
-            batch = {key: v[None] for key, v in obs.items()} if isinstance(obs, dict) else np.asarray(obs)[None]
-            with torch.no_grad():
-                logits, _ = agent.policy_step(batch, np.array([start]))
-            start = False
-            action = int(logits.argmax(-1)[0])
-            obs, reward, term, trunc, info = env.step(action)
-            total += float(reward)
-            frames.append(env.render())
-            captions.append(f"t={len(frames) - 1} {names[action] if names else action} {float(reward):+g}")
-            done = term or trunc
-        outcome = ("success" if info.get("is_success") else "terminated") if term else (
-            "time limit" if done else f"first {max_frames - 1} steps")
-        title = f"greedy episode {k} (reset seed {cfg.seed + k}): return {total:+g} in {len(frames) - 1} steps, {outcome}"
-        writer.add_image(f"eval/episode_{k}", episode_image(frames, captions, title, legend), step, dataformats="HWC")
+        ep = render_episode(env, agent, cfg.seed + k, max_frames)
+        image = episode_image(ep.frames, ep.captions, ep.title(k, cfg.seed + k, max_frames), legend)
+        writer.add_image(f"eval/episode_{k}", image, step, dataformats="HWC")
     env.close()
     return True

@@ -1,44 +1,78 @@
-"""The training loop of ``runners.train``: :func:`train` runs a :class:`~runners.common.run_spec.TrainConfig`
-from a fresh or resumed run directory to its checkpoints, evaluation and exported policy."""
+"""The training loop of ``runners.train``, CleanRL-style: :func:`build_run` sets up a :class:`Run` (run directory,
+vector env, agent, rollout collector, TensorBoard writer, KL controller, progress bar), :func:`iteration` is one
+rollout and update, :func:`finish` exports, evaluates and closes. :func:`train` runs a
+:class:`~runners.common.run_spec.TrainConfig` from a fresh or resumed run directory through all three.
+
+The order of every RNG draw and side effect is part of the contract: a stopped-and-resumed run must end
+bit-identical to an uninterrupted one (:mod:`runners.common.resume`).
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 import envs as _registered_envs  # noqa: F401  (registers the environments)
+from agents.agent import Agent
 from agents.kl import AdaptiveKLController
 from agents.networks import CausalLMPolicy
-from agents.rollout import RolloutCollector, env_attr, get_kl_coef, set_env_attr
+from agents.rollout import EpisodeLog, RolloutCollector, env_attr
 from runners.common import cli, distributed
 from runners.common import logs as logging_utils
 from runners.common import resume as exact_resume
 from runners.common import run_dir as runs
 from runners.common.atomic import check_writable
 from runners.common.checkpoint import (
+    POINTER,
     load_checkpoint,
     load_resume_state,
     read_state,
     recover,
+    run_dir_of,
     save_checkpoint,
 )
 from runners.common.evaluation import evaluate_report, format_report
 from runners.common.export import export_policy
-from runners.common.run_spec import (
-    TrainConfig,
-    build_agent,
-    env_kwargs,
-    init_tracking,
-    make_envs,
-)
+from runners.common.run_spec import TrainConfig, build_agent, env_kwargs, init_tracking, make_envs
+
+
+@dataclass
+class Run:
+    """A training run in progress: everything :func:`iteration` and :func:`finish` use."""
+
+    cfg: TrainConfig
+    env_overrides: dict[str, Any] | None
+    run_dir: Path
+    rank: int
+    world: int
+    recorded: dict[str, Any]  # the config as saved in checkpoints
+    envs: gym.vector.VectorEnv
+    agent: Agent
+    collector: RolloutCollector
+    writer: Any  # SummaryWriter on rank 0, distributed.NullWriter elsewhere
+    tracker: Any  # the Weights & Biases run (--track) or None
+    kl_ctl: AdaptiveKLController | None  # adaptive β; None: fixed β or no KL shaping
+    bar: tqdm
+    start_update: int
+    t0: float = field(default_factory=time.time)
+    steps0: int = 0  # env steps done before this process started
+    recent: dict[str, list[float]] = field(default_factory=lambda: {"return": [], "score": [], "kl": []})
+    stopped_early: str | None = None
+
+    @property
+    def main_rank(self) -> bool:
+        """The one rank that writes logs, checkpoints and the evaluation."""
+        return self.rank == 0
 
 
 def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -48,146 +82,214 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
     ``{"reward_model": my_callable}`` or ``{"model": model, "tokenizer": tok}``; a model
     object given there is also the policy's starting point (deep-copied).
     """
-    cfg.__post_init__()  # fields may have been changed after construction
+    dist_info = _start_process(cfg, env_overrides)
+    run_dir, resume_state = _open_run_dir(cfg, dist_info.rank == 0)
+    if resume_state is not None:
+        done = runs.finished_message(run_dir, resume_state, cfg.num_updates)
+        if done is not None:
+            print(done, file=sys.stderr)
+            return {"run_dir": str(run_dir), "global_step": resume_state["global_step"], "finished": True}
+    run = build_run(cfg, env_overrides, run_dir, resume_state, dist_info)
+    for update in range(run.start_update, cfg.num_updates):
+        run.stopped_early = _stop_early(run, update)
+        if run.stopped_early is not None:
+            break
+        iteration(run, update)
+    return finish(run)
+
+
+def _start_process(cfg: TrainConfig, env_overrides: dict[str, Any] | None) -> distributed.DistInfo:
+    """Process-wide settings: threads, the process group (a no-op without torchrun), the initial-weight seeds."""
     cli.quiet_transformers()
     runs.check_reloadable(cfg, env_overrides)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    dist_info = distributed.init_distributed(cfg.device, cfg.dist_timeout)  # no-op without torchrun
-    rank, world = dist_info.rank, dist_info.world_size
-    main_rank = rank == 0  # the one rank that writes logs, checkpoints and the evaluation
+    dist_info = distributed.init_distributed(cfg.device, cfg.dist_timeout)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (rank 0's are broadcast anyway)
     np.random.seed(cfg.seed)
-    cfg.agent.algo = cfg.algo
-    resume_state = None
-    if cfg.resume:
-        run_dir = Path(cfg.resume)
-        run_dir = run_dir.parent if run_dir.name.startswith("checkpoint") else run_dir
-        found = None
-        with distributed.agree_on_errors("recovering the checkpoint"):
-            if main_rank:  # leftovers of an interrupted save are cleaned up by the one writer
-                found = recover(run_dir / "checkpoint") is not None
-        if not distributed.broadcast_object(found):
-            raise FileNotFoundError(f"{run_dir} holds no complete checkpoint to resume from")
-        resume_state = read_state(run_dir / "checkpoint")
-        if (done := runs.finished_message(run_dir, resume_state, cfg.num_updates)) is not None:
-            print(done, file=sys.stderr)
-            return {"run_dir": str(run_dir), "global_step": resume_state["global_step"], "finished": True}
-    else:
+    return dist_info
+
+
+def _open_run_dir(cfg: TrainConfig, main_rank: bool) -> tuple[Path, dict[str, Any] | None]:
+    """The run directory and, on --resume, the state of its newest complete checkpoint (recovered first)."""
+    if not cfg.resume:
         run_dir = None
         with distributed.agree_on_errors("choosing the run directory"):
             if main_rank:
                 default = f"{cfg.env}__{cfg.algo}__{cfg.seed}__{int(time.time())}"
                 run_dir = runs.new_run_dir(cfg.log_dir, cfg.run_name, default)
-        run_dir = distributed.broadcast_object(run_dir)  # rank 0 names the run
-    if main_rank:
-        check_writable(run_dir, "run")
-    recorded = runs.recorded_config(cfg.saved(), env_overrides)
-    envs = make_envs(cfg, overrides=env_overrides)
-    agent = build_agent(cfg, envs, total_updates=cfg.num_updates, model=(env_overrides or {}).get("model"))
-    global_step, start_update = 0, 0
-    if resume_state is not None:
-        load_checkpoint(run_dir / "checkpoint", agent, reset_optimizer=cfg.reset_optimizer)
-        global_step, start_update = resume_state["global_step"], agent.num_updates
-        if resume_state.get("world_size", 1) != world:
-            raise ValueError(f"{run_dir} was trained by {resume_state.get('world_size', 1)} process(es), this job has "
-                             f"{world}: resume with the same number (torchrun --nproc-per-node/--nnodes)")
-        exact_resume.set_lr_schedule(agent, cfg, resume_state)
-    distributed.broadcast_module(agent.net)  # every rank starts from rank 0's weights
-    if world > 1:  # each rank samples its own actions
-        torch.manual_seed(cfg.seed + rank)
-        np.random.seed(cfg.seed + rank)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        return distributed.broadcast_object(run_dir), None  # rank 0 names the run
+    run_dir = run_dir_of(cfg.resume)
+    found = None
+    with distributed.agree_on_errors("recovering the checkpoint"):
+        if main_rank:  # leftovers of an interrupted save are cleaned up by the one writer
+            found = recover(run_dir / POINTER) is not None
+    if not distributed.broadcast_object(found):
+        raise FileNotFoundError(f"{run_dir} holds no complete checkpoint to resume from")
+    return run_dir, read_state(run_dir / POINTER)
+
+
+def _load_agent(cfg: TrainConfig, envs: gym.vector.VectorEnv, run_dir: Path, resume_state: dict[str, Any] | None,
+                world: int, model: Any) -> tuple[Agent, int, int]:
+    """The agent (from the checkpoint on --resume), the env steps and the updates it has done."""
+    agent = build_agent(cfg, envs, total_updates=cfg.num_updates, model=model)
+    if resume_state is None:
+        return agent, 0, 0
+    load_checkpoint(run_dir / POINTER, agent, reset_optimizer=cfg.reset_optimizer)
+    if resume_state.get("world_size", 1) != world:
+        raise ValueError(f"{run_dir} was trained by {resume_state.get('world_size', 1)} process(es), this job has "
+                         f"{world}: resume with the same number (torchrun --nproc-per-node/--nnodes)")
+    exact_resume.set_lr_schedule(agent, cfg, resume_state)
+    return agent, resume_state["global_step"], agent.num_updates
+
+
+def _open_writer(cfg: TrainConfig, run_dir: Path, recorded: dict[str, Any], resume_state: dict[str, Any] | None,
+                 global_step: int, main_rank: bool) -> tuple[Any, Any]:
+    """The W&B run (--track, started first) and the TensorBoard writer of rank 0 (a no-op writer elsewhere)."""
     tracker = init_tracking(cfg, run_dir, recorded) if cfg.track and main_rank else None
     # a crashed run may have logged past its last checkpoint: TensorBoard drops those steps
     purge = global_step + 1 if resume_state is not None else None
     writer = SummaryWriter(str(run_dir), purge_step=purge) if main_rank else distributed.NullWriter()
     if resume_state is None:
         writer.add_text("config", logging_utils.config_table(recorded))
-    kl_ctl = None
-    if get_kl_coef(envs) is not None and cfg.adaptive_kl:
-        beta = resume_state.get("kl_coef", cfg.kl_coef) if resume_state else cfg.kl_coef
-        kl_ctl = AdaptiveKLController(beta, cfg.kl_target, cfg.kl_horizon)
-        set_env_attr(envs, "kl_coef", beta)
+    return tracker, writer
+
+
+def _collector(cfg: TrainConfig, envs: gym.vector.VectorEnv, agent: Agent, run_dir: Path,
+               resume_state: dict[str, Any] | None, global_step: int, start_update: int,
+               dist_info: distributed.DistInfo) -> tuple[RolloutCollector, AdaptiveKLController | None]:
+    """The rollout collector, the one owner of β (an adaptive β continues from the checkpoint's), and its KL
+    controller; on a one-process resume, the RNG, env and collector state of the checkpoint restored."""
+    rank, world = dist_info.rank, dist_info.world_size
+    beta = resume_state.get("kl_coef", cfg.kl_coef) if resume_state else cfg.kl_coef
     # rank r's sub-envs get the seeds one process with ranks x num_envs envs would give them
     env_seed = cfg.seed + start_update + rank * cfg.num_envs
-    collector = RolloutCollector(envs, agent, cfg.num_steps, cfg.reward_scale, seed=env_seed, group_size=cfg.group_size)
+    collector = RolloutCollector(envs, agent, cfg.num_steps, cfg.reward_scale, seed=env_seed, group_size=cfg.group_size,
+                                 kl_coef=beta if cfg.adaptive_kl else None)
+    kl_ctl = AdaptiveKLController(beta, cfg.kl_target, cfg.kl_horizon) if (
+        cfg.adaptive_kl and collector.kl_coef is not None) else None
     collector.global_step = global_step
     if resume_state is not None and world == 1:  # RNG/env/collector state of the one process
-        exact_resume.restore(envs, collector, load_resume_state(run_dir / "checkpoint"))
+        exact_resume.restore(envs, collector, load_resume_state(run_dir / POINTER))
+    return collector, kl_ctl
 
-    def checkpoint(step: int) -> None:
-        if main_rank:
-            save_checkpoint(run_dir / "checkpoint", agent, recorded, step, keep=cfg.keep_checkpoints,
-                            resume_state=exact_resume.capture(envs, collector) if world == 1 else None,
-                            lr_schedule=exact_resume.lr_schedule(agent), world_size=world,
-                            **({"kl_coef": kl_ctl.value} if kl_ctl else {}))
 
-    recent: dict[str, list[float]] = {"return": [], "score": [], "kl": []}
-    t0, steps0 = time.time(), global_step
-    if cfg.progress and main_rank:
+def build_run(cfg: TrainConfig, env_overrides: dict[str, Any] | None, run_dir: Path,
+              resume_state: dict[str, Any] | None, dist_info: distributed.DistInfo) -> Run:
+    """Everything a run needs, in the order the RNG streams and files expect (see the module docstring)."""
+    rank, world = dist_info.rank, dist_info.world_size
+    if rank == 0:
+        check_writable(run_dir, "run")
+    recorded = runs.recorded_config(cfg.saved(), env_overrides)
+    envs = make_envs(cfg, overrides=env_overrides)
+    agent, global_step, start_update = _load_agent(cfg, envs, run_dir, resume_state, world,
+                                                   (env_overrides or {}).get("model"))
+    distributed.broadcast_module(agent.net)  # every rank starts from rank 0's weights
+    if world > 1:  # each rank samples its own actions
+        torch.manual_seed(cfg.seed + rank)
+        np.random.seed(cfg.seed + rank)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tracker, writer = _open_writer(cfg, run_dir, recorded, resume_state, global_step, rank == 0)
+    collector, kl_ctl = _collector(cfg, envs, agent, run_dir, resume_state, global_step, start_update, dist_info)
+    t0 = time.time()
+    if cfg.progress and rank == 0:
         print(f"run directory: {run_dir}  (tensorboard --logdir {run_dir.parent})", file=sys.stderr)
     bar = tqdm(total=cfg.num_updates * cfg.num_envs * cfg.num_steps * world, initial=global_step,
-               disable=not (cfg.progress and main_rank), desc=run_dir.name, unit="step", unit_scale=True,
+               disable=not (cfg.progress and rank == 0), desc=run_dir.name, unit="step", unit_scale=True,
                dynamic_ncols=True)
-    stopped_early = None
-    for update in range(start_update, cfg.num_updates):
-        if cfg.max_minutes is not None and distributed.any_rank(time.time() - t0 > cfg.max_minutes * 60):
-            stopped_early = (f"wall-clock cap of {cfg.max_minutes} min reached after {update} of {cfg.num_updates} "
-                             "updates; this is NOT the configured run")
-            print(f"WARNING: {stopped_early}", file=sys.stderr, flush=True)
-            checkpoint(collector.global_step)
-            break
-        if cfg.stop_at_update is not None and update >= cfg.stop_at_update:
-            stopped_early = f"stopped at update {update} of {cfg.num_updates} (--stop-at-update)"
-            print(f"{stopped_early}; continue with --resume {run_dir}", file=sys.stderr, flush=True)
-            break
-        with distributed.agree_on_errors("the rollout"):  # a failing rank (e.g. bad reward) stops every rank
-            rollout, log = collector.collect()
-        if world > 1:
-            collector.global_step += (world - 1) * cfg.num_steps * cfg.num_envs  # global_step counts all ranks
-            log = distributed.gather_lists(log)  # logs and the KL controller see the episodes of all ranks
-        stats = agent.update(rollout)
-        step = collector.global_step
-        stats["SPS"] = (step - steps0) / max(time.time() - t0, 1e-9)
-        logging_utils.log_update(writer, step, stats, log)
-        recent = logging_utils.update_recent(recent, log)
-        if kl_ctl is not None:
-            if log.kls:
-                set_env_attr(envs, "kl_coef", kl_ctl.update(float(np.mean(log.kls)), len(log.kls)))
-            writer.add_scalar("objective/kl_coef", kl_ctl.value, step)
-        elif log.kls:  # fixed β
-            writer.add_scalar("objective/kl_coef", cfg.kl_coef, step)
-        if log.texts and (update % cfg.sample_every == 0):
-            writer.add_text("samples", logging_utils.samples_table(log), step)
-        bar.set_postfix(logging_utils.postfix(recent), refresh=False)
-        bar.update(step - bar.n)
-        if (update + 1) % cfg.checkpoint_every == 0 or update + 1 in (cfg.num_updates, cfg.stop_at_update):
-            checkpoint(step)
-    result: dict[str, Any] = {"run_dir": str(run_dir), "global_step": collector.global_step,
-                              "wall_time": time.time() - t0, "stopped_early": stopped_early,
-                              **{f"recent_{k}": float(np.mean(v)) for k, v in recent.items() if v}}
-    bar.close()
-    if isinstance(agent.net, CausalLMPolicy) and main_rank:  # the trained LM as a transformers dir: <run dir>/policy
+    return Run(cfg, env_overrides, run_dir, rank, world, recorded, envs, agent, collector, writer, tracker, kl_ctl,
+               bar, start_update, t0=t0, steps0=global_step)
+
+
+def save(run: Run, step: int) -> None:
+    """A checkpoint of the run at env step ``step`` (rank 0 only), with the exact-resume state of one process."""
+    if not run.main_rank:
+        return
+    save_checkpoint(run.run_dir / POINTER, run.agent, run.recorded, step, keep=run.cfg.keep_checkpoints,
+                    resume_state=exact_resume.capture(run.envs, run.collector) if run.world == 1 else None,
+                    lr_schedule=exact_resume.lr_schedule(run.agent), world_size=run.world,
+                    **({"kl_coef": run.kl_ctl.value} if run.kl_ctl else {}))
+
+
+def _stop_early(run: Run, update: int) -> str | None:
+    """Why the run stops before ``update`` (the wall-clock cap, with a checkpoint; --stop-at-update), or None."""
+    cfg = run.cfg
+    if cfg.max_minutes is not None and distributed.any_rank(time.time() - run.t0 > cfg.max_minutes * 60):
+        reason = (f"wall-clock cap of {cfg.max_minutes} min reached after {update} of {cfg.num_updates} "
+                  "updates; this is NOT the configured run")
+        print(f"WARNING: {reason}", file=sys.stderr, flush=True)
+        save(run, run.collector.global_step)
+        return reason
+    if cfg.stop_at_update is not None and update >= cfg.stop_at_update:
+        reason = f"stopped at update {update} of {cfg.num_updates} (--stop-at-update)"
+        print(f"{reason}; continue with --resume {run.run_dir}", file=sys.stderr, flush=True)
+        return reason
+    return None
+
+
+def _log_kl(run: Run, log: EpisodeLog, step: int) -> None:
+    """The adaptive β's update from this rollout's KLs (handed to the collector) and the β to TensorBoard."""
+    if run.kl_ctl is not None:
+        if log.kls:
+            run.collector.set_kl_coef(run.kl_ctl.update(float(np.mean(log.kls)), len(log.kls)))
+        run.writer.add_scalar("objective/kl_coef", run.kl_ctl.value, step)
+    elif log.kls:  # fixed β
+        run.writer.add_scalar("objective/kl_coef", run.cfg.kl_coef, step)
+
+
+def iteration(run: Run, update: int) -> None:
+    """One rollout and update: logs, the KL controller, the progress bar and the periodic checkpoint."""
+    cfg, collector = run.cfg, run.collector
+    with distributed.agree_on_errors("the rollout"):  # a failing rank (e.g. bad reward) stops every rank
+        rollout, log = collector.collect()
+    if run.world > 1:
+        collector.global_step += (run.world - 1) * cfg.num_steps * cfg.num_envs  # global_step counts all ranks
+        log = distributed.gather_lists(log)  # logs and the KL controller see the episodes of all ranks
+    stats = run.agent.update(rollout)
+    step = collector.global_step
+    stats["SPS"] = (step - run.steps0) / max(time.time() - run.t0, 1e-9)
+    logging_utils.log_update(run.writer, step, stats, log)
+    run.recent = logging_utils.update_recent(run.recent, log)
+    _log_kl(run, log, step)
+    if log.texts and (update % cfg.sample_every == 0):
+        run.writer.add_text("samples", logging_utils.samples_table(log), step)
+    run.bar.set_postfix(logging_utils.postfix(run.recent), refresh=False)
+    run.bar.update(step - run.bar.n)
+    if (update + 1) % cfg.checkpoint_every == 0 or update + 1 in (cfg.num_updates, cfg.stop_at_update):
+        save(run, step)
+
+
+def _final_eval(run: Run) -> dict[str, Any]:
+    """Greedy and sampled evaluation on fresh envs, logged, rendered and written to ``eval.json`` (rank 0)."""
+    cfg, step = run.cfg, run.collector.global_step
+    eval_envs = make_envs(cfg, eval_mode=True, overrides=run.env_overrides)
+    with torch.no_grad():
+        report = evaluate_report(run.agent, eval_envs, cfg.eval_episodes, cfg.agent.gamma, seed=10_000 + cfg.seed)
+    eval_envs.close()
+    print(format_report(report))
+    logging_utils.log_eval(run.writer, step, report)
+    logging_utils.log_rendered_episode(run.writer, cfg, run.agent, env_kwargs(cfg), step)
+    (run.run_dir / "eval.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def finish(run: Run) -> dict[str, Any]:
+    """The result of the run: statistics, the exported text policy, the final evaluation; closes everything."""
+    cfg = run.cfg
+    result: dict[str, Any] = {"run_dir": str(run.run_dir), "global_step": run.collector.global_step,
+                              "wall_time": time.time() - run.t0, "stopped_early": run.stopped_early,
+                              **{f"recent_{k}": float(np.mean(v)) for k, v in run.recent.items() if v}}
+    run.bar.close()
+    if isinstance(run.agent.net, CausalLMPolicy) and run.main_rank:  # the trained LM as <run dir>/policy
         hi = cfg.max_new_tokens_range[1] if cfg.max_new_tokens_range else cfg.max_new_tokens
-        result["policy_dir"] = str(export_policy(agent.net, env_attr(envs, "tokenizer"), run_dir, hi,
+        result["policy_dir"] = str(export_policy(run.agent.net, env_attr(run.envs, "tokenizer"), run.run_dir, hi,
                                                  cfg.min_new_tokens))
-    envs.close()
+    run.envs.close()
     paused = cfg.stop_at_update is not None and cfg.stop_at_update < cfg.num_updates
-    if cfg.eval_episodes > 0 and main_rank and not paused:
-        eval_envs = make_envs(cfg, eval_mode=True, overrides=env_overrides)
-        with torch.no_grad():
-            report = evaluate_report(agent, eval_envs, cfg.eval_episodes, cfg.agent.gamma, seed=10_000 + cfg.seed)
-        eval_envs.close()
-        print(format_report(report))
-        logging_utils.log_eval(writer, collector.global_step, report)
-        logging_utils.log_rendered_episode(writer, cfg, agent, env_kwargs(cfg), collector.global_step)
-        (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
-        result["eval"] = report
-    writer.close()
-    if tracker is not None:
-        tracker.finish()
-    result["agent"] = agent
+    if cfg.eval_episodes > 0 and run.main_rank and not paused:
+        result["eval"] = _final_eval(run)
+    run.writer.close()
+    if run.tracker is not None:
+        run.tracker.finish()
+    result["agent"] = run.agent
     return result
-
-

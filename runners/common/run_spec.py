@@ -19,7 +19,7 @@ from envs.lm import load_causal_lm, resolve_device
 from runners.common import distributed
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """One training run. The defaults shown are those of the chosen --env and --algo."""
 
@@ -108,7 +108,7 @@ class TrainConfig:
     """torchrun runs: seconds a rank waits for the others at a sync point before the job fails"""
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
         d["agent"] = AgentConfig(**d.get("agent", {}))
         known = {f.name for f in dataclasses.fields(cls)}
@@ -129,7 +129,8 @@ class TrainConfig:
         }, extra={
             f"total_timesteps ({self.total_timesteps}) must cover at least one rollout of num_envs x num_steps = "
             f"{self.num_envs} x {self.num_steps} steps": lambda: self.total_timesteps >= self.num_envs * self.num_steps,
-            f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})": lambda: self.d_model % self.n_head == 0,
+            f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})":
+                lambda: self.d_model % self.n_head == 0,
             f"group_size ({self.group_size}) must divide num_envs ({self.num_envs})":
                 lambda: self.num_envs % self.group_size == 0,
             f"algo={self.algo!r} compares the episodes of a group: pass --group-size >= 2":
@@ -137,6 +138,8 @@ class TrainConfig:
             f"max_new_tokens_range must be None or (lo, hi) with 1 <= lo <= hi, got {rng}":
                 lambda: rng is None or (len(rng) == 2 and 1 <= rng[0] <= rng[1]),
         })
+        if self.agent.algo != self.algo:  # --algo is the one switch: the agent's config follows it
+            object.__setattr__(self, "agent", dataclasses.replace(self.agent, algo=self.algo))
 
     @property
     def num_updates(self) -> int:
@@ -179,11 +182,8 @@ def preset(env: str, algo: str = "ppo") -> TrainConfig:
     raise ValueError(f"unknown env {env!r}: choose CatGrid-v0 or TextGen-IMDB-v0")
 
 
-def _checkpoint_dir(path: Path) -> Path:
-    return path / "checkpoint" if (path / "checkpoint").exists() or (path / "checkpoint").is_symlink() else path
-
-
 def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The env kwargs of a run (what ``gym.make_vec`` gets besides ``num_envs``)."""
     if cfg.env == "CatGrid-v0":
         return {"map_name": cfg.map_name, "slip": cfg.slip}
     kw = {"model": cfg.model, "reward_model": cfg.reward_model, "kl_coef": cfg.kl_coef, "device": cfg.device,

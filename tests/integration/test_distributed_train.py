@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -72,9 +73,9 @@ def _train_with_failing_reward(rank: int, lm_dir: str, log_dir: str) -> str:
             raise ValueError("reward model crashed on rank 1")
         return [float(len(t)) / 100 for t in texts]
 
-    cfg = preset("TextGen-IMDB-v0", "ppo")
-    cfg.num_envs, cfg.num_steps, cfg.max_new_tokens, cfg.total_timesteps = 4, 5, 4, 4 * 5 * 2 * 10
-    cfg.model, cfg.log_dir, cfg.run_name, cfg.progress, cfg.device = lm_dir, log_dir, "fail", False, "cpu"
+    cfg = dataclasses.replace(preset("TextGen-IMDB-v0", "ppo"), num_envs=4, num_steps=5, max_new_tokens=4,
+                              total_timesteps=4 * 5 * 2 * 10, model=lm_dir, log_dir=log_dir, run_name="fail",
+                              progress=False, device="cpu")
     try:
         train(cfg, env_overrides={"reward_model": reward, "dataset": ["a b c d e f g h"] * 64})
     except Exception as e:  # noqa: BLE001

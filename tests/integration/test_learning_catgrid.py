@@ -7,6 +7,7 @@ asks for them, then each test checks one run's greedy evaluation (500 episodes) 
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -21,9 +22,8 @@ def _train(case: tuple[str, str, int], log_dir: str) -> dict[str, Any]:
     from runners.train import preset, train
 
     algo, map_name, seed = case
-    cfg = preset("CatGrid-v0", algo)
-    cfg.map_name, cfg.seed, cfg.log_dir, cfg.run_name = map_name, seed, log_dir, f"{algo}_{map_name}_{seed}"
-    cfg.threads, cfg.progress, cfg.eval_episodes = 1, False, 500
+    cfg = dataclasses.replace(preset("CatGrid-v0", algo), map_name=map_name, seed=seed, log_dir=log_dir,
+                              run_name=f"{algo}_{map_name}_{seed}", threads=1, progress=False, eval_episodes=500)
     return train(cfg)
 
 

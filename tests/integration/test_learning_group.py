@@ -6,6 +6,7 @@ the greedy policy is evaluated on 500 episodes against value iteration's ``V*(st
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -18,9 +19,8 @@ ALGOS = ("rloo", "grpo")
 def _train(algo: str, log_dir: str) -> dict[str, Any]:
     from runners.train import preset, train
 
-    cfg = preset("CatGrid-v0", algo)
-    cfg.seed, cfg.log_dir, cfg.run_name = 0, log_dir, f"{algo}_5x5_0"
-    cfg.threads, cfg.progress, cfg.eval_episodes = 1, False, 500
+    cfg = dataclasses.replace(preset("CatGrid-v0", algo), seed=0, log_dir=log_dir, run_name=f"{algo}_5x5_0", threads=1,
+                              progress=False, eval_episodes=500)
     result = train(cfg)
     result.pop("agent")
     return result

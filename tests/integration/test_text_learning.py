@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -17,11 +19,10 @@ def e_count(texts: list[str]) -> list[float]:
 
 def run(algo: str, updates: int, tiny_lm, tiny_tokenizer, tmp_path, kl_target: float = 3.0):
     cfg = preset("TextGen-IMDB-v0", algo)
-    cfg.num_envs, cfg.num_steps, cfg.max_new_tokens = 32, 9, 8
-    cfg.total_timesteps = 32 * 9 * updates
-    cfg.agent.learning_rate = 1e-3
-    cfg.kl_coef, cfg.kl_target, cfg.kl_horizon = 0.05, kl_target, 300
-    cfg.log_dir, cfg.run_name, cfg.threads, cfg.progress, cfg.seed = str(tmp_path), algo, 1, False, 0
+    cfg = dataclasses.replace(cfg, num_envs=32, num_steps=9, max_new_tokens=8, total_timesteps=32 * 9 * updates,
+                              agent=dataclasses.replace(cfg.agent, learning_rate=1e-3), kl_coef=0.05,
+                              kl_target=kl_target, kl_horizon=300, log_dir=str(tmp_path), run_name=algo, threads=1,
+                              progress=False, seed=0)
     texts = [r["text"] for r in load_imdb("train", limit=1000, seed=0)]
     result = train(cfg, env_overrides={"model": tiny_lm, "tokenizer": tiny_tokenizer, "reward_model": e_count,
                                        "dataset": texts, "device": "cpu"})

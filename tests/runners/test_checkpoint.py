@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -23,7 +25,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from runners import train
 from runners.common.atomic import CRASH_ENV, CRASH_EXIT_CODE, CorruptCheckpointError
-from runners.common.checkpoint import load_checkpoint, read_state, recover
+from runners.common.checkpoint import checkpoint_dir, load_checkpoint, read_state, recover, run_dir_of
 
 ROOT = Path(__file__).resolve().parents[2]
 GRID = ["--total-timesteps", "512", "--num-envs", "8", "--num-steps", "16", "--eval-episodes", "0", "--no-progress",
@@ -104,6 +106,20 @@ def test_resume_with_larger_total_follows_the_original_schedule_rule(tmp_path, o
     np.testing.assert_allclose(lrs, [1, 0.75, 0.5, 0.25, 0.5, 0.375, 0.25, 0.125])  # as if started with 8 updates
 
 
+def test_one_resolver_pair_accepts_a_run_dir_its_pointer_or_a_version_dir(straight_grid, tmp_path):
+    newest = straight_grid / "checkpoint-000004"
+    for given in (straight_grid, straight_grid / "checkpoint", newest, str(newest)):
+        assert checkpoint_dir(given) == newest.resolve()
+        assert run_dir_of(given) == straight_grid
+    assert run_dir_of(tmp_path / "checkpointed_run") == tmp_path / "checkpointed_run"  # a run dir, whatever its name
+    run = tmp_path / "r"  # the pointer dangles (a crash between prune and switch): the newest complete version
+    shutil.copytree(straight_grid, run, symlinks=True)
+    (run / "checkpoint").unlink()
+    (run / "checkpoint").symlink_to("checkpoint-000099")
+    assert checkpoint_dir(run) == run / "checkpoint-000004"
+    assert train.parse_args(["--resume", str(run / "checkpoint-000003")]).resume == str(run / "checkpoint-000003")
+
+
 def test_checkpoint_files_have_normal_permissions(straight_grid):
     ckpt = (straight_grid / "checkpoint").resolve()
     umask = os.umask(0)
@@ -114,8 +130,6 @@ def test_checkpoint_files_have_normal_permissions(straight_grid):
 
 
 def test_corrupt_or_partial_files_are_named(straight_grid, tmp_path):
-    import shutil
-
     run = tmp_path / "r"
     shutil.copytree(straight_grid, run, symlinks=True)
     ckpt = (run / "checkpoint").resolve()
@@ -150,12 +164,9 @@ def text_setup(tiny_lm, tiny_tokenizer, imdb_dir):
 
     def config(tmp: Path, name: str, **kw) -> train.TrainConfig:
         cfg = train.preset("TextGen-IMDB-v0", "ppo")
-        cfg.num_envs, cfg.num_steps, cfg.max_new_tokens, cfg.total_timesteps = 4, 6, 4, 4 * 6 * 4
-        cfg.agent.learning_rate, cfg.kl_horizon, cfg.checkpoint_every = 1e-3, 50.0, 1
-        cfg.log_dir, cfg.run_name, cfg.threads, cfg.progress = str(tmp), name, 1, False
-        for k, v in kw.items():
-            setattr(cfg, k, v)
-        return cfg
+        return dataclasses.replace(cfg, num_envs=4, num_steps=6, max_new_tokens=4, total_timesteps=4 * 6 * 4,
+                                   agent=dataclasses.replace(cfg.agent, learning_rate=1e-3), kl_horizon=50.0,
+                                   checkpoint_every=1, log_dir=str(tmp), run_name=name, threads=1, progress=False, **kw)
 
     return overrides, config
 

@@ -126,8 +126,8 @@ def _rollout_and_net(num_envs: int = 8, steps: int = 24, seed: int = 0):
 
     from agents.agent import Agent, AgentConfig
     from agents.networks import build_network
-    from envs.catgrid_vector import CatGridVectorEnv
     from agents.rollout import RolloutCollector
+    from envs.catgrid_vector import CatGridVectorEnv
 
     torch.manual_seed(seed)
     venv = gym.wrappers.vector.RecordEpisodeStatistics(CatGridVectorEnv(num_envs=num_envs, max_episode_steps=12))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import pytest
 import torch
@@ -21,10 +23,9 @@ def trained(tiny_lm, tiny_tokenizer, tmp_path_factory):
     """Two PPO updates at a high learning rate (the weights move) with length controls on."""
     tmp = tmp_path_factory.mktemp("export")
     cfg = preset("TextGen-IMDB-v0", "ppo")
-    cfg.num_envs, cfg.num_steps, cfg.total_timesteps = 8, 7, 2 * 8 * 7
-    cfg.max_new_tokens_range, cfg.min_new_tokens = (4, 6), 3
-    cfg.agent.learning_rate = 1e-2
-    cfg.log_dir, cfg.run_name, cfg.threads, cfg.progress = str(tmp), "run", 1, False
+    cfg = dataclasses.replace(cfg, num_envs=8, num_steps=7, total_timesteps=2 * 8 * 7, max_new_tokens_range=(4, 6),
+                              min_new_tokens=3, agent=dataclasses.replace(cfg.agent, learning_rate=1e-2),
+                              log_dir=str(tmp), run_name="run", threads=1, progress=False)
     texts = [r["text"] for r in load_imdb("train", limit=200, seed=0)]
     result = train(cfg, env_overrides={"model": tiny_lm, "tokenizer": tiny_tokenizer, "reward_model": "vader",
                                        "dataset": texts, "device": "cpu"})
@@ -79,10 +80,9 @@ def test_exported_policy_drives_a_new_env_and_a_new_run(trained, tmp_path) -> No
                    device="cpu", max_new_tokens=4)
     env.reset(seed=0)
     assert env.step(5)[4]["new_tokens"] == 1
-    cfg = preset("TextGen-IMDB-v0", "ppo")
-    cfg.model, cfg.reward_model, cfg.dataset = policy, "vader", None
-    cfg.num_envs, cfg.num_steps, cfg.max_new_tokens, cfg.total_timesteps = 4, 4, 3, 16
-    cfg.log_dir, cfg.run_name, cfg.threads, cfg.progress, cfg.device = str(tmp_path), "again", 1, False, "cpu"
+    cfg = dataclasses.replace(preset("TextGen-IMDB-v0", "ppo"), model=policy, reward_model="vader", dataset=None,
+                              num_envs=4, num_steps=4, max_new_tokens=3, total_timesteps=16, log_dir=str(tmp_path),
+                              run_name="again", threads=1, progress=False, device="cpu")
     again = train(cfg, env_overrides={"dataset": texts})
     first = AutoModelForCausalLM.from_pretrained(policy)
     # the new run started from the exported weights: one small update away from them

@@ -1,4 +1,5 @@
-"""Tests of the SFT runner: packing, schedule, a scaled-down run, reload, resume and errors."""
+"""runners.sft: packing, a scaled-down run, reload, resume, presets and errors (the schedule, determinism and
+crash safety it shares with the reward stage: test_supervised.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from envs.imdb import load_imdb
-from runners.sft import SFTConfig, batch_indices, lr_factor, pack_blocks, run_sft, tiny_config
+from runners.common.cli import cli_with_presets
+from runners.sft import PRESETS, SFTConfig, pack_blocks, run_sft, tiny_config
 
 
 def test_pack_blocks_appends_eos_and_drops_the_remainder() -> None:
@@ -18,28 +19,6 @@ def test_pack_blocks_appends_eos_and_drops_the_remainder() -> None:
     assert blocks.tolist() == [[1, 2, 3, 0], [4, 0, 5, 6]]  # trailing eos of the last review dropped
     with pytest.raises(ValueError, match="not enough text"):
         pack_blocks([[1]], eos_id=0, block_size=8)
-
-
-def test_lr_factor_warms_up_then_decays_to_the_floor() -> None:
-    assert lr_factor(0, 0.0, warmup_steps=10, min_ratio=0.1) == pytest.approx(0.1)
-    assert lr_factor(9, 0.0, warmup_steps=10, min_ratio=0.1) == pytest.approx(1.0)
-    assert lr_factor(50, 0.5, warmup_steps=10, min_ratio=0.1) == pytest.approx(0.55)
-    assert lr_factor(99, 1.0, warmup_steps=10, min_ratio=0.1) == pytest.approx(0.1)
-
-
-def test_batch_indices_cover_an_epoch_once_and_are_reproducible() -> None:
-    seen = torch.cat([batch_indices(s, 20, 5, seed=3) for s in range(4)])
-    assert sorted(seen.tolist()) == list(range(20))
-    assert torch.equal(batch_indices(2, 20, 5, seed=3), batch_indices(2, 20, 5, seed=3))
-    assert not torch.equal(batch_indices(4, 20, 5, seed=3), batch_indices(0, 20, 5, seed=3))  # new epoch
-
-
-@pytest.fixture(scope="module")
-def review_file(tmp_path_factory: pytest.TempPathFactory, imdb_dir: Path) -> Path:
-    path = tmp_path_factory.mktemp("sft_data") / "reviews.jsonl"
-    rows = load_imdb("train", source=imdb_dir, limit=300, seed=0)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def _small(tiny_lm_dir: Path, review_file: Path, out: Path, **kw) -> SFTConfig:
@@ -95,9 +74,6 @@ def test_sft_errors_are_clear(tmp_path: Path, tiny_lm_dir: Path, review_file: Pa
 
 
 def test_cli_preset_sets_defaults_and_flags_override_them() -> None:
-    from runners.common.tiny_lm import cli_with_presets
-    from runners.sft import PRESETS
-
     cfg = cli_with_presets(SFTConfig, PRESETS, ["--preset", "tiny", "--max-steps", "5"])
     assert (cfg.preset, cfg.output_dir, cfg.max_steps, cfg.model) == ("tiny", "artifacts/sft-tiny", 5, None)
     assert cli_with_presets(SFTConfig, PRESETS, ["--model", "gpt2"]).output_dir == "artifacts/sft"

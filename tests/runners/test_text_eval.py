@@ -1,9 +1,9 @@
-"""Held-out text evaluation: hand-checked metric functions, the reference policy's KL, and the CLI on a run dir."""
+"""runners.common.text_eval: hand-checked metric functions and the reference policy's KL (the CLI on a text run
+dir: test_evaluate.py)."""
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 
 import gymnasium as gym
@@ -38,11 +38,11 @@ def test_metric_functions_by_hand() -> None:
 
 def test_reference_policy_has_zero_kl_and_exact_lengths(tiny_lm, tiny_tokenizer) -> None:
     texts = [r["text"] for r in load_imdb("test", limit=100, seed=0)]
-    envs = gym.make_vec("TextGen-IMDB-v0", num_envs=24, vectorization_mode="vector_entry_point", model=tiny_lm,
+    vec = gym.make_vec("TextGen-IMDB-v0", num_envs=24, vectorization_mode="vector_entry_point", model=tiny_lm,
                         tokenizer=tiny_tokenizer, reward_model=lambda t: [float(len(x)) for x in t], dataset=texts,
                         device="cpu", kl_coef=0.1, max_new_tokens=5, min_new_tokens=5)
     agent = Agent(CausalLMPolicy(copy.deepcopy(tiny_lm)), AgentConfig())
-    res = evaluate_text(agent, envs, 5, seed=3)
+    res = evaluate_text(agent, vec, 5, seed=3)
     assert res["episodes"] == 24 and len(res["samples"]) == 24
     assert res["kl_mean"] == pytest.approx(0.0, abs=1e-4)  # the policy is its reference (masked alike)
     assert res["tokens_mean"] == 5.0 and res["eos_rate"] == 0.0  # EOS masked for all 5 tokens
@@ -51,29 +51,11 @@ def test_reference_policy_has_zero_kl_and_exact_lengths(tiny_lm, tiny_tokenizer)
     torch.manual_seed(123)
     torch.rand(7)  # the caller's RNG stream moved on: the evaluation must not depend on it, nor change it
     state = torch.get_rng_state()
-    again = evaluate_text(agent, envs, 5, seed=3)
+    again = evaluate_text(agent, vec, 5, seed=3)
     assert torch.equal(torch.get_rng_state(), state)  # left as it was
     assert [s["prompt"] for s in again["samples"]] == [s["prompt"] for s in res["samples"]]  # paired by seed
     assert [s["response"] for s in again["samples"]] == [s["response"] for s in res["samples"]]  # same samples
-    other = evaluate_text(agent, envs, 5, seed=4)
+    other = evaluate_text(agent, vec, 5, seed=4)
     assert [s["response"] for s in other["samples"]] != [s["response"] for s in res["samples"]]
     md = format_text_report(res)
     assert "distinct-2" in md and md.count("\n| ") >= 10
-
-
-def test_evaluate_cli_on_a_text_run_dir(tiny_lm_dir, tmp_path, capsys) -> None:
-    from runners.evaluate import main as evaluate_main
-    from runners.evaluate import parse_args
-    from runners.train import main as train_main
-
-    result = train_main(["--env", "TextGen-IMDB-v0", "--model", str(tiny_lm_dir), "--reward-model", "vader",
-                         "--num-envs", "4", "--num-steps", "5", "--max-new-tokens", "4", "--min-new-tokens", "2",
-                         "--total-timesteps", "20", "--device", "cpu", "--threads", "1", "--no-progress",
-                         "--log-dir", str(tmp_path), "--run-name", "text"])
-    run_dir = result["run_dir"]
-    report = evaluate_main(parse_args([run_dir, "--episodes", "16", "--device", "cpu"]))
-    out = capsys.readouterr().out
-    assert "mean score" in out and "distinct-1" in out and "| prompt | response |" in out
-    saved = json.loads((tmp_path / "text" / "eval_text_test.json").read_text())
-    assert saved["episodes"] == 16 and saved["split"] == "test" and saved["score_mean"] == report["score_mean"]
-    assert 3 <= saved["tokens_mean"] <= 4  # min_new_tokens=2 from the run's config: EOS never before the third

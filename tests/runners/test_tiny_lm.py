@@ -1,4 +1,4 @@
-"""Tests of the tiny offline LM building blocks: tokenizer, seeded GPT-2, atomic save."""
+"""runners.common.tiny_lm: the tokenizer trained on the spot and the seeded tiny GPT-2."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from runners.common.tiny_lm import EOS_TOKEN, PAD_TOKEN, make_tiny_lm, save_pretrained_atomic, train_tokenizer
+from runners.common.tiny_lm import EOS_TOKEN, PAD_TOKEN, make_tiny_lm, train_tokenizer
 
 
 def test_tokenizer_special_tokens_and_round_trip(tiny_tokenizer) -> None:
@@ -59,23 +59,3 @@ def test_tiny_lm_dir_loads_with_auto_classes(tiny_lm_dir: Path, tiny_lm) -> None
     x = tok(["a fine movie"], return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert torch.allclose(model(x).logits, tiny_lm(x).logits, atol=1e-5)
-
-
-def test_save_pretrained_atomic_replaces_and_survives_a_crash(tmp_path: Path, tiny_tokenizer) -> None:
-    target = tmp_path / "m"
-    first = make_tiny_lm(tiny_tokenizer, seed=0, n_layer=1, n_embd=32, n_head=2)
-    second = make_tiny_lm(tiny_tokenizer, seed=1, n_layer=1, n_embd=32, n_head=2)
-    save_pretrained_atomic(first, tiny_tokenizer, target)
-    save_pretrained_atomic(second, tiny_tokenizer, target, extra=lambda d: (d / "note.txt").write_text("hi"))
-    assert (target / "note.txt").read_text() == "hi"
-    loaded = AutoModelForCausalLM.from_pretrained(target)
-    assert torch.equal(loaded.transformer.wte.weight, second.transformer.wte.weight)
-
-    def crash(_: Path) -> None:
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError, match="disk full"):
-        save_pretrained_atomic(first, tiny_tokenizer, target, extra=crash)
-    still = AutoModelForCausalLM.from_pretrained(target)  # the previous version is intact
-    assert torch.equal(still.transformer.wte.weight, second.transformer.wte.weight)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temp dirs left behind

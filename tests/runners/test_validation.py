@@ -8,8 +8,8 @@ import math
 import pytest
 
 from agents.agent import AgentConfig
-from runners import compare, evaluate, rlhf, sft, train, train_reward
 from agents.validate import field_problem
+from runners import compare, evaluate, rlhf, sft, train, train_reward
 
 NAN, INF = math.nan, math.inf
 
