@@ -11,15 +11,10 @@ from typing import Annotated, Literal
 import tyro
 from torch import Tensor
 
-from agents.algos import ALGO_NAMES, ALGOS, AlgoName
+from agents.algos import ALGOS, AlgoName
 from agents.masking import ActionMasks
 from agents.networks import Obs
 from agents.validate import check_fields
-
-
-def algo_names() -> tuple[str, ...]:
-    """The algorithms :class:`AgentConfig` accepts (the rows of :data:`agents.algos.ALGOS`)."""
-    return ALGO_NAMES
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from agents.env_access import (  # noqa: F401  (env_call, seeded_sampling: re-ex
 )
 from agents.masking import ActionMasks, mask_from_info
 from agents.networks import obs_to_tensor
+from agents.validate import group_size_fits
 
 
 def _stack_masks(masks: list[torch.Tensor | None], n: int) -> ActionMasks | None:
@@ -143,7 +144,7 @@ class RolloutCollector:
     ) -> None:
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        if group_size < 1 or envs.num_envs % group_size:
+        if not group_size_fits(envs.num_envs, group_size):
             raise ValueError(f"group_size must be >= 1 and divide num_envs={envs.num_envs}, got {group_size}")
         self.envs, self.agent, self.num_steps, self.reward_scale = envs, agent, num_steps, reward_scale
         self.num_envs = envs.num_envs

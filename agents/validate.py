@@ -54,6 +54,11 @@ def field_problem(name: str, value: Any, rule: str) -> str | None:
     return None
 
 
+def group_size_fits(num_envs: int, group_size: int) -> bool:
+    """The grouping rule of RLOO/GRPO: ``group_size >= 1`` rows per group, dividing the ``num_envs`` rows."""
+    return group_size >= 1 and num_envs % group_size == 0
+
+
 def problems(obj: Any, rules: dict[str, str]) -> list[str]:
     return [p for name, rule in rules.items() if (p := field_problem(name, getattr(obj, name), rule))]
 

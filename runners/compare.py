@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.config import algo_names
+from agents.algos import ALGO_NAMES
 from agents.validate import check_fields
 from envs.catgrid_optimum import optimal_start_return
 from runners.common import cli
@@ -35,7 +35,7 @@ class CompareConfig:
     """Train each algorithm over several seeds into one directory (TensorBoard overlays them) and plot them."""
 
     env: str = "CatGrid-v0"
-    algos: list[str] = field(default_factory=lambda: ["ppo", "reinforce", "rloo", "grpo"])
+    algos: list[str] = field(default_factory=lambda: list(ALGO_NAMES))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     log_dir: str = "runs"
     name: str | None = None
@@ -53,9 +53,9 @@ class CompareConfig:
         check_fields(self, {"total_timesteps": "int>=1?", "jobs": "int>=1", "eval_episodes": "int>=0"}, extra={
             "seeds must list at least one seed (e.g. --seeds 0 1 2)": lambda: len(self.seeds) > 0,
             f"seeds must be integers >= 0, got {list(self.seeds)}": lambda: seeds_ok,
-            f"algos must list at least one of {algo_names()}": lambda: len(self.algos) > 0,
-            f"algos must be among {algo_names()}, got {list(self.algos)}":
-                lambda: all(a in algo_names() for a in self.algos),
+            f"algos must list at least one of {ALGO_NAMES}": lambda: len(self.algos) > 0,
+            f"algos must be among {ALGO_NAMES}, got {list(self.algos)}":
+                lambda: all(a in ALGO_NAMES for a in self.algos),
         })
     plot: bool = True
     """write returns.png (needs matplotlib: pip install 'rlhf-gym[plot]')"""

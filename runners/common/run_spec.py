@@ -13,8 +13,9 @@ import gymnasium as gym
 
 import envs as _registered_envs  # noqa: F401  (registers the environments)
 from agents.agent import Agent, AgentConfig
+from agents.algos import ALGOS, AlgoName
 from agents.networks import build_network
-from agents.validate import check_fields
+from agents.validate import check_fields, group_size_fits
 from envs.lm import load_causal_lm, resolve_device
 from runners.common import distributed
 
@@ -24,7 +25,7 @@ class TrainConfig:
     """One training run. The defaults shown are those of the chosen --env and --algo."""
 
     env: Literal["CatGrid-v0", "TextGen-IMDB-v0"] = "CatGrid-v0"
-    algo: Literal["ppo", "reinforce", "rloo", "grpo"] = "ppo"
+    algo: AlgoName = "ppo"
     seed: int = 0
     total_timesteps: int = 300_000
     """env steps of all ranks together (T x N x ranks per rollout, reset steps included)"""
@@ -132,9 +133,9 @@ class TrainConfig:
             f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})":
                 lambda: self.d_model % self.n_head == 0,
             f"group_size ({self.group_size}) must divide num_envs ({self.num_envs})":
-                lambda: self.num_envs % self.group_size == 0,
+                lambda: group_size_fits(self.num_envs, self.group_size),
             f"algo={self.algo!r} compares the episodes of a group: pass --group-size >= 2":
-                lambda: self.algo not in ("rloo", "grpo") or self.group_size >= 2,
+                lambda: self.algo not in ALGOS or not ALGOS[self.algo].group_based or self.group_size >= 2,
             f"max_new_tokens_range must be None or (lo, hi) with 1 <= lo <= hi, got {rng}":
                 lambda: rng is None or (len(rng) == 2 and 1 <= rng[0] <= rng[1]),
         })
@@ -150,9 +151,6 @@ class TrainConfig:
         """The config as stored in a checkpoint (one-shot resume options cleared)."""
         return dataclasses.asdict(self) | {"resume": None, "reset_optimizer": False, "reset_schedule": False,
                                            "stop_at_update": None}
-
-
-ALGOS = ("ppo", "reinforce", "rloo", "grpo")
 
 
 def preset(env: str, algo: str = "ppo") -> TrainConfig:
