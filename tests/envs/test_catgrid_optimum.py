@@ -6,21 +6,13 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+from env_helpers import greedy_path
 
 import envs  # noqa: F401  (registers CatGrid-v0)
 from envs.catgrid import CatGridEnv
 from envs.catgrid_optimum import optimal_start_value, value_iteration
 
 UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
-
-
-def greedy_path(env: CatGridEnv, policy: np.ndarray, max_len: int = 200) -> list[int]:
-    """States visited when the greedy policy's moves always succeed (no slip)."""
-    t, s, path = env.tables, env.tables.start, [env.tables.start]
-    while not t.done[s] and len(path) < max_len:
-        s = int(t.succ[s, policy[s]])
-        path.append(s)
-    return path
 
 
 @pytest.mark.parametrize("slip,gamma", [(0.0, 0.9), (0.2, 0.99), (0.5, 0.95)])

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 import pytest
+from env_helpers import greedy_path
 
 import envs  # noqa: F401  (registers CatGrid-v0)
-from envs.catgrid import CatGridEnv
 from envs.catgrid_tables import MAPS, generate_random_map, meat_reachable
 
 UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
-
-
-def greedy_path(env: CatGridEnv, policy: np.ndarray, max_len: int = 200) -> list[int]:
-    """States visited when the greedy policy's moves always succeed (no slip)."""
-    t, s, path = env.tables, env.tables.start, [env.tables.start]
-    while not t.done[s] and len(path) < max_len:
-        s = int(t.succ[s, policy[s]])
-        path.append(s)
-    return path
 
 
 def test_transition_table_rows_sum_to_one_and_merge() -> None:

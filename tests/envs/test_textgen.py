@@ -7,27 +7,15 @@ import gymnasium as gym
 import huggingface_hub
 import numpy as np
 import pytest
+from env_helpers import letter_score, real_tokens, ref_logprobs
 from gymnasium.utils.env_checker import check_env
-from textgen_helpers import letter_score, real_tokens, ref_logprobs
 
 import envs  # noqa: F401  (registers the envs)
-from envs.imdb import load_imdb
 from envs.prompts import tokenize_prompts
 from envs.textgen import TextGenEnv
 from envs.textgen_vector import TextGenVectorEnv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def texts(imdb_dir) -> list[str]:
-    return [row["text"] for row in load_imdb("train", source=imdb_dir, limit=300, seed=1)]
-
-
-@pytest.fixture
-def kw(tiny_lm, tiny_tokenizer, texts) -> dict:
-    return {"model": tiny_lm, "tokenizer": tiny_tokenizer, "reward_model": letter_score, "dataset": texts,
-            "device": "cpu", "kl_coef": 0.3}
 
 
 def test_check_env_and_spaces(kw, tiny_tokenizer) -> None:

@@ -5,26 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from env_helpers import real_tokens, ref_logprobs
 from gymnasium.vector import AutoresetMode
-from textgen_helpers import letter_score, real_tokens, ref_logprobs
 
 import envs  # noqa: F401  (registers the envs)
-from envs.imdb import load_imdb
 from envs.textgen import TextGenEnv
 from envs.textgen_vector import TextGenVectorEnv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def texts(imdb_dir) -> list[str]:
-    return [row["text"] for row in load_imdb("train", source=imdb_dir, limit=300, seed=1)]
-
-
-@pytest.fixture
-def kw(tiny_lm, tiny_tokenizer, texts) -> dict:
-    return {"model": tiny_lm, "tokenizer": tiny_tokenizer, "reward_model": letter_score, "dataset": texts,
-            "device": "cpu", "kl_coef": 0.3}
 
 
 def _vector_episodes(venv: TextGenVectorEnv, action_fn, steps: int) -> list[dict]:
