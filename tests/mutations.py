@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ["tests/agents/test_update_gradients.py", "tests/agents/test_reinforce_unbiased.py", "tests/agents/test_sampling.py",
-        "tests/agents/test_returns.py"]  # seconds each; --tests-also adds more (e.g. tests/test_agent.py)
+        "tests/agents/test_returns.py"]  # seconds each; --tests-also adds more (e.g. tests/agents/test_agent.py)
 TEXT = ["tests/agents/test_text_agent.py", "tests/envs/test_textgen.py", "tests/envs/test_textgen_vector.py"]
 
 
@@ -83,7 +83,7 @@ MUTATIONS = [
              "agents/agent.py", "denom = rollout_steps if spec.constant_denominator else fb.mask.sum()",
              "denom = fb.mask.sum()", GRID),
     Mutation("dropout_left_on", "dropout left on in the policy (PPO ratio ≠ 1 at θ = θ_old)",
-             "agents/networks.py", "    configs = []\n", "    return module\n    configs = []\n", TEXT),
+             "agents/networks.py", "    configs: list[Any] = []\n", "    return module\n    configs: list[Any] = []\n", TEXT),
     Mutation("ref_logprob_only_with_kl", "reference log-prob reported only when kl_coef > 0 (KL logged wrong at β=0)",
              "envs/textgen_core.py", "info[\"ref_logprob\"], info[\"_ref_logprob\"] = ref_logp, active.copy()",
              "if beta > 0: info[\"ref_logprob\"], info[\"_ref_logprob\"] = ref_logp, active.copy()", TEXT),
