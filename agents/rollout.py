@@ -36,13 +36,7 @@ import numpy as np
 import torch
 
 from agents.agent import Agent, Rollout
-from agents.env_access import (  # noqa: F401  (env_call, seeded_sampling: re-exported)
-    env_attr,
-    env_call,
-    get_kl_coef,
-    seeded_sampling,
-    set_env_attr,
-)
+from agents.env_access import get_kl_coef, set_env_attr
 from agents.masking import ActionMasks, mask_from_info
 from agents.networks import obs_to_tensor
 from agents.validate import group_size_fits

@@ -9,8 +9,8 @@ import gymnasium as gym
 import numpy as np
 
 from agents.agent import Agent
+from agents.env_access import env_call, seeded_sampling
 from agents.masking import mask_from_info
-from agents.rollout import env_call, seeded_sampling
 from runners.common.text_eval import evaluate_text, format_text_report  # noqa: F401  (text runs; re-exported)
 
 

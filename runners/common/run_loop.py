@@ -24,9 +24,10 @@ from tqdm.auto import tqdm
 
 import envs as _registered_envs  # noqa: F401  (registers the environments)
 from agents.agent import Agent
+from agents.env_access import env_attr
 from agents.kl import AdaptiveKLController
 from agents.networks import CausalLMPolicy
-from agents.rollout import EpisodeLog, RolloutCollector, env_attr
+from agents.rollout import EpisodeLog, RolloutCollector
 from runners.common import cli, distributed
 from runners.common import logs as logging_utils
 from runners.common import resume as exact_resume

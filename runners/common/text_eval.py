@@ -28,7 +28,8 @@ import gymnasium as gym
 import numpy as np
 
 from agents.agent import Agent
-from agents.rollout import RolloutCollector, env_attr, seeded_sampling
+from agents.env_access import env_attr, seeded_sampling
+from agents.rollout import RolloutCollector
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
