@@ -20,6 +20,7 @@ every file against the manifest and names the file that is missing or corrupt.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -33,6 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from agents.agent import Agent
+from runners.common import checkpoint_schema as schema
 from runners.common.atomic import (
     MANIFEST,
     CorruptCheckpointError,
@@ -99,7 +101,10 @@ def recover(pointer: str | Path) -> Path | None:
         return newest
     if pointer.is_symlink() and not pointer.exists():
         pointer.unlink()
-    return pointer if pointer.is_dir() else None
+    if pointer.is_dir():
+        _check_inside(pointer)
+        return pointer
+    return None
 
 
 def checkpoint_dir(path: str | Path) -> Path:
@@ -110,9 +115,19 @@ def checkpoint_dir(path: str | Path) -> Path:
     if pointer.exists() or pointer.is_symlink() or _versions(pointer):
         path = pointer
     if path.exists():
+        _check_inside(path)
         return path.resolve()
     versions = _versions(path)
     return versions[-1][1] if versions else path
+
+
+def _check_inside(path: Path) -> None:
+    """A ``checkpoint`` symlink must name a sibling version dir: one pointing elsewhere would load another run."""
+    if path.is_symlink() and path.resolve().parent != path.parent.resolve():
+        raise CorruptCheckpointError(
+            f"{path} points outside its run directory (to {path.resolve()}); a run's checkpoint lives inside it. "
+            f"Remove the link (rm {path}) to use the run's newest checkpoint-NNNNNN/, or pass that other checkpoint "
+            "directory itself.")
 
 
 def run_dir_of(path: str | Path) -> Path:
@@ -181,8 +196,14 @@ def save_checkpoint(
         if final.exists():
             remove_tree(final)
         os.rename(tmp, final)
-    except BaseException:
+    except BaseException as e:
         remove_tree(tmp)
+        if _disk_full(e):
+            previous = pointer.resolve() if pointer.exists() else None
+            kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+            raise OSError(errno.ENOSPC, f"no space left on the device of {parent} while writing a checkpoint "
+                          f"({type(e).__name__}: {e}); {kept}. Free some space, then continue with "
+                          f"`--resume {parent}`") from None
         raise
     fsync_dir(parent)
     crash_point("ckpt_renamed")
@@ -193,6 +214,12 @@ def save_checkpoint(
             remove_tree(old)
     crash_point("ckpt_pruned")
     return final
+
+
+def _disk_full(e: BaseException) -> bool:
+    """ENOSPC, directly or as torch's zip writer reports a short write ("unexpected pos ...")."""
+    return (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+        isinstance(e, RuntimeError) and "unexpected pos" in str(e))
 
 
 def _hint(path: Path) -> str:
@@ -209,14 +236,23 @@ def read_state(path: str | Path) -> dict[str, Any]:
     if not state_file.is_file() or not (path / "model.safetensors").is_file():
         if (path / MANIFEST).is_file():
             verify_manifest(path, _hint(path))
+        if path.is_dir() and any(path.glob("events.out.tfevents.*")):
+            raise FileNotFoundError(
+                f"run directory {path} holds no checkpoint: the run stopped before its first one "
+                "(--checkpoint-every), so there is nothing to resume. Start over: delete it (rm -r "
+                f"{path}) and run the same command without --resume, or pick another --run-name.")
         raise FileNotFoundError(
             f"{path} is not a checkpoint directory (expected {STATE_FILE} and model.safetensors; "
             "checkpoints are written by `python -m runners.train` under <run dir>/checkpoint)"
         )
     try:
-        return json.loads(state_file.read_text())
+        state = json.loads(state_file.read_text())
     except ValueError as e:
         raise CorruptCheckpointError(f"{state_file} is corrupt ({e}). {_hint(path)}") from None
+    problem = schema.state_problem(state)
+    if problem:
+        raise CorruptCheckpointError(f"{state_file}: {problem}. {_hint(path)}")
+    return state
 
 
 def load_checkpoint(
@@ -245,9 +281,16 @@ def load_checkpoint(
         load_model(agent.net, str(path / "model.safetensors"), device=str(agent.device))
     except (SafetensorError, OSError, RuntimeError) as e:
         raise CorruptCheckpointError(f"{path / 'model.safetensors'} cannot be loaded ({e}). {hint}") from None
+    bad = schema.non_finite(agent.net)
+    if bad:
+        raise CorruptCheckpointError(f"{path / 'model.safetensors'} holds non-finite weights ({bad}). {hint}")
     if use_optimizer:
         try:
-            agent.optimizer.load_state_dict(torch.load(opt_file, map_location=agent.device, weights_only=True))
+            opt_state = torch.load(opt_file, map_location=agent.device, weights_only=True)
+            problem = schema.optimizer_problem(opt_state, agent.optimizer)
+            if problem:
+                raise ValueError(problem)
+            agent.optimizer.load_state_dict(opt_state)
         except Exception as e:  # noqa: BLE001  (pickle/zip/shape errors all mean the same to the user)
             raise CorruptCheckpointError(f"{opt_file} cannot be loaded ({type(e).__name__}: {e}). {hint}") from None
     agent.num_updates = int(state["num_updates"])
@@ -261,6 +304,10 @@ def load_resume_state(path: str | Path) -> dict[str, Any] | None:
     if not file.is_file():
         return None
     try:
-        return _from_safe(torch.load(file, map_location="cpu", weights_only=True))
+        state = _from_safe(torch.load(file, map_location="cpu", weights_only=True))
     except Exception as e:  # noqa: BLE001
         raise CorruptCheckpointError(f"{file} cannot be loaded ({type(e).__name__}: {e}). {_hint(path)}") from None
+    problem = schema.resume_problem(state)
+    if problem:
+        raise CorruptCheckpointError(f"{file}: {problem}. {_hint(path)}")
+    return state

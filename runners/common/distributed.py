@@ -47,6 +47,7 @@ from agents.parallel import (  # noqa: F401  (re-exported: the runners' one modu
 )
 
 DEFAULT_TIMEOUT_S = 1800.0
+_timeout_s = DEFAULT_TIMEOUT_S  # of the process group joined (named in timeout errors)
 
 T = TypeVar("T")
 
@@ -124,8 +125,28 @@ def init_distributed(device: str | torch.device = "auto", timeout_s: float = DEF
     else:
         backend = "gloo"
         parallel.set_comm_device(torch.device("cpu"))
+    global _timeout_s
+    _timeout_s = timeout_s
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
     return info()
+
+
+def check_device(device: str) -> None:
+    """ValueError naming ``--device`` when it names no device of this machine ("auto" always works)."""
+    if device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if dev.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}, "
+                         "torch.cuda.is_available() is False); use --device auto or --device cpu")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
 
 
 def require_single_process(command: str) -> None:
@@ -209,7 +230,13 @@ def agree_on_errors(what: str) -> Iterator[None]:
     if not is_distributed():
         return
     flag = torch.tensor([dist.get_rank() + 1 if error is not None else 0], device=parallel.comm_device())
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    try:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    except RuntimeError as e:  # DistBackendError included: gloo/NCCL gave up waiting
+        raise PeerFailure(
+            f"rank {dist.get_rank()} waited in vain for the other ranks after {what} ({type(e).__name__}: {e}): "
+            "another rank is frozen or dead (its output says which). If a step legitimately takes longer, raise "
+            f"--dist-timeout (now {_timeout_s:g} s).") from None
     failed = int(flag.item()) - 1
     if error is not None:
         raise error

@@ -9,9 +9,11 @@ bit-identical to an uninterrupted one (:mod:`runners.common.resume`).
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +30,12 @@ from agents.env_access import env_attr
 from agents.kl import AdaptiveKLController
 from agents.networks import CausalLMPolicy
 from agents.rollout import EpisodeLog, RolloutCollector
-from runners.common import cli, distributed
+from runners.common import checkpoint_schema as schema
+from runners.common import cli, distributed, end_of_run
 from runners.common import logs as logging_utils
 from runners.common import resume as exact_resume
 from runners.common import run_dir as runs
-from runners.common.atomic import check_writable
+from runners.common.atomic import check_writable, crash_point
 from runners.common.checkpoint import (
     POINTER,
     load_checkpoint,
@@ -42,8 +45,10 @@ from runners.common.checkpoint import (
     run_dir_of,
     save_checkpoint,
 )
+from runners.common.end_of_run import EndStep, write_json_atomic
 from runners.common.evaluation import evaluate_report, format_report
-from runners.common.export import export_policy
+from runners.common.export import POLICY_DIR, VALUE_HEAD_FILE, export_policy
+from runners.common.pretrained import recover_pretrained_dir
 from runners.common.run_spec import TrainConfig, build_agent, env_kwargs, init_tracking, make_envs
 
 
@@ -86,10 +91,19 @@ def train(cfg: TrainConfig, env_overrides: dict[str, Any] | None = None) -> dict
     dist_info = _start_process(cfg, env_overrides)
     run_dir, resume_state = _open_run_dir(cfg, dist_info.rank == 0)
     if resume_state is not None:
+        runs.check_resume_options(run_dir, runs.recorded_config(cfg.saved(), env_overrides), resume_state["config"],
+                                  dataclasses.asdict(TrainConfig()))
         done = runs.finished_message(run_dir, resume_state, cfg.num_updates)
         if done is not None:
+            missing = end_of_run.pending(END_STEPS, cfg, run_dir, resume_state)
+            if not missing:
+                print(done, file=sys.stderr)
+                return {"run_dir": str(run_dir), "global_step": resume_state["global_step"], "finished": True}
+            print(f"run {run_dir} finished training but its end was interrupted; writing what is missing: "
+                  + ", ".join(s.name for s in missing), file=sys.stderr)
+            result = finish(build_run(cfg, env_overrides, run_dir, resume_state, dist_info))
             print(done, file=sys.stderr)
-            return {"run_dir": str(run_dir), "global_step": resume_state["global_step"], "finished": True}
+            return result | {"finished": True}
     run = build_run(cfg, env_overrides, run_dir, resume_state, dist_info)
     for update in range(run.start_update, cfg.num_updates):
         run.stopped_early = _stop_early(run, update)
@@ -103,6 +117,7 @@ def _start_process(cfg: TrainConfig, env_overrides: dict[str, Any] | None) -> di
     """Process-wide settings: threads, the process group (a no-op without torchrun), the initial-weight seeds."""
     cli.quiet_transformers()
     runs.check_reloadable(cfg, env_overrides)
+    distributed.check_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dist_info = distributed.init_distributed(cfg.device, cfg.dist_timeout)
@@ -238,15 +253,63 @@ def _log_kl(run: Run, log: EpisodeLog, step: int) -> None:
         run.writer.add_scalar("objective/kl_coef", run.cfg.kl_coef, step)
 
 
+class NonFiniteError(FloatingPointError):
+    """The policy's losses or weights became NaN or inf: training stops before the bad weights are saved."""
+
+
+def _non_finite_error(run: Run, update: int, found: list[str]) -> NonFiniteError:
+    ckpt = (run.run_dir / POINTER).resolve() if (run.run_dir / POINTER).exists() else None
+    kept = f"the last good checkpoint {ckpt} is kept" if ckpt else "no checkpoint was written yet"
+    return NonFiniteError(
+        f"the policy produced non-finite values at update {update + 1} ({'; '.join(found)}): training stopped and "
+        f"{kept}. The run diverged: start a new run with a lower --agent.learning-rate (or "
+        "--agent.max-grad-norm).")
+
+
+def _probe_logits(run: Run) -> str | None:
+    """After a failure: do the policy's logits and values at the current observations hold NaN or inf?"""
+    try:
+        logits, values = run.agent.policy_step(run.collector.obs, np.ones(run.cfg.num_envs, dtype=bool))
+    except Exception:  # noqa: BLE001  (the original error is the one to report)
+        return None
+    if bool(torch.isfinite(logits).all()) and bool(torch.isfinite(values).all()):
+        return None
+    return "the logits or values at the current observations are NaN or inf"
+
+
+@contextmanager
+def _finite(run: Run, update: int) -> Iterator[None]:
+    """Stops with :class:`NonFiniteError` when the block fails on (or leaves) NaN/inf weights: torch's sampler
+    and distributions fail on NaN logits with messages that do not say so."""
+    try:
+        yield
+    except (ValueError, IndexError, RuntimeError) as e:
+        bad = schema.non_finite(run.agent.net) or _probe_logits(run)
+        if bad is None:
+            raise
+        raise _non_finite_error(run, update, [bad, f"{type(e).__name__}: {str(e).splitlines()[0]}"]) from None
+    bad = schema.non_finite(run.agent.net)
+    if bad is not None:
+        raise _non_finite_error(run, update, [bad])
+
+
+def _check_losses(run: Run, update: int, stats: dict[str, Any]) -> None:
+    bad = [f"{k} = {v}" for k, v in stats.items() if isinstance(v, float) and not np.isfinite(v)]
+    if bad:
+        raise _non_finite_error(run, update, bad)
+
+
 def iteration(run: Run, update: int) -> None:
     """One rollout and update: logs, the KL controller, the progress bar and the periodic checkpoint."""
     cfg, collector = run.cfg, run.collector
-    with distributed.agree_on_errors("the rollout"):  # a failing rank (e.g. bad reward) stops every rank
+    with distributed.agree_on_errors("the rollout"), _finite(run, update):  # a failing rank stops every rank
         rollout, log = collector.collect()
     if run.world > 1:
         collector.global_step += (run.world - 1) * cfg.num_steps * cfg.num_envs  # global_step counts all ranks
         log = distributed.gather_lists(log)  # logs and the KL controller see the episodes of all ranks
-    stats = run.agent.update(rollout)
+    with _finite(run, update):
+        stats = run.agent.update(rollout)
+    _check_losses(run, update, stats)
     step = collector.global_step
     stats["SPS"] = (step - run.steps0) / max(time.time() - run.t0, 1e-9)
     logging_utils.log_update(run.writer, step, stats, log)
@@ -260,7 +323,16 @@ def iteration(run: Run, update: int) -> None:
         save(run, step)
 
 
-def _final_eval(run: Run) -> dict[str, Any]:
+def _export(run: Run, result: dict[str, Any]) -> None:
+    """The trained LM as ``<run dir>/policy`` and its value head (text runs)."""
+    cfg = run.cfg
+    hi = cfg.max_new_tokens_range[1] if cfg.max_new_tokens_range else cfg.max_new_tokens
+    recover_pretrained_dir(run.run_dir / POLICY_DIR)  # leftovers of an export a crash interrupted
+    result["policy_dir"] = str(export_policy(run.agent.net, env_attr(run.envs, "tokenizer"), run.run_dir, hi,
+                                             cfg.min_new_tokens))
+
+
+def _final_eval(run: Run, result: dict[str, Any]) -> None:
     """Greedy and sampled evaluation on fresh envs, logged, rendered and written to ``eval.json`` (rank 0)."""
     cfg, step = run.cfg, run.collector.global_step
     eval_envs = make_envs(cfg, eval_mode=True, overrides=run.env_overrides)
@@ -270,25 +342,40 @@ def _final_eval(run: Run) -> dict[str, Any]:
     print(format_report(report))
     logging_utils.log_eval(run.writer, step, report)
     logging_utils.log_rendered_episode(run.writer, cfg, run.agent, env_kwargs(cfg), step)
-    (run.run_dir / "eval.json").write_text(json.dumps(report, indent=2))
-    return report
+    run.writer.flush()  # the TensorBoard records are on disk before eval.json says the step is done
+    crash_point("end_eval_logged")
+    write_json_atomic(run.run_dir / "eval.json", report)
+    result["eval"] = report
+
+
+def _paused(cfg: TrainConfig, state: dict[str, Any]) -> bool:
+    """Stopped by --stop-at-update before the configured end (the end-of-run evaluation waits for the end)."""
+    return cfg.stop_at_update is not None and int(state["num_updates"]) < cfg.num_updates
+
+
+END_STEPS = (  # in order; each idempotent, each repaired by --resume after a crash (runners.common.end_of_run)
+    EndStep("export", (POLICY_DIR, VALUE_HEAD_FILE), lambda cfg, state: state["network"] == CausalLMPolicy.__name__,
+            _export),
+    EndStep("eval", ("eval.json",), lambda cfg, state: cfg.eval_episodes > 0 and not _paused(cfg, state),
+            _final_eval),
+)
+
+
+def final_state(run: Run) -> dict[str, Any]:
+    """What the end steps need to know of the final checkpoint (as its ``state.json`` says it)."""
+    return {"global_step": run.collector.global_step, "num_updates": run.agent.num_updates,
+            "network": type(run.agent.net).__name__}
 
 
 def finish(run: Run) -> dict[str, Any]:
-    """The result of the run: statistics, the exported text policy, the final evaluation; closes everything."""
-    cfg = run.cfg
+    """The result of the run: statistics and the end-of-run artefacts (:data:`END_STEPS`); closes everything."""
     result: dict[str, Any] = {"run_dir": str(run.run_dir), "global_step": run.collector.global_step,
                               "wall_time": time.time() - run.t0, "stopped_early": run.stopped_early,
                               **{f"recent_{k}": float(np.mean(v)) for k, v in run.recent.items() if v}}
     run.bar.close()
-    if isinstance(run.agent.net, CausalLMPolicy) and run.main_rank:  # the trained LM as <run dir>/policy
-        hi = cfg.max_new_tokens_range[1] if cfg.max_new_tokens_range else cfg.max_new_tokens
-        result["policy_dir"] = str(export_policy(run.agent.net, env_attr(run.envs, "tokenizer"), run.run_dir, hi,
-                                                 cfg.min_new_tokens))
+    if run.main_rank:
+        end_of_run.run_steps(END_STEPS, run, result, final_state(run))
     run.envs.close()
-    paused = cfg.stop_at_update is not None and cfg.stop_at_update < cfg.num_updates
-    if cfg.eval_episodes > 0 and run.main_rank and not paused:
-        result["eval"] = _final_eval(run)
     run.writer.close()
     if run.tracker is not None:
         run.tracker.finish()

@@ -18,6 +18,7 @@ from agents.networks import build_network
 from agents.validate import check_fields, group_size_fits
 from envs.lm import load_causal_lm, resolve_device
 from runners.common import distributed
+from runners.common import run_dir as runs
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,10 @@ class TrainConfig:
                 lambda: group_size_fits(self.num_envs, self.group_size),
             f"algo={self.algo!r} compares the episodes of a group: pass --group-size >= 2":
                 lambda: self.algo not in ALGOS or not ALGOS[self.algo].group_based or self.group_size >= 2,
+            f"seed ({self.seed}) must be < 2**32 = 4294967296 (numpy seeds are 32-bit): pick a smaller --seed":
+                lambda: self.seed < 2**32,
+            str(runs.check_run_name(self.run_name)): lambda: runs.check_run_name(self.run_name) is None,
+            "log_dir must not be empty (use --log-dir . for the current directory)": lambda: self.log_dir != "",
             f"max_new_tokens_range must be None or (lo, hi) with 1 <= lo <= hi, got {rng}":
                 lambda: rng is None or (len(rng) == 2 and 1 <= rng[0] <= rng[1]),
         })
