@@ -90,6 +90,21 @@ MUTATIONS = [
     Mutation("float32_cdf_sampling", "sampling from a float32 CDF (tail tokens never drawn)",
              "agents/sampling.py", "cdf = logp.exp().double().cumsum_(-1)", "cdf = logp.exp().cumsum_(-1).double()",
              GRID),
+    Mutation("stale_end_artefact_kept", "an end-of-run artefact of an earlier end counted as done after resuming",
+             "runners/common/end_of_run.py", 'return (ledger.get("global_step") == global_step and step.name',
+             "return (step.name", ["tests/runners/test_end_of_run.py"]),
+    Mutation("finished_run_not_repaired", "--resume of a finished run skips the missing end-of-run steps",
+             "runners/common/end_of_run.py", "return [s for s in steps if s.applies(cfg, state) and not",
+             "return [s for s in steps if False and not", ["tests/runners/test_end_of_run.py"]),
+    Mutation("resume_options_unchecked", "options changed on --resume silently accepted",
+             "runners/common/run_dir.py", "if key not in RESUME_MAY_CHANGE and", "if False and",
+             ["tests/runners/test_edges.py"]),
+    Mutation("optimizer_shapes_unchecked", "an optimizer moment of the wrong shape accepted",
+             "runners/common/checkpoint_schema.py", "if value.shape != param.shape or value.dtype != param.dtype:",
+             "if False:", ["tests/runners/test_edges.py"]),
+    Mutation("checkpoint_link_followed", "a checkpoint symlink leaving its run directory followed",
+             "runners/common/checkpoint.py", "if path.is_symlink() and path.resolve().parent != path.parent.resolve():",
+             "if False:", ["tests/runners/test_edges.py"]),
 ]
 
 

@@ -122,8 +122,10 @@ class CorruptCheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated or altered; the message names it."""
 
 
-def verify_manifest(directory: Path, hint: str = "", skip: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """Check every file listed in ``directory/manifest.json`` (except ``skip``); raise naming the first bad file."""
+def verify_manifest(directory: Path, hint: str = "", skip: frozenset[str] = frozenset(),
+                    only: frozenset[str] | None = None) -> dict[str, Any]:
+    """Check every file listed in ``directory/manifest.json`` (except ``skip``; only those in ``only`` if given);
+    raise naming the first bad file."""
     manifest_path = directory / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())["files"]
@@ -132,7 +134,7 @@ def verify_manifest(directory: Path, hint: str = "", skip: frozenset[str] = froz
     except (ValueError, KeyError, TypeError) as e:
         raise CorruptCheckpointError(f"{manifest_path} is unreadable ({e}). {hint}") from None
     for name, meta in manifest.items():
-        if name in skip:
+        if name in skip or (only is not None and name not in only):
             continue
         path = directory / name
         if not path.is_file():

@@ -245,6 +245,8 @@ def read_state(path: str | Path) -> dict[str, Any]:
             f"{path} is not a checkpoint directory (expected {STATE_FILE} and model.safetensors; "
             "checkpoints are written by `python -m runners.train` under <run dir>/checkpoint)"
         )
+    if (path / MANIFEST).is_file():  # its config rebuilds the run: an altered one would be read as options
+        verify_manifest(path, _hint(path), only=frozenset({STATE_FILE}))
     try:
         state = json.loads(state_file.read_text())
     except ValueError as e:

@@ -221,6 +221,7 @@ def save(run: Run, step: int) -> None:
     """A checkpoint of the run at env step ``step`` (rank 0 only), with the exact-resume state of one process."""
     if not run.main_rank:
         return
+    run.writer.flush()  # what TensorBoard holds up to this step survives a crash after the checkpoint
     save_checkpoint(run.run_dir / POINTER, run.agent, run.recorded, step, keep=run.cfg.keep_checkpoints,
                     resume_state=exact_resume.capture(run.envs, run.collector) if run.world == 1 else None,
                     lr_schedule=exact_resume.lr_schedule(run.agent), world_size=run.world,

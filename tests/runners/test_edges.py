@@ -269,3 +269,11 @@ def test_a_frozen_rank_names_the_waiting_rank_and_dist_timeout(monkeypatch):
     with pytest.raises(distributed.PeerFailure, match=r"rank 1 waited in vain .*the rollout.*--dist-timeout"):
         with distributed.agree_on_errors("the rollout"):
             pass
+
+
+def test_an_altered_state_json_is_named_before_its_config_is_read_as_options(grid_run, tmp_path):
+    run = copy_run(grid_run, tmp_path / "r")
+    state_file = (run / "checkpoint").resolve() / "state.json"
+    state_file.write_text(state_file.read_text().replace('"gamma": 0.99', '"gamma": 1.99'))  # not re-hashed
+    with pytest.raises(CorruptCheckpointError, match=r"state\.json is corrupt \(SHA-256"):
+        train.main(["--resume", str(run)])

@@ -68,6 +68,12 @@ def eval_tables(run_dir: Path) -> list[str]:
     return [e.tensor_proto.string_val[0].decode() for e in acc.Tensors("eval/final/text_summary")]
 
 
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
 @pytest.fixture(scope="module")
 def straight_grid(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("straight_end")
@@ -98,6 +104,8 @@ def test_the_issue_repro_a_kill_after_the_final_checkpoint_is_repaired(straight_
     assert proc.returncode == CRASH_EXIT_CODE, proc.stderr[-2000:]
     assert not (tmp_path / "r" / "eval.json").exists()
     _resume_repairs(tmp_path / "r", straight_grid, capsys)
+    for tag in ("losses/value_loss", "charts/episodic_return"):  # the last update's records were flushed in time
+        assert scalars(tmp_path / "r", tag) == scalars(straight_grid, tag), tag
 
 
 @pytest.mark.parametrize("point", crash_points("GridTransformer", eval_on=True)[1:])
