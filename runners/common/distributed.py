@@ -179,7 +179,8 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     if not is_distributed():
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src, device=parallel.comm_device())
+    with waiting_for_peers(f"for rank {src}'s broadcast"):
+        dist.broadcast_object_list(box, src=src, device=parallel.comm_device())
     return box[0]
 
 
@@ -209,8 +210,22 @@ def any_rank(flag: bool) -> bool:
     if not is_distributed():
         return bool(flag)
     t = torch.tensor([float(bool(flag))], device=parallel.comm_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    with waiting_for_peers("deciding whether to stop"):
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+@contextmanager
+def waiting_for_peers(where: str) -> Iterator[None]:
+    """A collective that gives up waiting (the process-group timeout) raises :class:`PeerFailure` naming this
+    rank, where it waited and ``--dist-timeout``, instead of the backend's bare "Timed out waiting ...ms"."""
+    try:
+        yield
+    except RuntimeError as e:  # DistBackendError included: gloo/NCCL gave up waiting
+        raise PeerFailure(
+            f"rank {dist.get_rank()} waited in vain for the other ranks {where} ({type(e).__name__}: {e}): "
+            "another rank is frozen or dead (its output says which). If a step legitimately takes longer, raise "
+            f"--dist-timeout (now {_timeout_s:g} s).") from None
 
 
 @contextmanager
@@ -230,13 +245,8 @@ def agree_on_errors(what: str) -> Iterator[None]:
     if not is_distributed():
         return
     flag = torch.tensor([dist.get_rank() + 1 if error is not None else 0], device=parallel.comm_device())
-    try:
+    with waiting_for_peers(f"after {what}"):
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    except RuntimeError as e:  # DistBackendError included: gloo/NCCL gave up waiting
-        raise PeerFailure(
-            f"rank {dist.get_rank()} waited in vain for the other ranks after {what} ({type(e).__name__}: {e}): "
-            "another rank is frozen or dead (its output says which). If a step legitimately takes longer, raise "
-            f"--dist-timeout (now {_timeout_s:g} s).") from None
     failed = int(flag.item()) - 1
     if error is not None:
         raise error

@@ -134,7 +134,13 @@ def changed_options(new: dict[str, Any], saved: dict[str, Any], defaults: dict[s
     a key a (older) saved config lacks counts with its value in ``defaults``."""
     new, saved, defaults = (_flat(json.loads(json.dumps(c, default=str))) for c in (new, saved, defaults))
     return [(key, saved.get(key, defaults.get(key)), value) for key, value in new.items()
-            if key not in RESUME_MAY_CHANGE and saved.get(key, defaults.get(key)) != value]
+            if key not in RESUME_MAY_CHANGE and saved.get(key, defaults.get(key)) != value
+            and not _supplied_again(key, saved.get(key))]
+
+
+def _supplied_again(key: str, saved: Any) -> bool:
+    """An in-memory object a run directory cannot hold is passed again on resume (:func:`check_reloadable`)."""
+    return key in RELOAD_FIELDS and isinstance(saved, str) and saved.startswith(IN_MEMORY)
 
 
 def check_resume_options(run_dir: Path, new: dict[str, Any], saved: dict[str, Any], defaults: dict[str, Any]) -> None:

@@ -95,6 +95,9 @@ def test_a_new_option_missing_from_an_old_checkpoint_counts_with_its_default():
     assert runs.changed_options({"seed": 0, "group_size": 4, "agent": {"algo": "ppo", "gamma": 0.9}}, saved,
                                 defaults) == [("group_size", 1, 4), ("agent.gamma", 0.99, 0.9)]
     assert runs.changed_options({"total_timesteps": 9, "eval_episodes": 0}, {"total_timesteps": 1}, {}) == []
+    in_memory = {"model": "<in-memory object: GPT2LMHeadModel>", "slip": 0.2}  # passed again as --model PATH
+    assert runs.changed_options({"model": "artifacts/sft", "slip": 0.2}, in_memory, {}) == []
+    assert runs.changed_options({"model": "a", "slip": 0.2}, {"model": "b", "slip": 0.2}, {}) == [("model", "b", "a")]
 
 
 # item 4: optimizer moments that do not fit the parameters
@@ -266,7 +269,8 @@ def test_a_frozen_rank_names_the_waiting_rank_and_dist_timeout(monkeypatch):
         raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 30000ms")
 
     monkeypatch.setattr(distributed.dist, "all_reduce", timed_out)
-    with pytest.raises(distributed.PeerFailure, match=r"rank 1 waited in vain .*the rollout.*--dist-timeout"):
+    waited = r"rank 1 waited in vain for the other ranks after the rollout.*--dist-timeout \(now 1800 s\)"
+    with pytest.raises(distributed.PeerFailure, match=waited):
         with distributed.agree_on_errors("the rollout"):
             pass
 

@@ -51,6 +51,9 @@ def test_in_memory_objects_are_recorded_and_reload_asks_for_them(tmp_path, tiny_
         evaluate.main(evaluate.parse_args([str(tmp_path / "text"), "--episodes", "4"]))
     with pytest.raises(ValueError, match="--model PATH"):
         train.main(["--resume", str(tmp_path / "text"), "--total-timesteps", "32"])
+    resumed = train.main(["--resume", str(tmp_path / "text"), "--total-timesteps", "32", "--model", str(tiny_lm_dir),
+                          "--reward-model", "vader"])  # passing them again is no option change
+    assert resumed["global_step"] == 32
     agent = load_agent(tmp_path / "text", device="cpu", model=str(tiny_lm_dir), reward_model="vader")
     obs = {"input_ids": np.full((2, 11), 5), "attention_mask": np.ones((2, 11))}
     actions, _ = agent.predict(obs)
