@@ -116,7 +116,10 @@ def optimizer_problem(saved: Any, optimizer: torch.optim.Optimizer) -> str | Non
 
 def non_finite(net: torch.nn.Module) -> str | None:
     """The name of the first parameter holding NaN or inf, or None."""
-    for name, param in net.named_parameters():
-        if not bool(torch.isfinite(param).all()):
-            return f"{name} has NaN or inf"
-    return None
+    named = list(net.named_parameters())
+    if not named:
+        return None
+    finite = torch.stack([torch.isfinite(p).all() for _, p in named])  # one host sync for the whole network
+    if bool(finite.all()):
+        return None
+    return f"{named[int((~finite).nonzero()[0])][0]} has NaN or inf"

@@ -1,7 +1,9 @@
 """The training loop of ``runners.train``, CleanRL-style: :func:`build_run` sets up a :class:`Run` (run directory,
 vector env, agent, rollout collector, TensorBoard writer, KL controller, progress bar), :func:`iteration` is one
-rollout and update, :func:`finish` exports, evaluates and closes. :func:`train` runs a
-:class:`~runners.common.run_spec.TrainConfig` from a fresh or resumed run directory through all three.
+rollout and update, :func:`finish` runs the end-of-run steps (:data:`END_STEPS`: export, evaluation) and closes.
+:func:`train` runs a :class:`~runners.common.run_spec.TrainConfig` from a fresh or resumed run directory through all
+three; ``--resume`` of a finished run writes the end-of-run artefacts a crash left missing
+(:mod:`runners.common.end_of_run`).
 
 The order of every RNG draw and side effect is part of the contract: a stopped-and-resumed run must end
 bit-identical to an uninterrupted one (:mod:`runners.common.resume`).
@@ -279,9 +281,9 @@ def _probe_logits(run: Run) -> str | None:
 
 
 @contextmanager
-def _finite(run: Run, update: int) -> Iterator[None]:
-    """Stops with :class:`NonFiniteError` when the block fails on (or leaves) NaN/inf weights: torch's sampler
-    and distributions fail on NaN logits with messages that do not say so."""
+def _finite(run: Run, update: int, check_after: bool = False) -> Iterator[None]:
+    """Stops with :class:`NonFiniteError` when the block fails on NaN/inf weights or logits (torch's sampler and
+    distributions fail on NaN logits with messages that do not say so) or, ``check_after``, leaves NaN weights."""
     try:
         yield
     except (ValueError, IndexError, RuntimeError) as e:
@@ -289,15 +291,9 @@ def _finite(run: Run, update: int) -> Iterator[None]:
         if bad is None:
             raise
         raise _non_finite_error(run, update, [bad, f"{type(e).__name__}: {str(e).splitlines()[0]}"]) from None
-    bad = schema.non_finite(run.agent.net)
+    bad = schema.non_finite(run.agent.net) if check_after else None
     if bad is not None:
         raise _non_finite_error(run, update, [bad])
-
-
-def _check_losses(run: Run, update: int, stats: dict[str, Any]) -> None:
-    bad = [f"{k} = {v}" for k, v in stats.items() if isinstance(v, float) and not np.isfinite(v)]
-    if bad:
-        raise _non_finite_error(run, update, bad)
 
 
 def iteration(run: Run, update: int) -> None:
@@ -308,9 +304,8 @@ def iteration(run: Run, update: int) -> None:
     if run.world > 1:
         collector.global_step += (run.world - 1) * cfg.num_steps * cfg.num_envs  # global_step counts all ranks
         log = distributed.gather_lists(log)  # logs and the KL controller see the episodes of all ranks
-    with _finite(run, update):
+    with _finite(run, update, check_after=True):  # NaN losses or gradients leave NaN weights
         stats = run.agent.update(rollout)
-    _check_losses(run, update, stats)
     step = collector.global_step
     stats["SPS"] = (step - run.steps0) / max(time.time() - run.t0, 1e-9)
     logging_utils.log_update(run.writer, step, stats, log)
