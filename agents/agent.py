@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents import parallel
+from agents import losses, parallel
 from agents.algos import ALGOS, AlgoSpec
 from agents.batch import FlatBatch, make_batch
 from agents.carry import prepend, unfinished_tail
@@ -167,20 +167,18 @@ class Agent:
         """
         c, spec = self.config, self.spec
         self._set_lr()
-        rollout_steps = ro.valid.numel()  # T * N of the new rollout: REINFORCE's loss denominator
-        if spec.monte_carlo:  # learn each episode once it has ended, carried steps included
-            ro = prepend(self.carry, ro)
-            self.carry = unfinished_tail(ro)
-        est = spec.estimate(ro, c)
+        rollout_steps = ro.valid.numel()  # T * N of the new rollout: the "constant" loss denominator
+        ro, est = self._learnable(ro)
         fb = FlatBatch.from_rollout(ro, est)
         learn_chunks = fb.learn_chunks()
         # every rank agrees on the minibatch count (ranks short of chunks get empty minibatches)
         max_chunks = int(parallel.all_reduce(torch.tensor([learn_chunks.numel()], device=self.device), "max").item())
-        if max_chunks == 0:
-            return {"skipped": 1.0, **est.stats}  # e.g. every episode alone in its group
+        if max_chunks == 0:  # e.g. every group still waiting for a member: the update still counts (resume, LR)
+            self.num_updates += 1
+            return {"skipped": 1.0, **est.stats}
         kl_coef = self._kl_loss_coef(ro)
         per_minibatch = self._normalize_advantages(fb)
-        denom = rollout_steps if spec.constant_denominator else fb.mask.sum()  # of the one-step-per-rollout loss
+        denom = self._denominator(fb, learn_chunks, rollout_steps)
         num_groups = min(c.num_minibatches, max_chunks)
         history: list[Tensor] = []  # per epoch: (groups, 1 + len(STAT_KEYS)) global [n, means...]
         self.net.train()
@@ -191,6 +189,26 @@ class Agent:
         self.num_updates += 1
         self.net.eval()
         return self._summary(history, fb, est)
+
+    def _learnable(self, ro: Rollout) -> tuple[Rollout, Advantages]:
+        """The rollout to learn from (Monte-Carlo: the carry prepended) and its advantages; updates the carry."""
+        if not self.spec.monte_carlo:
+            return ro, self.spec.estimate(ro, self.config)
+        ro = prepend(self.carry, ro)  # learn each episode (group) once it has ended, carried steps included
+        est = self.spec.estimate(ro, self.config)
+        self.carry = unfinished_tail(ro, est.carry)
+        return ro, est
+
+    def _denominator(self, fb: FlatBatch, learn_chunks: Tensor, rollout_steps: int) -> Tensor | float | None:
+        """What ``loss_aggregation`` divides by: one-step algorithms the whole loss (rollout steps, learned steps
+        or learned episodes), clipped ones each minibatch's ("constant": rollout steps / minibatches; else None,
+        the minibatch's own count)."""
+        how = self.config.aggregation
+        if self.spec.clipped:
+            return rollout_steps / self.config.num_minibatches if how == "constant" else None
+        if how == "constant":
+            return rollout_steps
+        return fb.mask.sum() if how == "token_mean" else torch.tensor(learn_chunks.numel(), device=self.device)
 
     def _kl_loss_coef(self, ro: Rollout) -> float | None:
         """β of the k3 loss term (``kl_mode="loss"`` with β > 0), else None."""
@@ -211,7 +229,7 @@ class Agent:
         return False
 
     def _epoch(
-        self, fb: FlatBatch, learn_chunks: Tensor, num_groups: int, denom: Tensor | int, per_minibatch: bool,
+        self, fb: FlatBatch, learn_chunks: Tensor, num_groups: int, denom: Tensor | float | None, per_minibatch: bool,
         kl_coef: float | None,
     ) -> Tensor:
         """One pass over shuffled chunk-aligned minibatches; returns their global ``[n, means...]`` rows."""
@@ -228,41 +246,56 @@ class Agent:
             if per_minibatch:  # before the branch: every rank joins the statistics' collective
                 adv = normalize(fb.adv[in_group & fb.mask], center=self.spec.normalize == "whiten")
             n_group = torch.zeros((), device=self.device)
+            weight: Tensor | float = n_group
             if group.numel() > 0:  # empty only on a rank with fewer chunks than minibatches
-                n_group, parts = self._minibatch(fb, in_group, adv, denom, kl_coef)
+                n_group, parts, weight = self._minibatch(fb, in_group, adv, denom, kl_coef)
                 sums[g] = torch.cat([n_group[None], n_group * parts])
             if clipped:
-                self._step(n_group)
+                self._step(weight)
         if not clipped:
+            assert denom is not None
             self._step(denom)
         parallel.all_reduce(sums)  # one collective per epoch: global per-minibatch means
         return torch.cat([sums[:, :1], sums[:, 1:] / sums[:, :1]], dim=1)
 
     def _minibatch(
-        self, fb: FlatBatch, in_group: Tensor, adv: Tensor | None, denom: Tensor | int, kl_coef: float | None
-    ) -> tuple[Tensor, Tensor]:
-        """Forward, loss and backward of one minibatch; returns its learned-step count and loss parts."""
+        self, fb: FlatBatch, in_group: Tensor, adv: Tensor | None, denom: Tensor | float | None,
+        kl_coef: float | None,
+    ) -> tuple[Tensor, Tensor, Tensor | float]:
+        """Forward, loss and backward of one minibatch; returns its learned-step count, loss parts and the
+        weight of its gradient among the ranks' (what its loss was divided by)."""
         idx = torch.nonzero(in_group).squeeze(1)  # (B,) steps, chunk-contiguous
         logits, values = self.net.evaluate(make_batch(fb.obs, fb.actions, fb.chunk, idx))  # (B, A), (B,)
         if fb.action_table is not None and fb.action_rows is not None:  # the masked distribution sampled from
             logits = apply_mask(logits.float(), fb.action_table[fb.action_rows[idx]])
         m = fb.mask[idx]
         n_group = m.sum()
+        weights, scale, weight = self._aggregation(fb.chunk[idx][m], n_group, denom)
         dist = torch.distributions.Categorical(logits=logits[m])
         logprob = dist.log_prob(fb.actions[idx][m])
-        entropy = dist.entropy().mean()
         terms = MinibatchTerms(
             logprob=logprob, old_logprob=fb.old_logprob[idx][m], adv=fb.adv[idx][m] if adv is None else adv,
-            values=values[m], old_values=fb.old_values[idx][m], targets=fb.targets[idx][m], entropy=entropy,
+            values=values[m], old_values=fb.old_values[idx][m], targets=fb.targets[idx][m],
+            entropy=losses.aggregate(dist.entropy(), weights), weights=weights,
             ref_logprob=None if kl_coef is None or fb.ref_logprob is None else fb.ref_logprob[idx][m],
         )
         loss, parts = minibatch_loss(self.spec, self.config, terms, kl_coef or 0.0)
-        # one step per rollout: Σ over the learned steps / denom (REINFORCE: rollout steps, a constant)
-        weight = 1.0 if self.spec.clipped else n_group / denom
-        (loss * weight).backward()
-        return n_group, parts
+        (loss * scale).backward()
+        return n_group, parts, weight
 
-    def _step(self, weight: Tensor | int) -> None:
+    def _aggregation(
+        self, chunk: Tensor, n_group: Tensor, denom: Tensor | float | None
+    ) -> tuple[Tensor | None, Tensor | float, Tensor | float]:
+        """``loss_aggregation`` of one minibatch: per-step weights (None: the mean), the factor of its mean loss
+        and the weight of its gradient among the ranks' (see :meth:`_denominator`)."""
+        if self.config.aggregation == "sequence_mean":  # each episode's mean, then the episodes'
+            n_seq = torch.unique(chunk).numel() if denom is None else denom
+            return losses.sequence_weights(chunk, n_seq), 1.0, n_seq
+        if denom is None:  # clipped token mean: the minibatch's mean
+            return None, 1.0, n_group
+        return None, n_group / denom, denom  # Σ over the steps / denom
+
+    def _step(self, weight: Tensor | float) -> None:
         """Combine gradients over ranks (weighted by their steps), clip the global norm, step Adam."""
         parallel.all_reduce_grads(self.net.parameters(), weight=weight)
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.max_grad_norm)

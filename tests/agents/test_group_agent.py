@@ -9,7 +9,7 @@ import math
 import gymnasium as gym
 import pytest
 import torch
-from hand_rollouts import hand_rollout
+from hand_rollouts import group_rollout
 
 import envs  # noqa: F401
 from agents import losses
@@ -29,8 +29,8 @@ def _agent(algo: str, **kw) -> Agent:
 def test_group_update_skips_value_loss_and_reports_groups():
     agent = _agent("rloo")
     head = [p.clone() for p in agent.net.parameters()]
-    stats = agent.update(hand_rollout())
-    assert stats["group/episodes"] == 4 and stats["group/skipped_alone"] == 1
+    stats = agent.update(group_rollout())
+    assert stats["group/episodes"] == 4 and stats["group/waiting"] == 1
     assert "explained_variance" not in stats and "value_loss" not in stats  # the value head is not trained
     assert any(not torch.equal(p, q) for p, q in zip(head, agent.net.parameters()))
 
@@ -41,30 +41,42 @@ def test_k3_by_hand():
     assert losses.k3_kl(logp, ref).item() == pytest.approx((0.5 - math.log(0.5) - 1.0) / 2)
 
 
-def test_collector_group_ids_row_div_k_on_catgrid():
-    venv = gym.wrappers.vector.RecordEpisodeStatistics(CatGridVectorEnv(num_envs=6))
+def test_collector_group_ids_are_the_eth_episode_of_each_row_of_a_block_on_catgrid():
+    venv = gym.wrappers.vector.RecordEpisodeStatistics(CatGridVectorEnv(num_envs=6, max_episode_steps=4))
     agent = _agent("rloo")
-    ro, _ = RolloutCollector(venv, agent, 8, seed=0, group_size=3).collect()
-    assert ro.group.tolist() == [[0, 0, 0, 1, 1, 1]] * 8
+    ro, _ = RolloutCollector(venv, agent, 12, seed=0, group_size=3).collect()
+    assert ro.group_size == 3 and ro.group[0].tolist() == [0, 0, 0, 1, 1, 1]
+    episode = torch.cumsum(ro.episode_start.long(), 0) - 1  # (T, N) e of every step (row 0 starts episode 0)
+    expected = episode * 2 + torch.arange(6) // 3  # e * (N / k) + block
+    assert torch.equal(ro.group[ro.valid], expected[ro.valid]) and int(episode.max()) >= 2
     with pytest.raises(ValueError, match="divide num_envs"):
         RolloutCollector(venv, agent, 8, seed=0, group_size=4)
+    with pytest.raises(ValueError, match="group_size >= 2"):
+        RolloutCollector(venv, agent, 8, seed=0, group_size=1)
 
 
 @pytest.mark.parametrize("algo", ["rloo", "grpo"])
-def test_every_finished_episode_is_learned_from_once_across_rollout_boundaries(algo):
-    """Rollouts of 7 steps cut many CatGrid episodes; the steps of a running episode are carried to the next
-    rollout, so every episode that finishes enters exactly one update (dropping the cut ones favours short
-    episodes)."""
+def test_every_finished_episode_enters_the_loss_once_with_its_complete_group(algo):
+    """Rollouts of 7 steps cut many CatGrid episodes, and group-mates finish in different rollouts. Count what
+    enters the loss: every finished episode is learned exactly once, in a group of exactly k episodes; the
+    others wait in the carry (running, or finished with a mate still running)."""
     venv = gym.wrappers.vector.RecordEpisodeStatistics(CatGridVectorEnv(num_envs=8, max_episode_steps=25))
     agent = _agent(algo, learning_rate=0.0)
     collector = RolloutCollector(venv, agent, 7, seed=0, group_size=4)
-    finished = learned = 0
+    finished = learned = waited = 0
     for _ in range(30):
         ro, log = collector.collect()
         finished += len(log.returns)
-        learned += agent.update(ro).get("group/episodes", 0.0)
-    assert finished > 50 and learned == finished, (finished, learned)  # episodes alone in their group included
-    assert agent.carry is not None and int(agent.carry.valid.sum()) > 0  # the running episodes wait for their end
+        ro, est = agent._learnable(ro)
+        firsts = est.mask & ro.episode_start  # (T, N) first steps of the learned episodes
+        _, counts = torch.unique(ro.group[firsts], return_counts=True)
+        assert (counts == 4).all()  # whole groups of k = 4 episodes, never fewer
+        learned += int(firsts.sum())
+        waited += int(est.stats["group/waiting"] > 0)
+    carry = agent.carry
+    assert carry is not None
+    waiting = int((carry.valid & (carry.terminated | carry.truncated)).sum())  # finished, their group not yet
+    assert finished > 50 and waited > 5 and learned + waiting == finished, (finished, learned, waiting)
 
 
 @pytest.mark.parametrize("algo", ["rloo", "grpo"])
@@ -115,7 +127,7 @@ def test_text_groups_and_kl_mode(text_kw, tiny_lm, kl_mode, one_thread):
             mod.p = 0.0  # old and new log-probs from the same function
     agent = Agent(CausalLMPolicy(lm).eval(), AgentConfig(algo="grpo", gamma=1.0, kl_mode=kl_mode,
                                                               learning_rate=1e-3, num_minibatches=1, update_epochs=1))
-    collector = RolloutCollector(venv, agent, 10, seed=0)
+    collector = RolloutCollector(venv, agent, 10, seed=0, group_size=2)
     ro, log = collector.collect()
     g = ro.group.numpy()
     assert (g[:, 0] == g[:, 1]).all() and (g[:, 2] == g[:, 3]).all() and (g[:, 0] != g[:, 2]).all()
@@ -128,10 +140,10 @@ def test_text_groups_and_kl_mode(text_kw, tiny_lm, kl_mode, one_thread):
         # the policy starts as the reference: its sampling log-probs are the env's ref log-probs
         torch.testing.assert_close(ro.ref_logprobs[ro.valid], ro.logprobs[ro.valid], atol=1e-4, rtol=0)
         stats = agent.update(ro)
-        assert stats["kl_k3"] == pytest.approx(0.0, abs=1e-6)  # one minibatch, evaluated before the step: the same model
+        assert stats["kl_loss"] == pytest.approx(0.0, abs=1e-6)  # one minibatch, evaluated before the step: the same model
     else:
         assert ro.ref_logprobs is None
-        assert "kl_k3" not in agent.update(ro)
+        assert "kl_loss" not in agent.update(ro)
 
 
 def test_train_cli_group_algos(tmp_path, capsys):

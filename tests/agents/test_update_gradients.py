@@ -164,9 +164,9 @@ def test_norm_adv_scope(rollout_and_net, monkeypatch, scope):
     seen: list[torch.Tensor] = []
     original = losses.ppo_clip_loss
 
-    def recording(logprob, old_logprob, advantages, clip_coef):
+    def recording(logprob, old_logprob, advantages, clip_coef, weights=None):
         seen.append(advantages.detach())
-        return original(logprob, old_logprob, advantages, clip_coef)
+        return original(logprob, old_logprob, advantages, clip_coef, weights)
 
     monkeypatch.setattr(losses, "ppo_clip_loss", recording)
     agent_grads(net, ro, algo="ppo", num_minibatches=2, norm_adv_scope=scope)
