@@ -196,9 +196,10 @@ def _grpo_rollout(ro, k=2):
     return ro
 
 
-def _reference_grpo_loss(net, ro, aggregation, k=2, eps=1e-4):
+def _reference_grpo_loss(net, ro, aggregation, k=2, eps=1e-4, rloo=False):
     """GRPO written out: whole groups of k finished episodes, A = (G_0 - mean) / (std + eps) on every step,
-    clipped surrogate, entropy bonus and β·k3 on the current log-probs, aggregated as asked."""
+    clipped surrogate, entropy bonus and β·k3 on the current log-probs, aggregated as asked. ``rloo``: RLOO's
+    A = G_0 - mean of the others, -log π·A, no KL term."""
     T, N = ro.actions.shape
     episodes = []  # (steps, return, group)
     for i in range(N):
@@ -224,12 +225,15 @@ def _reference_grpo_loss(net, ro, aggregation, k=2, eps=1e-4):
     total, steps = 0.0, 0
     for g in (g for g in groups.values() if len(g) == k):
         rets = torch.tensor([ep[1] for ep in g], dtype=torch.float64)
-        for (cells, _, _), a in zip(g, ((rets - rets.mean()) / (rets.std() + eps)).tolist()):
+        advs = (rets - (rets.sum() - rets) / (k - 1)) if rloo else (rets - rets.mean()) / (rets.std() + eps)
+        for (cells, _, _), a in zip(g, advs.tolist()):
             tt, ii = torch.tensor(cells).T
             ratio = torch.exp(logp[tt, ii] - ro.logprobs[tt, ii])
             x = logp[tt, ii] - ro.ref_logprobs[tt, ii]
             term = (-torch.min(ratio * a, ratio.clamp(1 - CLIP, 1 + CLIP) * a) - ENT * entropy[tt, ii]
                     + ro.kl_coef * (torch.exp(-x) + x - 1))
+            if rloo:
+                term = -logp[tt, ii] * a - ENT * entropy[tt, ii]
             total = total + (term.mean() / len(learned) if aggregation == "sequence_mean" else term.sum())
             steps += len(cells)
     if aggregation == "token_mean":
@@ -244,4 +248,12 @@ def test_grpo_gradient_matches_a_step_by_step_loss(rollout_and_net, aggregation)
     got, stats = agent_grads(net, ro, algo="grpo", kl_mode="loss", loss_aggregation=aggregation)
     assert stats["group/episodes"] >= 8
     want = reference_grads(net, _reference_grpo_loss(net, ro, aggregation))
+    assert_same(got, want)
+
+
+def test_rloo_gradient_matches_a_step_by_step_loss_with_a_constant_denominator(rollout_and_net):
+    ro, net = rollout_and_net
+    ro = _grpo_rollout(ro)
+    got, _ = agent_grads(net, ro, algo="rloo", reinforce_return="episode", norm_adv=False)
+    want = reference_grads(net, _reference_grpo_loss(net, ro, "constant", rloo=True))
     assert_same(got, want)
