@@ -136,6 +136,7 @@ def group_advantages(ro: Rollout, c: AgentConfig, episode_fn: GroupFn, per_step:
         )
     ret = episode_returns(ro.rewards, ro.terminated, ro.truncated, ro.episode_start, c.gamma)  # (T, N)
     started = ro.valid & started_in_rollout(ro.terminated | ro.truncated, ro.episode_start)  # (T, N)
+    started &= ro.group >= 0  # idle episodes (id -1, agents.group_ids) are never learned
     complete = started & complete_episode_mask(ro.terminated, ro.truncated, ro.episode_start, need_start=False)
     ep = _episodes(ro, complete)
     ready = _finished_groups(ro, complete, ep)  # (E,)

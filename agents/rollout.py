@@ -24,8 +24,10 @@ learner sees the score alone) and hands ``log π_ref`` and β to the agent's k3 
 Groups (RLOO/GRPO, ``group_size = k >= 2``): a group is the e-th episode of each of the k rows of
 block ``row // k``, fixed before any return is seen. Every step records the group id of its
 episode: the env's ``info["group_id"]`` when it reports one (TextGen with ``group_size``: the rows
-of a block share the e-th prompt), else ``e * (N / k) + row // k`` (CatGrid). The agent learns a
-group once all k of its episodes have finished (:mod:`agents.carry`).
+of a block share the e-th prompt), else the collector's :class:`~agents.group_ids.BlockGroups` (CatGrid:
+id ``e * (N / k) + row // k``; a row that has finished its episode of group e idles, id -1, until its
+block has finished group e). The agent learns a group once all k of its episodes have finished
+(:mod:`agents.carry`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import torch
 
 from agents.agent import Agent, Rollout
 from agents.env_access import get_kl_coef, set_env_attr
+from agents.group_ids import BlockGroups
 from agents.masking import ActionMasks, mask_from_info
 from agents.networks import obs_to_tensor
 from agents.validate import group_size_fits
@@ -157,6 +160,9 @@ class RolloutCollector:
         self.group_size = group_size
         self.group = np.arange(self.num_envs, dtype=np.int64) // group_size  # (N,) group of each row's episode
         self._env_groups = "group_id" in info  # the env names the groups (shared prompts)
+        self._blocks = BlockGroups(self.num_envs, group_size)  # else the collector does (agents.group_ids)
+        if not self._env_groups:
+            self.group = self._blocks.group.copy()
         self._update_group(info)
         if agent.config.group_based:
             self._check_env_groups()
@@ -187,10 +193,12 @@ class RolloutCollector:
         if "group_id" in info:
             self.group = np.where(info["_group_id"], np.asarray(info["group_id"], dtype=np.int64), self.group)
 
-    def _next_groups(self, starts: np.ndarray) -> None:
-        """Rows whose next step starts an episode move to the group of their next episode (no env ids)."""
+    def _next_groups(self, done: np.ndarray, starts: np.ndarray) -> None:
+        """Without env ids: the group of every row's next episode (:class:`~agents.group_ids.BlockGroups`)."""
         if not self._env_groups:
-            self.group = np.where(starts, self.group + self.num_envs // self.group_size, self.group)
+            self._blocks.ends(done)
+            self._blocks.starts(starts)
+            self.group = self._blocks.group.copy()
 
     def _check_env_groups(self) -> None:
         """The env's groups must be the collector's blocks of ``group_size`` rows."""
@@ -199,18 +207,21 @@ class RolloutCollector:
             raise ValueError(f"the env's group ids {self.group.tolist()} are not blocks of group_size="
                              f"{self.group_size} rows: pass the env's group_size to the collector")
 
-    _STATE = ("obs", "mask", "group", "episode_start", "valid", "_ep_logp", "_ep_ref", "_ep_shaped", "global_step")
+    _STATE = ("obs", "mask", "group", "episode_start", "valid", "_ep_logp", "_ep_ref", "_ep_shaped", "global_step",
+              "_blocks")
     """Attributes that carry over from one rollout to the next (saved for exact resume)."""
 
     def state_dict(self) -> dict[str, Any]:
         """The collector's state at a rollout boundary (copies); KV caches are rebuilt by :meth:`refresh`."""
-        return {k: copy.deepcopy(getattr(self, k)) for k in self._STATE}
+        state = {k: copy.deepcopy(getattr(self, k)) for k in self._STATE if k != "_blocks"}
+        return state | {"_blocks": self._blocks.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         missing = set(self._STATE) - set(state)
         if missing:
             raise ValueError(f"collector state lacks {sorted(missing)}")
-        for k in self._STATE:
+        self._blocks.load_state_dict(state["_blocks"])
+        for k in self._STATE[:-1]:
             value = copy.deepcopy(state[k])
             setattr(self, k, value.to(self.device) if isinstance(value, torch.Tensor) else value)
 
@@ -254,8 +265,8 @@ class RolloutCollector:
             self._log_episodes(info, log)
             self._update_group(info)
             done = np.logical_or(term, trunc)
+            self._next_groups(done & self.valid, ~self.valid)
             self.episode_start = ~self.valid  # the obs after a reset step starts an episode
-            self._next_groups(self.episode_start)
             self.valid = ~done
             self.obs = next_obs
             self.mask = mask_from_info(info, N, dev)

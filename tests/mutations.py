@@ -92,9 +92,9 @@ MUTATIONS = [
     Mutation("group_waiting_episodes_dropped", "finished episodes whose group-mates still run are dropped, not carried",
              "agents/agent.py", "self.carry = unfinished_tail(ro, est.carry)", "self.carry = unfinished_tail(ro)",
              GROUP),
-    Mutation("catgrid_groups_by_row_only", "CatGrid group = every episode of rows i // k (not the e-th of each row)",
-             "agents/rollout.py", "self.group = np.where(starts, self.group + self.num_envs // self.group_size, "
-             "self.group)", "pass", GROUP),
+    Mutation("catgrid_groups_without_lockstep", "a row that finished its episode of the block's group plays it again "
+             "(no idle wait): groups hold several episodes of the fast rows", "agents/group_ids.py",
+             "play = start & ~self.played", "play = start", GROUP),
     Mutation("text_groups_by_row", "text groups formed by row instead of by shared prompt (env group ids ignored)",
              "agents/rollout.py", "self.group = np.where(info[\"_group_id\"], np.asarray(info[\"group_id\"], "
              "dtype=np.int64), self.group)", "self.group = np.arange(self.num_envs, dtype=np.int64)",

@@ -42,13 +42,26 @@ def test_k3_by_hand():
 
 
 def test_collector_group_ids_are_the_eth_episode_of_each_row_of_a_block_on_catgrid():
-    venv = gym.wrappers.vector.RecordEpisodeStatistics(CatGridVectorEnv(num_envs=6, max_episode_steps=4))
+    """Group e of block b (id e * 2 + b) is one episode of each of its 3 rows; a row that has played group e waits
+    (idle episodes, id -1) until its whole block has finished group e, then plays e + 1."""
+    venv = gym.wrappers.vector.RecordEpisodeStatistics(CatGridVectorEnv(num_envs=6, max_episode_steps=6))
     agent = _agent("rloo")
-    ro, _ = RolloutCollector(venv, agent, 12, seed=0, group_size=3).collect()
+    ro, _ = RolloutCollector(venv, agent, 40, seed=0, group_size=3).collect()
     assert ro.group_size == 3 and ro.group[0].tolist() == [0, 0, 0, 1, 1, 1]
-    episode = torch.cumsum(ro.episode_start.long(), 0) - 1  # (T, N) e of every step (row 0 starts episode 0)
-    expected = episode * 2 + torch.arange(6) // 3  # e * (N / k) + block
-    assert torch.equal(ro.group[ro.valid], expected[ro.valid]) and int(episode.max()) >= 2
+    g, start = ro.group.numpy(), ro.episode_start.numpy()
+    start[0] = True
+    end = (ro.valid & (ro.terminated | ro.truncated)).numpy()
+    first, last = {}, {}  # group id -> first start step / last end step over its rows
+    for i in range(6):
+        ids = [int(g[t, i]) for t in range(40) if start[t, i] and g[t, i] >= 0]
+        assert ids == [e * 2 + i // 3 for e in range(len(ids))]  # 0, 1, 2, ... of its block, each once
+        for t in range(40):
+            if start[t, i] and g[t, i] >= 0:
+                first[int(g[t, i])] = min(first.get(int(g[t, i]), 99), t)
+            if end[t, i] and g[t, i] >= 0:
+                last[int(g[t, i])] = max(last.get(int(g[t, i]), -1), t)
+    assert (g[ro.valid.numpy()] == -1).any()  # some rows waited
+    assert all(first[gid + 2] > last[gid] for gid in last if gid + 2 in first)  # e + 1 starts after e has ended
     with pytest.raises(ValueError, match="divide num_envs"):
         RolloutCollector(venv, agent, 8, seed=0, group_size=4)
     with pytest.raises(ValueError, match="group_size >= 2"):
@@ -65,8 +78,8 @@ def test_every_finished_episode_enters_the_loss_once_with_its_complete_group(alg
     collector = RolloutCollector(venv, agent, 7, seed=0, group_size=4)
     finished = learned = waited = 0
     for _ in range(30):
-        ro, log = collector.collect()
-        finished += len(log.returns)
+        ro, _ = collector.collect()
+        finished += int((ro.valid & (ro.terminated | ro.truncated) & (ro.group >= 0)).sum())  # idle ones never count
         ro, est = agent._learnable(ro)
         firsts = est.mask & ro.episode_start  # (T, N) first steps of the learned episodes
         _, counts = torch.unique(ro.group[firsts], return_counts=True)
@@ -76,7 +89,7 @@ def test_every_finished_episode_enters_the_loss_once_with_its_complete_group(alg
     carry = agent.carry
     assert carry is not None
     waiting = int((carry.valid & (carry.terminated | carry.truncated)).sum())  # finished, their group not yet
-    assert finished > 50 and waited > 5 and learned + waiting == finished, (finished, learned, waiting)
+    assert finished > 40 and waited > 5 and learned + waiting == finished, (finished, learned, waiting)
 
 
 @pytest.mark.parametrize("algo", ["rloo", "grpo"])
