@@ -24,36 +24,37 @@ several epochs of shuffled minibatches, advantage normalisation (per rollout or 
 optional early stop at ``target_kl`` and optional linear LR annealing. Defaults follow "The
 37 implementation details of PPO" (Adam eps 1e-5, clip 0.2, 4 epochs, 4 minibatches, ...).
 
-Group baselines (critic-free; see :mod:`agents.group`). Episodes come in groups that start from
-the same state (``Rollout.group`` ids: rows of a prompt group in the text env, rows ``i // k``
-on CatGrid, whose every episode starts from the same cell). Each complete episode ``i`` of the
-rollout has its return ``R_i = G_0`` (discounted, KL-shaped when the KL is in the reward), and
-every step of the episode gets the episode's advantage ``A_i``:
+Group baselines (critic-free; see :mod:`agents.group`). A group is fixed before any return is seen:
+the e-th episode of each of the ``k = Rollout.group_size >= 2`` rows of a block (``Rollout.group`` ids
+from the env's shared prompts, or from :mod:`agents.group_ids` on CatGrid), and it is learned once all
+k episodes have finished; its finished episodes wait in the carry until then (:mod:`agents.carry`), so
+every finished episode enters exactly one update, with its own complete group. Each episode ``i`` has
+its return ``R_i = G_0`` (discounted, KL-shaped when the KL is in the reward), and every step of the
+episode gets the episode's advantage ``A_i``:
 
 - RLOO (``algo="rloo"``): REINFORCE with ``A_i = R_i - mean_{j≠i in group} R_j`` (one gradient
-  step per rollout, ``norm_adv`` rescales by the std only, like REINFORCE). With
-  ``reinforce_return="to_go"`` (the default, as for REINFORCE) step τ of episode i is weighted by
-  its reward-to-go minus the other episodes' reward-to-go at the same step index,
+  step per rollout, the loss divided by the rollout's step count like REINFORCE, ``norm_adv``
+  rescales by the std only). With ``reinforce_return="to_go"`` (the default) step τ of episode i is
+  weighted by its reward-to-go minus the other episodes' reward-to-go at the same step index,
   ``G_{i,τ} - mean_{j≠i} G_{j,τ}`` (0 after an episode's end); ``"episode"`` uses ``G_0`` (TRL's
   sequence-level RLOO; the text preset);
-- GRPO (``algo="grpo"``): ``A_i = (R_i - mean_g R) / (std_g R + group_eps)`` in PPO's clipped
-  surrogate, several epochs of minibatches (no further normalisation), token-level mean.
+- GRPO (``algo="grpo"``): ``A_i = (R_i - mean_g R) / (std_g R + group_eps)`` (``scale_rewards``; off:
+  Dr. GRPO) in PPO's clipped surrogate, several epochs of minibatches, aggregated as
+  ``loss_aggregation`` says (token mean by default; see :mod:`agents.algos`).
 
-Neither trains the value head (its loss is off). An episode alone in its group in the batch has
-no baseline: it is skipped (left out of the loss), never NaN. Like REINFORCE, both learn from an
-episode once it has ended: the steps of episodes still running at the end of a rollout are carried
-into the next one (:mod:`agents.carry`), so episodes that cross a rollout boundary are not dropped
-(dropping them would favour short episodes). GRPO's ratio for carried steps is taken against the
-policy that sampled them (their stored log-probs), as PPO's always is.
+Neither trains the value head (its loss is off). GRPO's ratio for carried steps is taken against the
+policy that sampled them (their stored log-probs), as PPO's always is. An update with nothing to learn
+(no group finished yet) still counts (``num_updates``, the LR schedule, resume).
 
 KL to the reference (text envs, β = the env's ``kl_coef``), ``kl_mode``:
 
 - ``"reward"`` (default, TRL's PPO/RLOO): ``r_t = score·1[last] - β(log π_θ - log π_ref)`` folded
   into the return by the rollout collector;
-- ``"loss"`` (GRPO's choice): the return is the score alone and the loss gets
-  ``β·mean_t k3_t`` with the unbiased, always-positive estimator of KL(π_θ || π_ref)
-  ``k3 = exp(log π_ref - log π_θ) - (log π_ref - log π_θ) - 1`` on the current log-probs, with
-  per-step ``log π_ref`` from the env's ``info["ref_logprob"]`` (any algo may use it).
+- ``"loss"`` (GRPO's choice): the return is the score alone and the loss gets ``β·KL`` aggregated
+  like the other terms, with ``kl_estimator`` k1, k2 or k3 (default, GRPO's) on the current log-probs
+  and per-step ``log π_ref`` from the env's ``info["ref_logprob"]`` (any algo may use it). k3's value
+  is an unbiased estimate of KL(π_θ‖π_ref) but its expected gradient is ∇KL(π_ref‖π_θ); k2's expected
+  gradient is ∇KL(π_θ‖π_ref) (see :func:`agents.losses.kl_estimate`).
 """
 
 from __future__ import annotations
