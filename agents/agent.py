@@ -176,7 +176,7 @@ class Agent:
         max_chunks = int(parallel.all_reduce(torch.tensor([learn_chunks.numel()], device=self.device), "max").item())
         if max_chunks == 0:  # e.g. every group still waiting for a member: the update still counts (resume, LR)
             self.num_updates += 1
-            return {"skipped": 1.0, **est.stats}
+            return {"skipped": 1.0, **self._global_stats(est.stats)}
         kl_coef = self._kl_loss_coef(ro)
         per_minibatch = self._normalize_advantages(fb)
         denom = self._denominator(fb, learn_chunks, rollout_steps)
@@ -302,6 +302,12 @@ class Agent:
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
 
+    def _global_stats(self, stats: dict[str, float]) -> dict[str, float]:
+        """The estimator's counts summed over all ranks."""
+        if not stats:
+            return {}
+        return dict(zip(stats, parallel.global_sum(*stats.values(), device=self.device).tolist()))
+
     @staticmethod
     def _mean_stat(epoch: Tensor, key: str) -> float:
         """Unweighted mean over the minibatches of one epoch's statistic ``key`` (the early-stop rule)."""
@@ -313,7 +319,7 @@ class Agent:
         out = {k: float(np.average(hist[:, 1 + i], weights=hist[:, 0])) for i, k in enumerate(STAT_KEYS)
                if np.isfinite(hist[:, 1 + i]).all()}
         if self.spec.group_based:
-            out.update(est.stats)
+            out.update(self._global_stats(est.stats))
         else:
             out["explained_variance"] = explained_variance(fb.old_values[fb.mask], fb.targets[fb.mask])
         out["learning_rate"] = self.optimizer.param_groups[0]["lr"]
