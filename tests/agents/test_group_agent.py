@@ -19,7 +19,6 @@ from agents.rollout import RolloutCollector
 from envs.catgrid_vector import CatGridVectorEnv
 from runners.common.evaluation import evaluate
 
-
 SEED = 0  # a seed whose random policy ends episodes at different steps (some rows idle)
 
 
