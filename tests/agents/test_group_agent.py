@@ -157,6 +157,14 @@ def test_text_groups_and_kl_mode(text_kw, tiny_lm, kl_mode, one_thread):
         torch.testing.assert_close(ro.ref_logprobs[ro.valid], ro.logprobs[ro.valid], atol=1e-4, rtol=0)
         stats = agent.update(ro)
         assert stats["kl_loss"] == pytest.approx(0.0, abs=1e-6)  # one minibatch, evaluated before the step: the same model
+        with torch.no_grad():  # a policy clearly off the reference: the KL is in the loss only, never in the reward
+            for p in lm.parameters():
+                p.add_(0.02 * torch.randn_like(p))
+        ro, log = collector.collect()
+        ended = (ro.terminated & ro.valid).numpy()
+        assert not torch.allclose(ro.logprobs[ro.valid], ro.ref_logprobs[ro.valid], atol=1e-3)
+        assert (ro.rewards.numpy()[~ended] == 0).all()
+        assert sorted(ro.rewards.numpy()[ended].tolist()) == pytest.approx(sorted(log.scores), abs=1e-5)
     else:
         assert ro.ref_logprobs is None
         assert "kl_loss" not in agent.update(ro)
