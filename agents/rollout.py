@@ -207,21 +207,21 @@ class RolloutCollector:
             raise ValueError(f"the env's group ids {self.group.tolist()} are not blocks of group_size="
                              f"{self.group_size} rows: pass the env's group_size to the collector")
 
-    _STATE = ("obs", "mask", "group", "episode_start", "valid", "_ep_logp", "_ep_ref", "_ep_shaped", "global_step",
-              "_blocks")
+    _STATE = ("obs", "mask", "group", "episode_start", "valid", "_ep_logp", "_ep_ref", "_ep_shaped", "global_step")
     """Attributes that carry over from one rollout to the next (saved for exact resume)."""
 
     def state_dict(self) -> dict[str, Any]:
         """The collector's state at a rollout boundary (copies); KV caches are rebuilt by :meth:`refresh`."""
-        state = {k: copy.deepcopy(getattr(self, k)) for k in self._STATE if k != "_blocks"}
+        state = {k: copy.deepcopy(getattr(self, k)) for k in self._STATE}
         return state | {"_blocks": self._blocks.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         missing = set(self._STATE) - set(state)
         if missing:
             raise ValueError(f"collector state lacks {sorted(missing)}")
-        self._blocks.load_state_dict(state["_blocks"])
-        for k in self._STATE[:-1]:
+        if "_blocks" in state:  # checkpoints before fixed-size groups have none (a fresh schedule is used)
+            self._blocks.load_state_dict(state["_blocks"])
+        for k in self._STATE:
             value = copy.deepcopy(state[k])
             setattr(self, k, value.to(self.device) if isinstance(value, torch.Tensor) else value)
 
