@@ -24,36 +24,37 @@ several epochs of shuffled minibatches, advantage normalisation (per rollout or 
 optional early stop at ``target_kl`` and optional linear LR annealing. Defaults follow "The
 37 implementation details of PPO" (Adam eps 1e-5, clip 0.2, 4 epochs, 4 minibatches, ...).
 
-Group baselines (critic-free; see :mod:`agents.group`). Episodes come in groups that start from
-the same state (``Rollout.group`` ids: rows of a prompt group in the text env, rows ``i // k``
-on CatGrid, whose every episode starts from the same cell). Each complete episode ``i`` of the
-rollout has its return ``R_i = G_0`` (discounted, KL-shaped when the KL is in the reward), and
-every step of the episode gets the episode's advantage ``A_i``:
+Group baselines (critic-free; see :mod:`agents.group`). A group is fixed before any return is seen:
+the e-th episode of each of the ``k = Rollout.group_size >= 2`` rows of a block (``Rollout.group`` ids
+from the env's shared prompts, or from :mod:`agents.group_ids` on CatGrid), and it is learned once all
+k episodes have finished; its finished episodes wait in the carry until then (:mod:`agents.carry`), so
+every finished episode enters exactly one update, with its own complete group. Each episode ``i`` has
+its return ``R_i = G_0`` (discounted, KL-shaped when the KL is in the reward), and every step of the
+episode gets the episode's advantage ``A_i``:
 
 - RLOO (``algo="rloo"``): REINFORCE with ``A_i = R_i - mean_{j≠i in group} R_j`` (one gradient
-  step per rollout, ``norm_adv`` rescales by the std only, like REINFORCE). With
-  ``reinforce_return="to_go"`` (the default, as for REINFORCE) step τ of episode i is weighted by
-  its reward-to-go minus the other episodes' reward-to-go at the same step index,
+  step per rollout, the loss divided by the rollout's step count like REINFORCE, ``norm_adv``
+  rescales by the std only). With ``reinforce_return="to_go"`` (the default) step τ of episode i is
+  weighted by its reward-to-go minus the other episodes' reward-to-go at the same step index,
   ``G_{i,τ} - mean_{j≠i} G_{j,τ}`` (0 after an episode's end); ``"episode"`` uses ``G_0`` (TRL's
   sequence-level RLOO; the text preset);
-- GRPO (``algo="grpo"``): ``A_i = (R_i - mean_g R) / (std_g R + group_eps)`` in PPO's clipped
-  surrogate, several epochs of minibatches (no further normalisation), token-level mean.
+- GRPO (``algo="grpo"``): ``A_i = (R_i - mean_g R) / (std_g R + group_eps)`` (``scale_rewards``; off:
+  Dr. GRPO) in PPO's clipped surrogate, several epochs of minibatches, aggregated as
+  ``loss_aggregation`` says (token mean by default; see :mod:`agents.algos`).
 
-Neither trains the value head (its loss is off). An episode alone in its group in the batch has
-no baseline: it is skipped (left out of the loss), never NaN. Like REINFORCE, both learn from an
-episode once it has ended: the steps of episodes still running at the end of a rollout are carried
-into the next one (:mod:`agents.carry`), so episodes that cross a rollout boundary are not dropped
-(dropping them would favour short episodes). GRPO's ratio for carried steps is taken against the
-policy that sampled them (their stored log-probs), as PPO's always is.
+Neither trains the value head (its loss is off). GRPO's ratio for carried steps is taken against the
+policy that sampled them (their stored log-probs), as PPO's always is. An update with nothing to learn
+(no group finished yet) still counts (``num_updates``, the LR schedule, resume).
 
 KL to the reference (text envs, β = the env's ``kl_coef``), ``kl_mode``:
 
 - ``"reward"`` (default, TRL's PPO/RLOO): ``r_t = score·1[last] - β(log π_θ - log π_ref)`` folded
   into the return by the rollout collector;
-- ``"loss"`` (GRPO's choice): the return is the score alone and the loss gets
-  ``β·mean_t k3_t`` with the unbiased, always-positive estimator of KL(π_θ || π_ref)
-  ``k3 = exp(log π_ref - log π_θ) - (log π_ref - log π_θ) - 1`` on the current log-probs, with
-  per-step ``log π_ref`` from the env's ``info["ref_logprob"]`` (any algo may use it).
+- ``"loss"`` (GRPO's choice): the return is the score alone and the loss gets ``β·KL`` aggregated
+  like the other terms, with ``kl_estimator`` k1, k2 or k3 (default, GRPO's) on the current log-probs
+  and per-step ``log π_ref`` from the env's ``info["ref_logprob"]`` (any algo may use it). k3's value
+  is an unbiased estimate of KL(π_θ‖π_ref) but its expected gradient is ∇KL(π_ref‖π_θ); k2's expected
+  gradient is ∇KL(π_θ‖π_ref) (see :func:`agents.losses.kl_estimate`).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents import parallel
+from agents import losses, parallel
 from agents.algos import ALGOS, AlgoSpec
 from agents.batch import FlatBatch, make_batch
 from agents.carry import prepend, unfinished_tail
@@ -167,20 +168,18 @@ class Agent:
         """
         c, spec = self.config, self.spec
         self._set_lr()
-        rollout_steps = ro.valid.numel()  # T * N of the new rollout: REINFORCE's loss denominator
-        if spec.monte_carlo:  # learn each episode once it has ended, carried steps included
-            ro = prepend(self.carry, ro)
-            self.carry = unfinished_tail(ro)
-        est = spec.estimate(ro, c)
+        rollout_steps = ro.valid.numel()  # T * N of the new rollout: the "constant" loss denominator
+        ro, est = self._learnable(ro)
         fb = FlatBatch.from_rollout(ro, est)
         learn_chunks = fb.learn_chunks()
         # every rank agrees on the minibatch count (ranks short of chunks get empty minibatches)
         max_chunks = int(parallel.all_reduce(torch.tensor([learn_chunks.numel()], device=self.device), "max").item())
-        if max_chunks == 0:
-            return {"skipped": 1.0, **est.stats}  # e.g. every episode alone in its group
+        if max_chunks == 0:  # e.g. every group still waiting for a member: the update still counts (resume, LR)
+            self.num_updates += 1
+            return {"skipped": 1.0, **self._global_stats(est.stats)}
         kl_coef = self._kl_loss_coef(ro)
         per_minibatch = self._normalize_advantages(fb)
-        denom = rollout_steps if spec.constant_denominator else fb.mask.sum()  # of the one-step-per-rollout loss
+        denom = self._denominator(fb, learn_chunks, rollout_steps)
         num_groups = min(c.num_minibatches, max_chunks)
         history: list[Tensor] = []  # per epoch: (groups, 1 + len(STAT_KEYS)) global [n, means...]
         self.net.train()
@@ -191,6 +190,26 @@ class Agent:
         self.num_updates += 1
         self.net.eval()
         return self._summary(history, fb, est)
+
+    def _learnable(self, ro: Rollout) -> tuple[Rollout, Advantages]:
+        """The rollout to learn from (Monte-Carlo: the carry prepended) and its advantages; updates the carry."""
+        if not self.spec.monte_carlo:
+            return ro, self.spec.estimate(ro, self.config)
+        ro = prepend(self.carry, ro)  # learn each episode (group) once it has ended, carried steps included
+        est = self.spec.estimate(ro, self.config)
+        self.carry = unfinished_tail(ro, est.carry)
+        return ro, est
+
+    def _denominator(self, fb: FlatBatch, learn_chunks: Tensor, rollout_steps: int) -> Tensor | float | None:
+        """What ``loss_aggregation`` divides by: one-step algorithms the whole loss (rollout steps, learned steps
+        or learned episodes), clipped ones each minibatch's ("constant": rollout steps / minibatches; else None,
+        the minibatch's own count)."""
+        how = self.config.aggregation
+        if self.spec.clipped:
+            return rollout_steps / self.config.num_minibatches if how == "constant" else None
+        if how == "constant":
+            return rollout_steps
+        return fb.mask.sum() if how == "token_mean" else torch.tensor(learn_chunks.numel(), device=self.device)
 
     def _kl_loss_coef(self, ro: Rollout) -> float | None:
         """β of the k3 loss term (``kl_mode="loss"`` with β > 0), else None."""
@@ -211,7 +230,7 @@ class Agent:
         return False
 
     def _epoch(
-        self, fb: FlatBatch, learn_chunks: Tensor, num_groups: int, denom: Tensor | int, per_minibatch: bool,
+        self, fb: FlatBatch, learn_chunks: Tensor, num_groups: int, denom: Tensor | float | None, per_minibatch: bool,
         kl_coef: float | None,
     ) -> Tensor:
         """One pass over shuffled chunk-aligned minibatches; returns their global ``[n, means...]`` rows."""
@@ -228,45 +247,66 @@ class Agent:
             if per_minibatch:  # before the branch: every rank joins the statistics' collective
                 adv = normalize(fb.adv[in_group & fb.mask], center=self.spec.normalize == "whiten")
             n_group = torch.zeros((), device=self.device)
+            weight: Tensor | float = n_group
             if group.numel() > 0:  # empty only on a rank with fewer chunks than minibatches
-                n_group, parts = self._minibatch(fb, in_group, adv, denom, kl_coef)
+                n_group, parts, weight = self._minibatch(fb, in_group, adv, denom, kl_coef)
                 sums[g] = torch.cat([n_group[None], n_group * parts])
             if clipped:
-                self._step(n_group)
+                self._step(weight)
         if not clipped:
+            assert denom is not None
             self._step(denom)
         parallel.all_reduce(sums)  # one collective per epoch: global per-minibatch means
         return torch.cat([sums[:, :1], sums[:, 1:] / sums[:, :1]], dim=1)
 
     def _minibatch(
-        self, fb: FlatBatch, in_group: Tensor, adv: Tensor | None, denom: Tensor | int, kl_coef: float | None
-    ) -> tuple[Tensor, Tensor]:
-        """Forward, loss and backward of one minibatch; returns its learned-step count and loss parts."""
+        self, fb: FlatBatch, in_group: Tensor, adv: Tensor | None, denom: Tensor | float | None,
+        kl_coef: float | None,
+    ) -> tuple[Tensor, Tensor, Tensor | float]:
+        """Forward, loss and backward of one minibatch; returns its learned-step count, loss parts and the
+        weight of its gradient among the ranks' (what its loss was divided by)."""
         idx = torch.nonzero(in_group).squeeze(1)  # (B,) steps, chunk-contiguous
         logits, values = self.net.evaluate(make_batch(fb.obs, fb.actions, fb.chunk, idx))  # (B, A), (B,)
         if fb.action_table is not None and fb.action_rows is not None:  # the masked distribution sampled from
             logits = apply_mask(logits.float(), fb.action_table[fb.action_rows[idx]])
         m = fb.mask[idx]
         n_group = m.sum()
+        weights, scale, weight = self._aggregation(fb.chunk[idx][m], n_group, denom)
         dist = torch.distributions.Categorical(logits=logits[m])
         logprob = dist.log_prob(fb.actions[idx][m])
-        entropy = dist.entropy().mean()
         terms = MinibatchTerms(
             logprob=logprob, old_logprob=fb.old_logprob[idx][m], adv=fb.adv[idx][m] if adv is None else adv,
-            values=values[m], old_values=fb.old_values[idx][m], targets=fb.targets[idx][m], entropy=entropy,
+            values=values[m], old_values=fb.old_values[idx][m], targets=fb.targets[idx][m],
+            entropy=losses.aggregate(dist.entropy(), weights), weights=weights,
             ref_logprob=None if kl_coef is None or fb.ref_logprob is None else fb.ref_logprob[idx][m],
         )
         loss, parts = minibatch_loss(self.spec, self.config, terms, kl_coef or 0.0)
-        # one step per rollout: Σ over the learned steps / denom (REINFORCE: rollout steps, a constant)
-        weight = 1.0 if self.spec.clipped else n_group / denom
-        (loss * weight).backward()
-        return n_group, parts
+        (loss * scale).backward()
+        return n_group, parts, weight
 
-    def _step(self, weight: Tensor | int) -> None:
+    def _aggregation(
+        self, chunk: Tensor, n_group: Tensor, denom: Tensor | float | None
+    ) -> tuple[Tensor | None, Tensor | float, Tensor | float]:
+        """``loss_aggregation`` of one minibatch: per-step weights (None: the mean), the factor of its mean loss
+        and the weight of its gradient among the ranks' (see :meth:`_denominator`)."""
+        if self.config.aggregation == "sequence_mean":  # each episode's mean, then the episodes'
+            n_seq = torch.unique(chunk).numel() if denom is None else denom
+            return losses.sequence_weights(chunk, n_seq), 1.0, n_seq
+        if denom is None:  # clipped token mean: the minibatch's mean
+            return None, 1.0, n_group
+        return None, n_group / denom, denom  # Σ over the steps / denom
+
+    def _step(self, weight: Tensor | float) -> None:
         """Combine gradients over ranks (weighted by their steps), clip the global norm, step Adam."""
         parallel.all_reduce_grads(self.net.parameters(), weight=weight)
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
+
+    def _global_stats(self, stats: dict[str, float]) -> dict[str, float]:
+        """The estimator's counts summed over all ranks."""
+        if not stats:
+            return {}
+        return dict(zip(stats, parallel.global_sum(*stats.values(), device=self.device).tolist()))
 
     @staticmethod
     def _mean_stat(epoch: Tensor, key: str) -> float:
@@ -279,7 +319,7 @@ class Agent:
         out = {k: float(np.average(hist[:, 1 + i], weights=hist[:, 0])) for i, k in enumerate(STAT_KEYS)
                if np.isfinite(hist[:, 1 + i]).all()}
         if self.spec.group_based:
-            out.update(est.stats)
+            out.update(self._global_stats(est.stats))
         else:
             out["explained_variance"] = explained_variance(fb.old_values[fb.mask], fb.targets[fb.mask])
         out["learning_rate"] = self.optimizer.param_groups[0]["lr"]

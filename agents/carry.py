@@ -6,7 +6,9 @@ make "is this step learned from" depend on the step's own later actions (actions
 episodes early would be over-weighted). Instead :func:`unfinished_tail` keeps those steps and
 :func:`prepend` puts them, per env column, in front of the next rollout (``(T, N)`` time-major,
 left-padded with invalid steps), so every step of every episode is learned from exactly once,
-when its episode has finished. Works on any :class:`agents.config.Rollout` (all its time-major
+when its episode has finished. Group algorithms (RLOO, GRPO) also carry finished episodes whose
+group-mates are still running (``pending``), so a group is learned once, complete. Works on
+any :class:`agents.config.Rollout` (all its time-major
 fields are carried, dict observations and compact action masks included).
 """
 
@@ -16,6 +18,7 @@ from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import Tensor
 
 from agents.masking import ActionMasks
 
@@ -57,19 +60,27 @@ def _cat_masks(a: ActionMasks | None, b: ActionMasks | None, a_shape: tuple, b_s
     return ActionMasks(torch.cat([a.table, b.table]), torch.cat([a.index, b.index + a.table.shape[0]]))
 
 
-def unfinished_tail(ro: Rollout) -> Rollout | None:
+def unfinished_tail(ro: Rollout, pending: Tensor | None = None) -> Rollout | None:
     """The steps of the episodes still running at the end of ``ro``, as a ``(C, N)`` rollout.
 
     Column ``i`` holds its running episode's steps in its last rows; rows before them are
     padding (``valid`` False, no flags, reward 0). ``values`` has ``C`` rows (no bootstrap
     row). None when every column's last step ended an episode (or was a reset step).
+
+    ``pending`` (T, N) bool (group algorithms) names the steps to carry instead: episodes
+    still running and finished episodes whose group has not finished yet. Each column keeps
+    the ``pending`` steps from its first one on (the reset steps between them stay invalid).
     """
     T = ro.valid.shape[0]
-    done = ro.valid & (ro.terminated | ro.truncated)  # (T, N)
-    t = torch.arange(T, device=done.device).unsqueeze(1)  # (T, 1)
-    last_end = torch.where(done, t, -1).amax(0)  # (N,)
-    keep = (t > last_end) & ro.valid  # (T, N): a suffix of every column
-    C = int(keep.sum(0).max())
+    t = torch.arange(T, device=ro.valid.device).unsqueeze(1)  # (T, 1)
+    if pending is None:
+        done = ro.valid & (ro.terminated | ro.truncated)  # (T, N)
+        last_end = torch.where(done, t, -1).amax(0)  # (N,)
+        keep = (t > last_end) & ro.valid  # (T, N): a suffix of every column
+    else:
+        keep = pending & ro.valid
+    first = torch.where(keep, t, T).amin(0)  # (N,) first carried row of every column
+    C = T - int(first.min())
     if C == 0:
         return None
     keep = keep[T - C:]
@@ -85,14 +96,16 @@ def unfinished_tail(ro: Rollout) -> Rollout | None:
 def prepend(carry: Rollout | None, ro: Rollout) -> Rollout:
     """``carry`` (from :func:`unfinished_tail` of the previous rollout) followed by ``ro``.
 
-    A column whose carried episode cannot continue in ``ro`` (``ro`` starts that column
-    with a new episode or a reset step: the collector was reset) has its carry dropped.
+    When an episode still running at the end of the carry cannot continue in ``ro`` (``ro``
+    starts its column with a new episode or a reset step: the collector was reset), the whole
+    carry is dropped (its groups could never be completed).
     """
     if carry is None or carry.valid.shape[1] != ro.valid.shape[1]:
         return ro
     continues = ro.valid[0] & ~ro.episode_start[0]  # (N,)
-    carry.valid = carry.valid & continues
-    carry.episode_start = carry.episode_start & continues
+    running = carry.valid[-1] & ~(carry.terminated[-1] | carry.truncated[-1])  # (N,)
+    if bool((running & ~continues).any()):
+        return ro
     out = {f.name: _time_map(lambda a, b: torch.cat([a, b]), getattr(carry, f.name), getattr(ro, f.name))
            for f in fields(ro) if f.name != "action_masks"}
     out["action_masks"] = _cat_masks(carry.action_masks, ro.action_masks, tuple(carry.valid.shape),

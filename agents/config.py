@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 import tyro
 from torch import Tensor
 
-from agents.algos import ALGOS, AlgoName
+from agents.algos import ALGOS, AlgoName, LossAggregation
 from agents.masking import ActionMasks
 from agents.networks import Obs
 from agents.validate import check_fields
@@ -49,8 +49,19 @@ class AgentConfig:
     reinforce_baseline: bool = True
     group_eps: float = 1e-4
     """GRPO: ε in (R - mean_g) / (std_g + ε)"""
+    scale_rewards: bool | None = None
+    """RLOO/GRPO: divide the group advantages by the group's std (None: the algorithm's default, on for GRPO;
+    off is Dr. GRPO; see docs/algorithms.md for the bias it adds)"""
+    loss_aggregation: LossAggregation | None = None
+    """how per-step loss terms are summed: "token_mean" (over the minibatch's learned steps; DAPO, TRL),
+    "sequence_mean" (each episode's mean, then the episodes'; the original GRPO) or "constant" (the rollout's
+    step count, fixed before the actions; REINFORCE, RLOO, Dr. GRPO); None: the algorithm's default"""
     kl_mode: Literal["reward", "loss"] = "reward"
-    """KL to the reference: in the per-token reward, or as the k3 loss term β·k3 (see agents.agent)"""
+    """KL to the reference: in the per-token reward (k1), or as the loss term β·kl_estimator (see agents.losses)"""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    """kl_mode="loss": k1 = log π_θ/π_ref (gradient 0 in expectation), k2 = ½(log π_θ/π_ref)² (expected gradient
+    ∇KL(π_θ‖π_ref)), k3 = π_ref/π_θ - log(π_ref/π_θ) - 1 (unbiased value of KL(π_θ‖π_ref), expected gradient
+    ∇KL(π_ref‖π_θ)); see agents.losses.kl_estimate"""
 
     @property
     def group_based(self) -> bool:
@@ -67,6 +78,16 @@ class AgentConfig:
         """Clipped ratio objective, several epochs, an optimizer step per minibatch (PPO / GRPO)."""
         return ALGOS[self.algo].clipped
 
+    @property
+    def aggregation(self) -> LossAggregation:
+        """``loss_aggregation``, or the algorithm's default (:data:`ALGOS`)."""
+        return self.loss_aggregation or ALGOS[self.algo].loss_aggregation
+
+    @property
+    def scales_rewards(self) -> bool:
+        """``scale_rewards``, or the algorithm's default (GRPO: on)."""
+        return ALGOS[self.algo].scale_rewards if self.scale_rewards is None else self.scale_rewards
+
     def __post_init__(self) -> None:
         check_fields(self, {
             "gamma": "[0,1]", "gae_lambda": "[0,1]", "learning_rate": ">=0", "adam_eps": ">0",
@@ -79,6 +100,13 @@ class AgentConfig:
             f"kl_mode must be 'reward' or 'loss', got {self.kl_mode!r}": lambda: self.kl_mode in ("reward", "loss"),
             f"norm_adv_scope must be 'rollout' or 'minibatch', got {self.norm_adv_scope!r}":
                 lambda: self.norm_adv_scope in ("rollout", "minibatch"),
+            "loss_aggregation must be None, 'token_mean', 'sequence_mean' or 'constant', "
+            f"got {self.loss_aggregation!r}":
+                lambda: self.loss_aggregation in (None, "token_mean", "sequence_mean", "constant"),
+            f"kl_estimator must be 'k1', 'k2' or 'k3', got {self.kl_estimator!r}":
+                lambda: self.kl_estimator in ("k1", "k2", "k3"),
+            f"scale_rewards must be None, True or False, got {self.scale_rewards!r}":
+                lambda: self.scale_rewards in (None, True, False),
         })
 
 
@@ -103,5 +131,7 @@ class Rollout:
     valid: Tensor  # (T, N) bool
     action_masks: ActionMasks | None = None  # allowed actions per step (compact); None = all allowed
     group: Tensor | None = None  # (T, N) long, group id of each step's episode (RLOO/GRPO)
+    group_size: int = 0
+    """episodes per group (RLOO/GRPO, >= 2): a group is learned once this many of its episodes have finished"""
     ref_logprobs: Tensor | None = None  # (T, N) log π_ref(a_t|s_t) (KL as a loss term)
     kl_coef: float = 0.0  # β of the KL loss term

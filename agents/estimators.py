@@ -11,7 +11,8 @@ steps that enter the loss and the statistics it wants logged. The registry
   ``G_t``, minus the baseline ``V(s_t)`` when ``reinforce_baseline``; only steps of episodes
   that end inside the rollout (and, for ``G_0``, began in it) are learned.
 - :func:`rloo_advantages` / :func:`grpo_advantages` (group baselines, see :mod:`agents.group`):
-  each complete episode's advantage from the other episodes of its group, on all its steps.
+  each episode's advantage from the other episodes of its fixed-size group, on all its steps, once
+  the whole group has finished (:func:`group_advantages`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from torch import Tensor
 
 from agents import group
 from agents.batch import flatten, unflatten
-from agents.returns import complete_episode_mask, episode_returns, gae, rewards_to_go
+from agents.returns import complete_episode_mask, episode_returns, gae, rewards_to_go, started_in_rollout
 
 if TYPE_CHECKING:
     from agents.config import AgentConfig, Rollout
@@ -39,6 +40,7 @@ class Advantages:
     targets: Tensor  # (T, N) value targets (PPO, REINFORCE's baseline) or returns (logged)
     mask: Tensor  # (T, N) bool: steps that enter the loss
     stats: dict[str, float] = field(default_factory=dict)
+    carry: Tensor | None = None  # (T, N) bool: steps to carry to the next rollout (None: the unfinished episodes)
 
 
 def gae_advantages(ro: Rollout, c: AgentConfig) -> Advantages:
@@ -101,36 +103,65 @@ def _per_step_rloo(
 GroupFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # (returns (E,), group ids (E,)) -> (adv, has mates)
 
 
-def group_advantages(ro: Rollout, c: AgentConfig, episode_fn: GroupFn, per_step: bool = False) -> Advantages:
-    """RLOO/GRPO: each complete episode's advantage from its group, on all its steps.
+def _finished_groups(ro: Rollout, mask: Tensor, ep: _Episodes) -> Tensor:
+    """(E,) bool: the complete episodes whose whole group (``ro.group_size`` episodes) has finished."""
+    gid = flatten(ro.group)[ep.first]  # type: ignore[arg-type]  # (E,)
+    count = group.group_sizes(gid)  # (E,) finished episodes of each one's group
+    if bool((count > ro.group_size).any()):
+        raise ValueError(
+            f"a group has more than group_size={ro.group_size} finished episodes: group ids must name the e-th "
+            "episode of each row of a block (collect with RolloutCollector, which assigns them)"
+        )
+    return count == ro.group_size
 
-    ``episode_fn`` turns the complete episodes' returns and group ids into advantages (RLOO's or
-    GRPO's); ``per_step`` (RLOO with reward-to-go) compares reward-to-go step by step instead.
-    Targets are the episode returns ``G_0`` (logged; the reward-to-go with ``per_step``). The mask
-    keeps the steps of complete episodes that have at least one other episode of their group in
-    the rollout; the rest are skipped (statistics ``group/episodes``, ``group/skipped_alone``).
+
+def group_advantages(ro: Rollout, c: AgentConfig, episode_fn: GroupFn, per_step: bool = False) -> Advantages:
+    """RLOO/GRPO: each episode of a finished group gets its advantage from its group, on all its steps.
+
+    A group is the e-th episode of each of the ``k = ro.group_size`` rows of a block (ids from the
+    collector), fixed before any return is seen. It is learned once all ``k`` episodes have finished;
+    until then its finished episodes wait in the carry (``Advantages.carry``, :mod:`agents.carry`), so
+    every finished episode enters exactly one update, with the baseline of its own complete group.
+    ``episode_fn`` turns the episodes' returns and group ids into advantages (RLOO's or GRPO's);
+    ``per_step`` (RLOO with reward-to-go) compares reward-to-go step by step instead. Targets are the
+    episode returns ``G_0`` (logged; the reward-to-go with ``per_step``). Statistics: ``group/episodes``
+    (learned now), ``group/waiting`` (finished, carried until their group has finished).
     """
     if ro.group is None:
         raise ValueError(f"algo={c.algo!r} needs Rollout.group (group ids); collect with RolloutCollector")
+    if ro.group_size < 2:
+        raise ValueError(
+            f"algo={c.algo!r} needs groups of at least 2 episodes, got Rollout.group_size={ro.group_size}: collect "
+            "with RolloutCollector(..., group_size=k), k >= 2 dividing num_envs"
+        )
     ret = episode_returns(ro.rewards, ro.terminated, ro.truncated, ro.episode_start, c.gamma)  # (T, N)
-    mask = ro.valid & complete_episode_mask(ro.terminated, ro.truncated, ro.episode_start, need_start=True)
-    ep = _episodes(ro, mask)
-    if per_step:
-        adv, ok_e, ret = _per_step_rloo(ro, c, ep, mask, ro.group)
-    else:  # one advantage per episode, on all its steps
-        adv_e, ok_e = episode_fn(flatten(ret)[ep.first], flatten(ro.group)[ep.first])  # (E,) each
-        adv = torch.zeros(ep.count, dtype=ret.dtype, device=ret.device).index_copy_(0, ep.eid[ep.first], adv_e)[ep.eid]
-    ok = torch.zeros(ep.count, dtype=torch.bool, device=ret.device).index_copy_(0, ep.eid[ep.first], ok_e)
+    started = ro.valid & started_in_rollout(ro.terminated | ro.truncated, ro.episode_start)  # (T, N)
+    started &= ro.group >= 0  # idle episodes (id -1, agents.group_ids) are never learned
+    complete = started & complete_episode_mask(ro.terminated, ro.truncated, ro.episode_start, need_start=False)
+    ep = _episodes(ro, complete)
+    ready = _finished_groups(ro, complete, ep)  # (E,)
+    learned = ep.first[ready]  # first steps of the learned episodes
+    ok = torch.zeros(ep.count, dtype=torch.bool, device=ret.device).index_copy_(0, ep.eid[ep.first], ready)
     unflat = lambda x: unflatten(x, *ret.shape)  # (S,) -> (T, N)
-    stats = {"group/episodes": float(ep.first.numel()), "group/skipped_alone": float((~ok_e).sum())}
-    return Advantages(unflat(adv), ret, mask & unflat(ok[ep.eid]), stats)
+    mask = complete & unflat(ok[ep.eid])  # (T, N) steps of learned episodes
+    lep = _Episodes(ep.eid, learned, ep.count)
+    if per_step:
+        adv, _, ret = _per_step_rloo(ro, c, lep, mask, ro.group)
+    else:  # one advantage per episode, on all its steps
+        adv_e, _ = episode_fn(flatten(ret)[learned], flatten(ro.group)[learned])  # (E',) each
+        adv = torch.zeros(ep.count, dtype=ret.dtype, device=ret.device).index_copy_(0, ep.eid[learned], adv_e)[ep.eid]
+    stats = {"group/episodes": float(learned.numel()), "group/waiting": float((~ready).sum())}
+    return Advantages(unflat(adv), ret, mask, stats, carry=started & ~mask)
 
 
 def rloo_advantages(ro: Rollout, c: AgentConfig) -> Advantages:
-    """RLOO: ``A_i = R_i - mean_{j≠i} R_j`` (``reinforce_return="to_go"``: per step, see :func:`group_advantages`)."""
+    """RLOO: ``A_i = R_i - mean_{j≠i} R_j`` (``reinforce_return="to_go"``: per step, see :func:`group_advantages`);
+    with ``scale_rewards`` divided by the group's std as GRPO's."""
+    if c.scales_rewards:
+        return group_advantages(ro, c, lambda r, g: group.grpo_advantages(r, g, c.group_eps, True))
     return group_advantages(ro, c, group.rloo_advantages, per_step=c.reinforce_return == "to_go")
 
 
 def grpo_advantages(ro: Rollout, c: AgentConfig) -> Advantages:
     """GRPO: ``A_i = (R_i - mean_g R) / (std_g R + group_eps)``."""
-    return group_advantages(ro, c, lambda r, g: group.grpo_advantages(r, g, c.group_eps))
+    return group_advantages(ro, c, lambda r, g: group.grpo_advantages(r, g, c.group_eps, c.scales_rewards))

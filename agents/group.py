@@ -19,7 +19,11 @@ episodes of group ``g`` in the batch.
 - GRPO (group relative policy optimisation; Shao et al. 2024, DeepSeekMath): the return
   normalised inside its group,
 
-      A_i = (R_i - mean_g R) / (std_g R + ε)      (std with Bessel's correction, as TRL).
+      A_i = (R_i - mean_g R) / (std_g R + ε)      (std with Bessel's correction, as TRL);
+
+  ``scale=False`` (Dr. GRPO; Liu et al. 2025) keeps ``A_i = R_i - mean_g R``: the std division
+  weights groups by ``1/std``, which depends on the actions and moves the fixed point of the
+  update away from the optimum (docs/algorithms.md).
 
 Groups with a single episode in the batch (``n_g = 1``) have no other sample to compare with:
 their advantage is 0 and their ``valid`` flag is False, so the caller leaves them out of the
@@ -89,8 +93,9 @@ def rloo_advantages(returns: Tensor, group: Tensor) -> tuple[Tensor, Tensor]:
     return adv.to(returns.dtype), valid_e
 
 
-def grpo_advantages(returns: Tensor, group: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor]:
-    """GRPO advantage ``A_i = (R_i - mean_g) / (std_g + eps)`` (sample std, n_g - 1 in the denominator).
+def grpo_advantages(returns: Tensor, group: Tensor, eps: float = 1e-4, scale: bool = True) -> tuple[Tensor, Tensor]:
+    """GRPO advantage ``A_i = (R_i - mean_g) / (std_g + eps)`` (sample std, n_g - 1 in the denominator),
+    or ``R_i - mean_g`` without ``scale``.
 
     Args:
         returns: (E,) episode returns ``R_i``.
@@ -108,5 +113,6 @@ def grpo_advantages(returns: Tensor, group: Tensor, eps: float = 1e-4) -> tuple[
     valid = count > 1
     mean = total / count
     var = torch.clamp(sq - count * mean * mean, min=0.0) / torch.clamp(count - 1.0, min=1.0)  # (E,)
-    adv = torch.where(valid, (x - mean) / (var.sqrt() + eps), torch.zeros_like(x))
+    centred = x - mean  # (E,)
+    adv = torch.where(valid, centred / (var.sqrt() + eps) if scale else centred, torch.zeros_like(x))
     return adv.to(returns.dtype), valid

@@ -1,10 +1,12 @@
 """The loss of one minibatch, assembled from the pure terms of :mod:`agents.losses`, and the
 advantage statistics it needs over all ranks.
 
-``loss = L_pg - c_e·H + c_v·L_V [+ β·k3]`` where ``L_pg`` is PPO's clipped surrogate
+``loss = L_pg - c_e·H + c_v·L_V [+ β·KL]`` where ``L_pg`` is PPO's clipped surrogate
 ``-min(ρÂ, clip(ρ, 1-ε, 1+ε)Â)`` (clipped algorithms) or REINFORCE's ``-log π(a|s)·Â``,
 ``H`` the entropy, ``L_V`` the (optionally clipped) value loss when the algorithm trains its value
-head, and ``β·k3`` the KL-to-reference loss term of ``kl_mode="loss"``.
+head, and ``β·KL`` the KL-to-reference loss term of ``kl_mode="loss"`` (the ``kl_estimator``, k1/k2/k3).
+Per-step terms are averaged over the minibatch, or summed with ``MinibatchTerms.weights``
+(``loss_aggregation``, see :mod:`agents.algos`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from agents import losses, parallel
 from agents.algos import AlgoSpec
 from agents.config import AgentConfig
 
-STAT_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "kl_k3")
+STAT_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "kl_loss")
 """The per-minibatch statistics :func:`minibatch_loss` returns, in this order (NaN: not computed)."""
 
 
@@ -32,8 +34,9 @@ class MinibatchTerms:
     values: Tensor  # V_θ(s), with gradient
     old_values: Tensor  # V_old(s)
     targets: Tensor  # value targets
-    entropy: Tensor  # () mean entropy, with gradient
+    entropy: Tensor  # () aggregated entropy, with gradient
     ref_logprob: Tensor | None = None  # log π_ref(a|s) when the KL is a loss term
+    weights: Tensor | None = None  # per-step weights of the sum (None: the mean over the steps)
 
 
 def minibatch_loss(spec: AlgoSpec, c: AgentConfig, m: MinibatchTerms, kl_coef: float) -> tuple[Tensor, Tensor]:
@@ -41,20 +44,20 @@ def minibatch_loss(spec: AlgoSpec, c: AgentConfig, m: MinibatchTerms, kl_coef: f
     clip_v = c.clip_coef if (spec.clip_value_loss and c.clip_vloss) else None
     v_loss = losses.value_loss(m.values, m.old_values, m.targets, clip_v)
     use_value = spec.trains_value(c)
-    kl = clipfrac = kl_k3 = torch.full((), float("nan"), device=m.logprob.device)
+    kl = clipfrac = kl_loss = torch.full((), float("nan"), device=m.logprob.device)
     if spec.clipped:
-        pg_loss, ratio = losses.ppo_clip_loss(m.logprob, m.old_logprob, m.adv, c.clip_coef)
+        pg_loss, ratio = losses.ppo_clip_loss(m.logprob, m.old_logprob, m.adv, c.clip_coef, m.weights)
         with torch.no_grad():
             kl = losses.approx_kl(m.logprob, m.old_logprob)
             clipfrac = losses.clip_fraction(ratio, c.clip_coef)
     else:
-        pg_loss = losses.reinforce_loss(m.logprob, m.adv)
+        pg_loss = losses.reinforce_loss(m.logprob, m.adv, m.weights)
     loss = pg_loss - c.ent_coef * m.entropy + (c.vf_coef * v_loss if use_value else 0.0)
-    if m.ref_logprob is not None:  # GRPO's KL term β·k3 on the current log-probs
-        kl_k3 = losses.k3_kl(m.logprob, m.ref_logprob)
-        loss = loss + kl_coef * kl_k3
+    if m.ref_logprob is not None:  # the KL term β·KL on the current log-probs (GRPO: k3)
+        kl_loss = losses.aggregate(losses.kl_estimate(m.logprob, m.ref_logprob, c.kl_estimator), m.weights)
+        loss = loss + kl_coef * kl_loss
     v_stat = v_loss if use_value else torch.full((), float("nan"), device=m.logprob.device)  # not trained
-    return loss, torch.stack([pg_loss, v_stat, m.entropy, kl, clipfrac, kl_k3]).detach()
+    return loss, torch.stack([pg_loss, v_stat, m.entropy, kl, clipfrac, kl_loss]).detach()
 
 
 def normalize(x: Tensor, center: bool, eps: float = 1e-8) -> Tensor:

@@ -113,12 +113,19 @@ def complete_episode_mask(
         mask[t] = ends_later
 
     if need_start:
-        started = episode_start[0].clone()  # (N,)
-        for t in range(T):
-            if t > 0:
-                started = episode_start[t] | (started & ~done[t - 1])
-            mask[t] &= started
+        mask &= started_in_rollout(done, episode_start)
     return mask
+
+
+def started_in_rollout(done: Tensor, episode_start: Tensor) -> Tensor:
+    """(T, N) bool: steps whose episode began inside the rollout (``done = terminated | truncated``)."""
+    started = episode_start[0].clone()  # (N,)
+    out = torch.empty_like(done)
+    for t in range(done.shape[0]):
+        if t > 0:
+            started = episode_start[t] | (started & ~done[t - 1])
+        out[t] = started
+    return out
 
 
 def gae(

@@ -21,8 +21,13 @@ agent's half, ``-β·log π_θ(a_t|s_t)`` from the sampling log-prob, so the lea
 With the agent's ``kl_mode="loss"`` the collector instead removes the env's ``β·log π_ref`` (the
 learner sees the score alone) and hands ``log π_ref`` and β to the agent's k3 loss term.
 
-Groups (RLOO/GRPO): every step records the group id of its episode, from the env's
-``info["group_id"]`` when it reports one (TextGen with ``group_size``), else ``row // group_size``.
+Groups (RLOO/GRPO, ``group_size = k >= 2``): a group is the e-th episode of each of the k rows of
+block ``row // k``, fixed before any return is seen. Every step records the group id of its
+episode: the env's ``info["group_id"]`` when it reports one (TextGen with ``group_size``: the rows
+of a block share the e-th prompt), else the collector's :class:`~agents.group_ids.BlockGroups` (CatGrid:
+id ``e * (N / k) + row // k``; a row that has finished its episode of group e idles, id -1, until its
+block has finished group e). The agent learns a group once all k of its episodes have finished
+(:mod:`agents.carry`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import torch
 
 from agents.agent import Agent, Rollout
 from agents.env_access import get_kl_coef, set_env_attr
+from agents.group_ids import BlockGroups
 from agents.masking import ActionMasks, mask_from_info
 from agents.networks import obs_to_tensor
 from agents.validate import group_size_fits
@@ -103,7 +109,7 @@ class _Buffers:
             ref_logprobs=np.zeros((T, N), dtype=np.float32) if with_ref else None,
         )
 
-    def rollout(self, N: int, kl_coef: float) -> Rollout:
+    def rollout(self, N: int, kl_coef: float, group_size: int) -> Rollout:
         dev = self.actions.device
         as_t = lambda a: torch.as_tensor(a, device=dev)
         obs = (
@@ -116,6 +122,7 @@ class _Buffers:
             terminated=as_t(self.terminated), truncated=as_t(self.truncated), episode_start=as_t(self.starts),
             valid=as_t(self.valid), action_masks=_stack_masks(self.masks, N), group=as_t(self.groups),
             ref_logprobs=None if self.ref_logprobs is None else as_t(self.ref_logprobs), kl_coef=kl_coef,
+            group_size=group_size,
         )
 
 
@@ -140,6 +147,9 @@ class RolloutCollector:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         if not group_size_fits(envs.num_envs, group_size):
             raise ValueError(f"group_size must be >= 1 and divide num_envs={envs.num_envs}, got {group_size}")
+        if agent.config.group_based and group_size < 2:
+            raise ValueError(f"algo={agent.config.algo!r} compares the episodes of a group: pass group_size >= 2 "
+                             f"(dividing num_envs={envs.num_envs}), got {group_size}")
         self.envs, self.agent, self.num_steps, self.reward_scale = envs, agent, num_steps, reward_scale
         self.num_envs = envs.num_envs
         self.device = agent.device
@@ -147,8 +157,15 @@ class RolloutCollector:
         obs, info = envs.reset(seed=seed)
         self.obs = obs
         self.mask = mask_from_info(info, self.num_envs, self.device)  # allowed actions at self.obs, or None
+        self.group_size = group_size
         self.group = np.arange(self.num_envs, dtype=np.int64) // group_size  # (N,) group of each row's episode
+        self._env_groups = "group_id" in info  # the env names the groups (shared prompts)
+        self._blocks = BlockGroups(self.num_envs, group_size)  # else the collector does (agents.group_ids)
+        if not self._env_groups:
+            self.group = self._blocks.group.copy()
         self._update_group(info)
+        if agent.config.group_based:
+            self._check_env_groups()
         self.episode_start = np.ones(self.num_envs, dtype=bool)
         self.valid = np.ones(self.num_envs, dtype=bool)  # False: next step is a reset step
         self._ep_logp = np.zeros(self.num_envs)  # Σ log π_θ over the running episode
@@ -176,17 +193,34 @@ class RolloutCollector:
         if "group_id" in info:
             self.group = np.where(info["_group_id"], np.asarray(info["group_id"], dtype=np.int64), self.group)
 
+    def _next_groups(self, done: np.ndarray, starts: np.ndarray) -> None:
+        """Without env ids: the group of every row's next episode (:class:`~agents.group_ids.BlockGroups`)."""
+        if not self._env_groups:
+            self._blocks.ends(done)
+            self._blocks.starts(starts)
+            self.group = self._blocks.group.copy()
+
+    def _check_env_groups(self) -> None:
+        """The env's groups must be the collector's blocks of ``group_size`` rows."""
+        blocks = self.group.reshape(-1, self.group_size)  # (N / k, k)
+        if self._env_groups and not ((blocks == blocks[:, :1]).all() and len(set(blocks[:, 0])) == len(blocks)):
+            raise ValueError(f"the env's group ids {self.group.tolist()} are not blocks of group_size="
+                             f"{self.group_size} rows: pass the env's group_size to the collector")
+
     _STATE = ("obs", "mask", "group", "episode_start", "valid", "_ep_logp", "_ep_ref", "_ep_shaped", "global_step")
     """Attributes that carry over from one rollout to the next (saved for exact resume)."""
 
     def state_dict(self) -> dict[str, Any]:
         """The collector's state at a rollout boundary (copies); KV caches are rebuilt by :meth:`refresh`."""
-        return {k: copy.deepcopy(getattr(self, k)) for k in self._STATE}
+        state = {k: copy.deepcopy(getattr(self, k)) for k in self._STATE}
+        return state | {"_blocks": self._blocks.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         missing = set(self._STATE) - set(state)
         if missing:
             raise ValueError(f"collector state lacks {sorted(missing)}")
+        if "_blocks" in state:  # checkpoints before fixed-size groups have none (a fresh schedule is used)
+            self._blocks.load_state_dict(state["_blocks"])
         for k in self._STATE:
             value = copy.deepcopy(state[k])
             setattr(self, k, value.to(self.device) if isinstance(value, torch.Tensor) else value)
@@ -231,6 +265,7 @@ class RolloutCollector:
             self._log_episodes(info, log)
             self._update_group(info)
             done = np.logical_or(term, trunc)
+            self._next_groups(done & self.valid, ~self.valid)
             self.episode_start = ~self.valid  # the obs after a reset step starts an episode
             self.valid = ~done
             self.obs = next_obs
@@ -239,7 +274,7 @@ class RolloutCollector:
         if isinstance(self.pending, tuple):
             buf.values[T] = self.pending[1]  # else V(o_T) is never read (see _next_output) and stays 0
         self.global_step += T * N
-        return buf.rollout(N, float(self._kl_coef or 0.0)), log
+        return buf.rollout(N, float(self._kl_coef or 0.0), self.group_size), log
 
     def _pending_output(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The policy's (logits, values) for ``self.obs`` (computed by :meth:`refresh` or the previous step)."""

@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 GRID = ["tests/agents/test_update_gradients.py", "tests/agents/test_reinforce_unbiased.py", "tests/agents/test_sampling.py",
         "tests/agents/test_returns.py"]  # seconds each; --tests-also adds more (e.g. tests/agents/test_agent.py)
 TEXT = ["tests/agents/test_text_agent.py", "tests/envs/test_textgen.py", "tests/envs/test_textgen_vector.py"]
+GROUP = ["tests/agents/test_estimators.py", "tests/agents/test_update_gradients.py",
+         "tests/agents/test_group_agent.py::test_every_finished_episode_enters_the_loss_once_with_its_complete_group",
+         "tests/agents/test_group_agent.py::test_collector_group_ids_are_the_eth_episode_of_each_row_of_a_block_on_catgrid"]
 
 
 @dataclass
@@ -80,8 +83,41 @@ MUTATIONS = [
     Mutation("reinforce_drops_unfinished_episodes", "REINFORCE drops (does not carry) unfinished episodes: biased",
              "agents/agent.py", "ro = prepend(self.carry, ro)", "ro = ro", GRID),
     Mutation("reinforce_mean_over_learned_steps", "REINFORCE divides by the (action-dependent) learned step count",
-             "agents/agent.py", "denom = rollout_steps if spec.constant_denominator else fb.mask.sum()",
-             "denom = fb.mask.sum()", GRID),
+             "agents/agent.py", "        if how == \"constant\":\n            return rollout_steps\n",
+             "        if how == \"constant\":\n            return fb.mask.sum()\n", GRID),
+    # the defects of "RLOO and GRPO done right"
+    Mutation("group_learned_before_complete", "a group learned as soon as 2 of its episodes have finished (the rest "
+             "later, alone or in another group): groups depend on the episode lengths",
+             "agents/estimators.py", "    return count == ro.group_size\n", "    return count >= 2\n", GROUP),
+    Mutation("group_waiting_episodes_dropped", "finished episodes whose group-mates still run are dropped, not carried",
+             "agents/agent.py", "self.carry = unfinished_tail(ro, est.carry)", "self.carry = unfinished_tail(ro)",
+             GROUP),
+    Mutation("catgrid_groups_without_lockstep", "a row that finished its episode of the block's group plays it again "
+             "(no idle wait): groups hold several episodes of the fast rows", "agents/group_ids.py",
+             "play = start & ~self.played", "play = start", GROUP),
+    Mutation("text_groups_by_row", "text groups formed by row instead of by shared prompt (env group ids ignored)",
+             "agents/rollout.py", "self.group = np.where(info[\"_group_id\"], np.asarray(info[\"group_id\"], "
+             "dtype=np.int64), self.group)", "self.group = np.arange(self.num_envs, dtype=np.int64)",
+             ["tests/agents/test_group_agent.py::test_text_groups_and_kl_mode"]),
+    Mutation("skipped_update_not_counted", "an update with nothing to learn does not advance num_updates (resume "
+             "restarts from it)", "agents/agent.py",
+             "            self.num_updates += 1\n            return {\"skipped\"", "            return {\"skipped\"",
+             ["tests/runners/test_group_resume.py"]),
+    Mutation("rloo_mean_over_learned_steps", "RLOO divides by the (action-dependent) learned step count",
+             "agents/algos.py", "trains_value=lambda c: False, normalize=\"scale\",\n                     "
+             "loss_aggregation=\"constant\"", "trains_value=lambda c: False, normalize=\"scale\",\n"
+             "                     loss_aggregation=\"token_mean\"", GROUP),
+    Mutation("kl_in_reward_and_loss", "kl_mode='loss' also keeps the per-token KL penalty in the reward (twice)",
+             "agents/rollout.py", "            reward = reward - beta * ref\n",
+             "            reward = reward - beta * ref - beta * (logp - ref) * self.valid\n",
+             ["tests/agents/test_group_agent.py::test_text_groups_and_kl_mode"]),
+    Mutation("grpo_ratio_always_one", "GRPO's old log-probs taken from the current policy (ratio always 1)",
+             "agents/agent.py", "old_logprob=fb.old_logprob[idx][m]", "old_logprob=logprob.detach()",
+             ["tests/agents/test_update_gradients.py::test_grpo_gradient_matches_a_step_by_step_loss"]),
+    Mutation("k3_on_old_logprobs", "the k3 KL term evaluated on the old log-probs (no gradient)",
+             "agents/objective.py", "losses.kl_estimate(m.logprob, m.ref_logprob, c.kl_estimator)",
+             "losses.kl_estimate(m.old_logprob, m.ref_logprob, c.kl_estimator)",
+             ["tests/agents/test_update_gradients.py::test_grpo_gradient_matches_a_step_by_step_loss"]),
     Mutation("dropout_left_on", "dropout left on in the policy (PPO ratio ≠ 1 at θ = θ_old)",
              "agents/networks.py", "    configs: list[Any] = []\n", "    return module\n    configs: list[Any] = []\n", TEXT),
     Mutation("ref_logprob_only_with_kl", "reference log-prob reported only when kl_coef > 0 (KL logged wrong at β=0)",

@@ -22,7 +22,7 @@ from agents.agent import Agent
 from agents.rollout import EpisodeLog
 from runners.common.episode_image import episode_image
 
-LOSS_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance", "kl_k3")
+LOSS_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance", "kl_loss")
 
 
 def config_table(cfg: dict[str, Any], prefix: str = "") -> str:
@@ -54,7 +54,7 @@ def log_update(writer: SummaryWriter, step: int, stats: dict[str, float], log: E
     for key in LOSS_KEYS:
         if key in stats and np.isfinite(stats[key]):
             writer.add_scalar(f"losses/{key}", stats[key], step)
-    for key in ("group/episodes", "group/skipped_alone"):  # RLOO/GRPO: episodes used / alone in their group
+    for key in ("group/episodes", "group/waiting"):  # RLOO/GRPO: episodes learned / waiting for their group
         if key in stats:
             writer.add_scalar(key, stats[key], step)
 

@@ -37,7 +37,7 @@ def test_the_update_path_names_no_algorithm(module):
 def test_a_new_algorithm_is_one_row(monkeypatch):
     """A2C-like: GAE advantages, no clipping, one step per rollout: a row, no new code in the agent."""
     a2c = algos.AlgoSpec(estimators.gae_advantages, clipped=False, trains_value=lambda c: True, normalize="whiten",
-                         constant_denominator=False, monte_carlo=False, group_based=False)
+                         loss_aggregation="token_mean", monte_carlo=False, group_based=False)
     monkeypatch.setitem(algos.ALGOS, "a2c", a2c)
     torch.manual_seed(0)
     venv = CatGridVectorEnv(num_envs=4, desc=["T.C.M"], slip=0.0, max_episode_steps=10)

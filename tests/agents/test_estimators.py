@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hand_rollouts import hand_rollout
+from hand_rollouts import group_rollout, hand_rollout
 
 from agents.agent import Agent, AgentConfig
 from agents.estimators import grpo_advantages, monte_carlo_advantages, rloo_advantages
@@ -18,42 +18,59 @@ def _agent(algo: str, **kw) -> Agent:
     return Agent(net, AgentConfig(algo=algo, gamma=1.0, **kw))
 
 
+LEARNED = [[1, 1, 1, 1], [1, 1, 1, 1], [0, 1, 1, 0], [0, 0, 1, 0], [0, 0, 1, 0]]  # A, C, E, G of group_rollout
+WAITING = [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 1], [1, 1, 0, 1]]  # B (finished), D and F (running)
+
+
 @pytest.mark.parametrize("algo", ["rloo", "grpo"])
 def test_group_advantages_by_hand(algo):
-    est = _agent(algo, reinforce_return="episode").advantages(hand_rollout())
+    est = _agent(algo, reinforce_return="episode").advantages(group_rollout())
     adv, ret, mask = est.adv, est.targets, est.mask
-    # RLOO: A = 1 - (3+2)/2, B = 3 - (1+2)/2, C = 2 - (1+3)/2; GRPO: (R - 2) / (1 + eps)
-    a, b, c = (-1.5, 1.5, 0.0) if algo == "rloo" else (-1 / 1.0001, 1 / 1.0001, 0.0)
-    expected_mask = [[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]]
-    assert mask.int().tolist() == expected_mask
-    assert adv[mask].tolist() == pytest.approx([a, c, a, c, c, b, b])  # row-major order of the mask
-    assert not torch.isnan(adv).any()
+    # RLOO: A = 1 - 2, C = 2 - 1, E = 5 - 7, G = 7 - 5; GRPO: (R - mean) / (std + eps), std{1,2} = 1/√2, std{5,7} = √2
+    a, c, e, g = (-1, 1, -2, 2) if algo == "rloo" else (-0.5 / (2**-0.5 + 1e-4), 0.5 / (2**-0.5 + 1e-4),
+                                                       -1 / (2**0.5 + 1e-4), 1 / (2**0.5 + 1e-4))
+    assert mask.int().tolist() == LEARNED
+    assert adv[mask].tolist() == pytest.approx([a, c, e, g, a, c, e, g, c, e, e, e])  # row-major order of the mask
+    assert est.carry is not None and est.carry.int().tolist() == WAITING  # B waits for D: its group is not complete
+    assert est.stats == {"group/episodes": 4.0, "group/waiting": 1.0}
     assert ret[0, 0] == 1 and ret[3, 0] == 3 and ret[0, 2] == 5
 
 
+def test_grpo_without_scale_rewards_is_centred_only():
+    est = _agent("grpo", scale_rewards=False).advantages(group_rollout())
+    assert est.adv[est.mask].tolist() == pytest.approx([-0.5, 0.5, -1, 1] * 2 + [0.5, -1, -1, -1])
+
+
 def test_rloo_to_go_per_step_baseline_by_hand():
-    est = _agent("rloo", reinforce_return="to_go").advantages(hand_rollout())
+    est = _agent("rloo", reinforce_return="to_go").advantages(group_rollout())
     adv, ret, mask = est.adv, est.targets, est.mask
-    # reward-to-go by step index: A [1, 1], B [3, 3], C [2, 2, 2] (0 after an end); per step τ:
-    # A: 1 - (3+2)/2 twice; B: 3 - (1+2)/2 twice; C: 2 - (1+3)/2 twice, then 2 - (0+0)/2
-    assert mask.int().tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]]
-    assert adv[mask].tolist() == pytest.approx([-1.5, 0.0, -1.5, 0.0, 2.0, 1.5, 1.5])
+    # reward-to-go by step index: A [1, 1], C [2, 2, 2], E [5] * 5, G [7, 7] (0 after an end); per step τ:
+    # A: 1 - 2 twice; C: 2 - 1 twice, then 2 - 0; E: 5 - 7 twice, then 5 - 0; G: 7 - 5 twice
+    assert mask.int().tolist() == LEARNED
+    assert adv[mask].tolist() == pytest.approx([-1, 1, -2, 2, -1, 1, -2, 2, 2, 5, 5, 5])
     assert ret[1, 1] == 2 and ret[3, 0] == 3  # reward-to-go
 
 
-def test_group_algos_need_group_ids():
-    ro = hand_rollout()
+def test_group_algos_need_group_ids_and_groups_of_two():
+    ro = group_rollout()
     ro.group = None
     with pytest.raises(ValueError, match="Rollout.group"):
         _agent("rloo").update(ro)
+    ro = group_rollout()
+    ro.group_size = 1
+    with pytest.raises(ValueError, match="at least 2 episodes"):
+        _agent("grpo").update(ro)
+    ro = group_rollout()
+    ro.group = torch.zeros_like(ro.group)  # ids by row block only: a group with 3 finished episodes
+    with pytest.raises(ValueError, match="more than group_size=2"):
+        _agent("rloo").advantages(ro)
 
 
 @pytest.mark.parametrize("fn,algo", [(rloo_advantages, "rloo"), (grpo_advantages, "grpo")])
 def test_estimators_alone_equal_the_agents_advantages(fn, algo):
     cfg = AgentConfig(algo=algo, gamma=1.0, reinforce_return="episode")
-    alone, via_agent = fn(hand_rollout(), cfg), _agent(algo, reinforce_return="episode").advantages(hand_rollout())
+    alone, via_agent = fn(group_rollout(), cfg), _agent(algo, reinforce_return="episode").advantages(group_rollout())
     assert torch.equal(alone.adv, via_agent.adv) and torch.equal(alone.mask, via_agent.mask)
-    assert alone.stats == {"group/episodes": 4.0, "group/skipped_alone": 1.0}  # E is alone in group 1
 
 
 def test_monte_carlo_mask_keeps_complete_episodes_only():

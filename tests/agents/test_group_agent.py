@@ -9,7 +9,7 @@ import math
 import gymnasium as gym
 import pytest
 import torch
-from hand_rollouts import hand_rollout
+from hand_rollouts import group_rollout
 
 import envs  # noqa: F401
 from agents import losses
@@ -18,6 +18,8 @@ from agents.networks import GridTransformer
 from agents.rollout import RolloutCollector
 from envs.catgrid_vector import CatGridVectorEnv
 from runners.common.evaluation import evaluate
+
+SEED = 0  # a seed whose random policy ends episodes at different steps (some rows idle)
 
 
 def _agent(algo: str, **kw) -> Agent:
@@ -29,8 +31,8 @@ def _agent(algo: str, **kw) -> Agent:
 def test_group_update_skips_value_loss_and_reports_groups():
     agent = _agent("rloo")
     head = [p.clone() for p in agent.net.parameters()]
-    stats = agent.update(hand_rollout())
-    assert stats["group/episodes"] == 4 and stats["group/skipped_alone"] == 1
+    stats = agent.update(group_rollout())
+    assert stats["group/episodes"] == 4 and stats["group/waiting"] == 1
     assert "explained_variance" not in stats and "value_loss" not in stats  # the value head is not trained
     assert any(not torch.equal(p, q) for p, q in zip(head, agent.net.parameters()))
 
@@ -41,30 +43,56 @@ def test_k3_by_hand():
     assert losses.k3_kl(logp, ref).item() == pytest.approx((0.5 - math.log(0.5) - 1.0) / 2)
 
 
-def test_collector_group_ids_row_div_k_on_catgrid():
-    venv = gym.wrappers.vector.RecordEpisodeStatistics(CatGridVectorEnv(num_envs=6))
+def test_collector_group_ids_are_the_eth_episode_of_each_row_of_a_block_on_catgrid():
+    """Group e of block b (id e * 2 + b) is one episode of each of its 3 rows; a row that has played group e waits
+    (idle episodes, id -1) until its whole block has finished group e, then plays e + 1."""
+    venv = gym.wrappers.vector.RecordEpisodeStatistics(CatGridVectorEnv(num_envs=6, max_episode_steps=6))
+    torch.manual_seed(SEED)
     agent = _agent("rloo")
-    ro, _ = RolloutCollector(venv, agent, 8, seed=0, group_size=3).collect()
-    assert ro.group.tolist() == [[0, 0, 0, 1, 1, 1]] * 8
+    ro, _ = RolloutCollector(venv, agent, 40, seed=0, group_size=3).collect()
+    assert ro.group_size == 3 and ro.group[0].tolist() == [0, 0, 0, 1, 1, 1]
+    g, start = ro.group.numpy(), ro.episode_start.numpy()
+    start[0] = True
+    end = (ro.valid & (ro.terminated | ro.truncated)).numpy()
+    first, last = {}, {}  # group id -> first start step / last end step over its rows
+    for i in range(6):
+        ids = [int(g[t, i]) for t in range(40) if start[t, i] and g[t, i] >= 0]
+        assert ids == [e * 2 + i // 3 for e in range(len(ids))]  # 0, 1, 2, ... of its block, each once
+        for t in range(40):
+            if start[t, i] and g[t, i] >= 0:
+                first[int(g[t, i])] = min(first.get(int(g[t, i]), 99), t)
+            if end[t, i] and g[t, i] >= 0:
+                last[int(g[t, i])] = max(last.get(int(g[t, i]), -1), t)
+    assert (g[ro.valid.numpy()] == -1).any()  # some rows waited
+    assert all(first[gid + 2] > last[gid] for gid in last if gid + 2 in first)  # e + 1 starts after e has ended
     with pytest.raises(ValueError, match="divide num_envs"):
         RolloutCollector(venv, agent, 8, seed=0, group_size=4)
+    with pytest.raises(ValueError, match="group_size >= 2"):
+        RolloutCollector(venv, agent, 8, seed=0, group_size=1)
 
 
 @pytest.mark.parametrize("algo", ["rloo", "grpo"])
-def test_every_finished_episode_is_learned_from_once_across_rollout_boundaries(algo):
-    """Rollouts of 7 steps cut many CatGrid episodes; the steps of a running episode are carried to the next
-    rollout, so every episode that finishes enters exactly one update (dropping the cut ones favours short
-    episodes)."""
+def test_every_finished_episode_enters_the_loss_once_with_its_complete_group(algo):
+    """Rollouts of 7 steps cut many CatGrid episodes, and group-mates finish in different rollouts. Count what
+    enters the loss: every finished episode is learned exactly once, in a group of exactly k episodes; the
+    others wait in the carry (running, or finished with a mate still running)."""
     venv = gym.wrappers.vector.RecordEpisodeStatistics(CatGridVectorEnv(num_envs=8, max_episode_steps=25))
     agent = _agent(algo, learning_rate=0.0)
     collector = RolloutCollector(venv, agent, 7, seed=0, group_size=4)
-    finished = learned = 0
+    finished = learned = waited = 0
     for _ in range(30):
-        ro, log = collector.collect()
-        finished += len(log.returns)
-        learned += agent.update(ro).get("group/episodes", 0.0)
-    assert finished > 50 and learned == finished, (finished, learned)  # episodes alone in their group included
-    assert agent.carry is not None and int(agent.carry.valid.sum()) > 0  # the running episodes wait for their end
+        ro, _ = collector.collect()
+        finished += int((ro.valid & (ro.terminated | ro.truncated) & (ro.group >= 0)).sum())  # idle ones never count
+        ro, est = agent._learnable(ro)
+        firsts = est.mask & ro.episode_start  # (T, N) first steps of the learned episodes
+        _, counts = torch.unique(ro.group[firsts], return_counts=True)
+        assert (counts == 4).all()  # whole groups of k = 4 episodes, never fewer
+        learned += int(firsts.sum())
+        waited += int(est.stats["group/waiting"] > 0)
+    carry = agent.carry
+    assert carry is not None
+    waiting = int((carry.valid & (carry.terminated | carry.truncated)).sum())  # finished, their group not yet
+    assert finished > 40 and waited > 5 and learned + waiting == finished, (finished, learned, waiting)
 
 
 @pytest.mark.parametrize("algo", ["rloo", "grpo"])
@@ -115,7 +143,7 @@ def test_text_groups_and_kl_mode(text_kw, tiny_lm, kl_mode, one_thread):
             mod.p = 0.0  # old and new log-probs from the same function
     agent = Agent(CausalLMPolicy(lm).eval(), AgentConfig(algo="grpo", gamma=1.0, kl_mode=kl_mode,
                                                               learning_rate=1e-3, num_minibatches=1, update_epochs=1))
-    collector = RolloutCollector(venv, agent, 10, seed=0)
+    collector = RolloutCollector(venv, agent, 10, seed=0, group_size=2)
     ro, log = collector.collect()
     g = ro.group.numpy()
     assert (g[:, 0] == g[:, 1]).all() and (g[:, 2] == g[:, 3]).all() and (g[:, 0] != g[:, 2]).all()
@@ -128,10 +156,18 @@ def test_text_groups_and_kl_mode(text_kw, tiny_lm, kl_mode, one_thread):
         # the policy starts as the reference: its sampling log-probs are the env's ref log-probs
         torch.testing.assert_close(ro.ref_logprobs[ro.valid], ro.logprobs[ro.valid], atol=1e-4, rtol=0)
         stats = agent.update(ro)
-        assert stats["kl_k3"] == pytest.approx(0.0, abs=1e-6)  # one minibatch, evaluated before the step: the same model
+        assert stats["kl_loss"] == pytest.approx(0.0, abs=1e-6)  # one minibatch, evaluated before the step: the same model
+        with torch.no_grad():  # a policy clearly off the reference: the KL is in the loss only, never in the reward
+            for p in lm.parameters():
+                p.add_(0.02 * torch.randn_like(p))
+        ro, log = collector.collect()
+        ended = (ro.terminated & ro.valid).numpy()
+        assert not torch.allclose(ro.logprobs[ro.valid], ro.ref_logprobs[ro.valid], atol=1e-3)
+        assert (ro.rewards.numpy()[~ended] == 0).all()
+        assert sorted(ro.rewards.numpy()[ended].tolist()) == pytest.approx(sorted(log.scores), abs=1e-5)
     else:
         assert ro.ref_logprobs is None
-        assert "kl_k3" not in agent.update(ro)
+        assert "kl_loss" not in agent.update(ro)
 
 
 def test_train_cli_group_algos(tmp_path, capsys):

@@ -27,7 +27,7 @@ def test_ppo_loss_by_hand():
     assert loss.item() == pytest.approx(-0.1 - 0.01 * 0.7 + 0.5 * 0.25)
     p = dict(zip(STAT_KEYS, parts.tolist()))
     assert p["policy_loss"] == pytest.approx(-0.1) and p["value_loss"] == pytest.approx(0.25)
-    assert p["clipfrac"] == pytest.approx(0.5) and math.isnan(p["kl_k3"])
+    assert p["clipfrac"] == pytest.approx(0.5) and math.isnan(p["kl_loss"])
 
 
 def test_reinforce_without_baseline_has_no_value_term_and_k3_enters_with_beta():
@@ -39,4 +39,4 @@ def test_reinforce_without_baseline_has_no_value_term_and_k3_enters_with_beta():
     k3 = (r - torch.log(r) - 1).mean().item()
     assert loss.item() == pytest.approx(pg + 0.1 * k3)
     p = dict(zip(STAT_KEYS, parts.tolist()))
-    assert math.isnan(p["value_loss"]) and math.isnan(p["approx_kl"]) and p["kl_k3"] == pytest.approx(k3)
+    assert math.isnan(p["value_loss"]) and math.isnan(p["approx_kl"]) and p["kl_loss"] == pytest.approx(k3)

@@ -9,6 +9,8 @@ reference loss below is written independently with plain Python loops over each 
 
 from __future__ import annotations
 
+import copy
+
 import gymnasium as gym
 import pytest
 import torch
@@ -164,9 +166,9 @@ def test_norm_adv_scope(rollout_and_net, monkeypatch, scope):
     seen: list[torch.Tensor] = []
     original = losses.ppo_clip_loss
 
-    def recording(logprob, old_logprob, advantages, clip_coef):
+    def recording(logprob, old_logprob, advantages, clip_coef, weights=None):
         seen.append(advantages.detach())
-        return original(logprob, old_logprob, advantages, clip_coef)
+        return original(logprob, old_logprob, advantages, clip_coef, weights)
 
     monkeypatch.setattr(losses, "ppo_clip_loss", recording)
     agent_grads(net, ro, algo="ppo", num_minibatches=2, norm_adv_scope=scope)
@@ -181,3 +183,77 @@ def test_norm_adv_scope(rollout_and_net, monkeypatch, scope):
         assert float(together.std()) == pytest.approx(1.0, abs=1e-4) and abs(means[0]) > 1e-3
     with pytest.raises(ValueError, match="norm_adv_scope"):
         AgentConfig(norm_adv_scope="batch")
+
+
+def _grpo_rollout(ro, k=2):
+    """The fixture's rollout with groups of k: the e-th episode of rows ``i // k`` (as the collector numbers them),
+    and reference log-probs for the KL loss term (the sampling ones, shifted)."""
+    ro = copy.copy(ro)
+    N = ro.actions.shape[1]
+    episode = torch.cumsum(ro.episode_start.long(), 0) - 1  # (T, N)
+    ro.group, ro.group_size = episode * (N // k) + torch.arange(N) // k, k
+    ro.ref_logprobs, ro.kl_coef = ro.logprobs - 0.3 * torch.linspace(-1, 1, ro.logprobs.numel()).view_as(ro.logprobs), 0.4
+    return ro
+
+
+def _reference_grpo_loss(net, ro, aggregation, k=2, eps=1e-4, rloo=False):
+    """GRPO written out: whole groups of k finished episodes, A = (G_0 - mean) / (std + eps) on every step,
+    clipped surrogate, entropy bonus and β·k3 on the current log-probs, aggregated as asked. ``rloo``: RLOO's
+    A = G_0 - mean of the others, -log π·A, no KL term."""
+    T, N = ro.actions.shape
+    episodes = []  # (steps, return, group)
+    for i in range(N):
+        t = 0
+        while t < T:
+            if not ro.valid[t, i]:
+                t += 1
+                continue
+            end = t
+            while end < T and not (ro.terminated[end, i] or ro.truncated[end, i]):
+                end += 1
+            if end == T:
+                break
+            g0 = sum(GAMMA ** (s - t) * float(ro.rewards[s, i]) for s in range(t, end + 1))
+            episodes.append(([(s, i) for s in range(t, end + 1)], g0, int(ro.group[t, i])))
+            t = end + 1
+    groups: dict[int, list] = {}
+    for ep in episodes:
+        groups.setdefault(ep[2], []).append(ep)
+    learned = [ep for g in groups.values() if len(g) == k for ep in g]
+    assert len(learned) >= 2 * k
+    logp, entropy, _ = forward(net, ro)
+    total, steps = 0.0, 0
+    for g in (g for g in groups.values() if len(g) == k):
+        rets = torch.tensor([ep[1] for ep in g], dtype=torch.float64)
+        advs = (rets - (rets.sum() - rets) / (k - 1)) if rloo else (rets - rets.mean()) / (rets.std() + eps)
+        for (cells, _, _), a in zip(g, advs.tolist()):
+            tt, ii = torch.tensor(cells).T
+            ratio = torch.exp(logp[tt, ii] - ro.logprobs[tt, ii])
+            x = logp[tt, ii] - ro.ref_logprobs[tt, ii]
+            term = (-torch.min(ratio * a, ratio.clamp(1 - CLIP, 1 + CLIP) * a) - ENT * entropy[tt, ii]
+                    + ro.kl_coef * (torch.exp(-x) + x - 1))
+            if rloo:
+                term = -logp[tt, ii] * a - ENT * entropy[tt, ii]
+            total = total + (term.mean() / len(learned) if aggregation == "sequence_mean" else term.sum())
+            steps += len(cells)
+    if aggregation == "token_mean":
+        return total / steps
+    return total / (T * N) if aggregation == "constant" else total
+
+
+@pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean", "constant"])
+def test_grpo_gradient_matches_a_step_by_step_loss(rollout_and_net, aggregation):
+    ro, net = rollout_and_net
+    ro = _grpo_rollout(ro)
+    got, stats = agent_grads(net, ro, algo="grpo", kl_mode="loss", loss_aggregation=aggregation)
+    assert stats["group/episodes"] >= 8
+    want = reference_grads(net, _reference_grpo_loss(net, ro, aggregation))
+    assert_same(got, want)
+
+
+def test_rloo_gradient_matches_a_step_by_step_loss_with_a_constant_denominator(rollout_and_net):
+    ro, net = rollout_and_net
+    ro = _grpo_rollout(ro)
+    got, _ = agent_grads(net, ro, algo="rloo", reinforce_return="episode", norm_adv=False)
+    want = reference_grads(net, _reference_grpo_loss(net, ro, "constant", rloo=True))
+    assert_same(got, want)

@@ -140,7 +140,7 @@ def _columns(ro, cols: slice):
     """A copy of env columns ``cols`` of a rollout (what one rank with those envs would have collected)."""
     from dataclasses import fields as dc_fields
 
-    take = lambda x: x if x is None or isinstance(x, float) else x[:, cols].clone()  # noqa: E731  (None / kl_coef)
+    take = lambda x: x if x is None or isinstance(x, (int, float)) else x[:, cols].clone()  # noqa: E731  (kl_coef, group_size)
     return type(ro)(**{f.name: take(getattr(ro, f.name)) for f in dc_fields(ro)})
 
 
@@ -153,7 +153,23 @@ CASES = {
     "ppo_target_kl": dict(algo="ppo", update_epochs=4, num_minibatches=1, learning_rate=3e-2, target_kl=1e-3),
     # REINFORCE: one step from gradients accumulated over minibatches; ranks have unequal step counts
     "reinforce": dict(algo="reinforce", num_minibatches=2, learning_rate=0.05, max_grad_norm=1e9, sgd=True),
+    # RLOO: groups of 2 (whole blocks on each rank), gradients accumulated over 3 minibatches, constant denominator
+    "rloo": dict(algo="rloo", num_minibatches=3, learning_rate=0.05, max_grad_norm=1e9, sgd=True),
+    # GRPO: epochs of one minibatch (its split into several differs between 1 and 2 processes, as PPO's)
+    "grpo": dict(algo="grpo", update_epochs=3, num_minibatches=1, learning_rate=0.05, max_grad_norm=1e9, sgd=True),
 }
+GROUP_CASES = ("rloo", "grpo")
+
+
+def _grouped(ro, k: int = 2):
+    """The rollout with groups of k: the e-th episode of each row of block ``i // k``."""
+    import copy
+
+    ro = copy.copy(ro)
+    N = ro.actions.shape[1]
+    ro.group = (torch.cumsum(ro.episode_start.long(), 0) - 1) * (N // k) + torch.arange(N) // k
+    ro.group_size = k
+    return ro
 
 
 def _update(config: dict, ro, state, spaces, seed: int = 1):
@@ -202,7 +218,8 @@ def updates():
     ro_empty.terminated[:, :3] = False
     ro_empty.truncated[:, :3] = False
     # uneven halves (3 + 5 columns), so a plain average of the ranks' gradients would be wrong
-    splits = {case: (config, ro, ((0, 3), (3, 8))) for case, config in CASES.items()}
+    splits = {case: (config, ro, ((0, 3), (3, 8))) for case, config in CASES.items() if case not in GROUP_CASES}
+    splits |= {case: (CASES[case], _grouped(ro), ((0, 2), (2, 8))) for case in GROUP_CASES}  # whole blocks
     splits["reinforce_empty"] = (CASES["reinforce"], ro_empty, ((0, 3), (3, 8)))
     # rank 0 holds one column (a few chunks), rank 1 seven: rank 0 gets empty PPO minibatches
     splits["uneven"] = (UNEVEN_PPO, ro, ((0, 1), (1, 8)))
@@ -212,12 +229,12 @@ def updates():
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_two_ranks_on_two_halves_take_the_step_of_one_process_on_the_whole_batch(updates, case):
     results, ro, _, state, spaces = updates
-    single, single_stats = _update(CASES[case], ro, state, spaces)
+    single, single_stats = _update(CASES[case], _grouped(ro) if case in GROUP_CASES else ro, state, spaces)
     (w0, s0), (w1, s1) = results[0][case], results[1][case]
     assert _max_diff(single, state) > 1e-3  # the update really moved the weights
     assert _identical(w0, w1), "ranks diverged"
     assert _max_diff(w0, single) < 1e-5, _max_diff(w0, single)
-    for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "explained_variance"):  # global, not rank 0's
+    for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "explained_variance", "group/episodes"):
         if key in single_stats:
             assert s0[key] == pytest.approx(single_stats[key], rel=1e-4, abs=1e-6), key
             assert s1[key] == s0[key]
