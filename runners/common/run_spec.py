@@ -73,6 +73,9 @@ class TrainConfig:
     """TextGen-IMDB-v0: adapt beta toward kl_target (Ziegler et al.)"""
     kl_target: float = 6.0
     kl_horizon: float = 10000.0
+    ref_mode: Literal["per_step", "one_pass"] = "one_pass"
+    """TextGen-IMDB-v0: the reference scores each finished response in one teacher-forced pass (one_pass) or
+    decodes beside the policy (per_step); same per-token rewards up to float rounding"""
     log_dir: str = "runs"
     run_name: str | None = None
     """default: <env>__<algo>__<seed>__<unix time>; an existing run is never appended to (use --resume)"""
@@ -187,7 +190,7 @@ def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     kw = {"model": cfg.model, "reward_model": cfg.reward_model, "kl_coef": cfg.kl_coef, "device": cfg.device,
           "max_new_tokens": tuple(cfg.max_new_tokens_range) if cfg.max_new_tokens_range else cfg.max_new_tokens,
           "min_new_tokens": cfg.min_new_tokens, "missing_eos_penalty": cfg.missing_eos_penalty,
-          "group_size": cfg.group_size, "text_field": cfg.text_field}
+          "group_size": cfg.group_size, "text_field": cfg.text_field, "ref_mode": cfg.ref_mode}
     if cfg.dataset:
         kw["dataset"] = cfg.dataset
     return kw
