@@ -138,8 +138,9 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
     - ``prompt_min_len``, ``prompt_max_len``: the range of prompt lengths in tokens.
     - ``kl_coef``: β >= 0 (see Rewards).
     - ``device``: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda[:N]"``; ``autocast_dtype``: None (float32)
-      or ``"bfloat16"``/``"float16"``: the reference decodes under ``torch.autocast`` (faster on GPUs and bf16
-      CPUs; log-probs then bf16/fp16-accurate).
+      or ``"bfloat16"``/``"float16"``: the reference (either ``ref_mode``) and the reward model run under
+      ``torch.autocast`` (faster on GPUs and bf16 CPUs; log-probs and scores then bf16/fp16-accurate). Opt-in
+      only: no hardware switches it on, so the same command gives the same numbers on any machine.
     - ``ref_mode``: ``"per_step"`` (the reference decodes one cached step per env step; reward ``β·log π_ref``
       per token) or ``"one_pass"`` (one teacher-forced pass per finished response; the KL part on the last step),
       see Rewards. Both modes are deterministic; they agree to float rounding.

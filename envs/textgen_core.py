@@ -303,7 +303,8 @@ class TextGenCore(TextRows):
         in place, and their ``score``, ``text``, ``prompt`` and ``response`` to ``info``."""
         done = np.flatnonzero(terminated)
         texts = self.texts(done)
-        scores = self.reward_fn(texts)
+        with self.ref_lm.autocast():  # the reward model under the same autocast as the reference (None: fp32)
+            scores = self.reward_fn(texts)
         self._passes["reward"] += 1
         rewards[done] += scores
         if self.missing_eos_penalty is not None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 import envs  # noqa: F401
 from runners.common.run_spec import env_kwargs, preset
@@ -51,3 +54,22 @@ def test_ref_mode_is_checked_and_only_the_trainer_opts_in(kw):
         gym.make("TextGen-IMDB-v0", ref_mode="teacher", **kw)
     assert gym.make("TextGen-IMDB-v0", **kw).unwrapped.ref_mode == "per_step"  # the env's default
     assert env_kwargs(preset("TextGen-IMDB-v0", "ppo"))["ref_mode"] == "one_pass"  # runners.train's
+
+
+def test_autocast_dtype_covers_the_reward_model_and_is_opt_in(kw):
+    seen = []
+
+    def recording_score(texts: list[str]) -> list[float]:
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return [0.0] * len(texts)
+
+    for dtype in (None, "bfloat16"):
+        env = gym.make("TextGen-IMDB-v0", max_new_tokens=2, ref_mode="one_pass", autocast_dtype=dtype,
+                       **(kw | {"reward_model": recording_score}))
+        env.reset(seed=0)
+        env.step(5)
+        env.step(6)
+    assert seen == [False, True]
+    cfg = preset("TextGen-IMDB-v0", "ppo")
+    assert env_kwargs(cfg)["autocast_dtype"] is None  # off unless asked for
+    assert env_kwargs(dataclasses.replace(cfg, autocast_dtype="bfloat16"))["autocast_dtype"] == "bfloat16"
