@@ -55,8 +55,10 @@ from envs.lm.kv_cache import AUTOCAST_DTYPES
 from envs.rewards import make_reward_fn
 from runners.common.tiny_lm import tiny_gpt2_config, train_tokenizer
 
+# isort: off
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helpers (benchmarks/ is not a package)
 from perf import DTYPES, diff_counts, format_passes, forward_gflop, gflops, matmul_peak_gflops, parse_shape  # noqa: E402
+# isort: on
 
 
 @dataclass
@@ -240,7 +242,7 @@ def print_flops(args: Args, lm, rm, parts: dict[str, float], ppo_parts: dict[str
                 passes: dict[str, dict[str, int]]) -> None:
     """Achieved GFLOP/s per phase next to the machine's ``torch.mm`` peak, and the forward passes per rollout."""
     dtype = args.autocast_dtype or "float32"
-    peak = matmul_peak_gflops(DTYPES.get(dtype, torch.float32))
+    peak = matmul_peak_gflops(DTYPES.get(dtype, torch.float32), clock=clock)
     params = sum(p.numel() for p in lm.parameters())
     rm_params = sum(p.numel() for p in rm.parameters())
     tokens = args.batch * (args.prompt_len + args.new_tokens)  # every position of every row, once

@@ -34,10 +34,13 @@ import numpy as np
 import torch
 from transformers import GPT2ForSequenceClassification
 
+# isort: off
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling scripts (benchmarks/ is not a package)
+import textgen_speed  # noqa: E402  (its Timers read its module-level clock)
 from perf import DTYPES, format_passes, forward_gflop, gflops, matmul_peak_gflops, parse_shape  # noqa: E402
+from textgen_speed import CLOCKS, Timers, make_iteration, setup  # noqa: E402
 from textgen_speed import Args as SpeedArgs  # noqa: E402
-from textgen_speed import Timers, make_iteration, setup  # noqa: E402
+# isort: on
 
 
 @dataclass
@@ -56,7 +59,11 @@ class Args:
     num_minibatches: int = 4
     seed: int = 0
     autocast_dtype: str | None = None
-    """This project only: None (float32) or "bfloat16" for its policy and reference passes (TRL runs fp32)."""
+    """This project only: None (float32) or "bfloat16" for its policy (rollout and update), reference and reward
+    model (TRL runs fp32)."""
+    clock: str = "auto"
+    """"wall", "cpu" (process CPU time: immune to waiting for a core on a loaded machine, meaningful with
+    --threads 1) or "auto" (cpu with --threads 1, else wall)."""
 
 
 def trl_config_kwargs(batch: int, num_minibatches: int, new_tokens: int, iterations: int) -> dict[str, Any]:
@@ -79,6 +86,9 @@ def steady_ratio(ours: list[float], theirs: list[float]) -> float:
     return statistics.median(t / o for o, t in zip(ours[1:], theirs[1:]))
 
 
+clock: Callable[[], float] = time.perf_counter  # set by main() from --clock
+
+
 class PhaseClock:
     """Seconds per phase of TRL's loop, from wrapping its module-level helpers (no-grad ``forward`` is the
     reference, ``get_reward`` the value model and the reward model, ``batch_generation`` the generation)."""
@@ -88,12 +98,12 @@ class PhaseClock:
 
     def wrap(self, fn: Callable[..., Any], name: Callable[[], str]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
+            t0 = clock()
             try:
                 return fn(*args, **kwargs)
             finally:
                 key = name()
-                self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
+                self.seconds[key] = self.seconds.get(key, 0.0) + clock() - t0
         return timed
 
 
@@ -120,7 +130,13 @@ def main() -> None:
     import tyro
     from transformers import TrainerCallback
 
+    global clock
     args = tyro.cli(Args)
+    clock_name = args.clock if args.clock != "auto" else ("cpu" if args.threads == 1 else "wall")
+    if clock_name not in CLOCKS:
+        raise SystemExit(f"--clock must be one of auto, {', '.join(CLOCKS)}; got {args.clock!r}")
+    clock = textgen_speed.clock = CLOCKS[clock_name]
+    args.clock = clock_name
     torch.set_num_threads(args.threads)
     speed = SpeedArgs(threads=args.threads, batch=args.batch, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
                       n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, seed=args.seed,
@@ -130,23 +146,23 @@ def main() -> None:
     ours_step = make_iteration(speed, tok, lm, rm, update=True, timers=timers, passes=passes)
     ours_s, theirs_s, trl_parts, our_parts = [], [], [], []
     clock = PhaseClock()
-    mark = [time.perf_counter()]
+    mark = [clock()]
 
     class Interleave(TrainerCallback):
         def on_step_end(self, *_: Any, **__: Any) -> None:
-            theirs_s.append(time.perf_counter() - mark[0])
+            theirs_s.append(clock() - mark[0])
             trl_parts.append(dict(clock.seconds))
             clock.seconds.clear()
             timers.reset()
-            t0 = time.perf_counter()
+            t0 = clock()
             ours_step()
-            ours_s.append(time.perf_counter() - t0)
+            ours_s.append(clock() - t0)
             our_parts.append(dict(timers.seconds))
-            mark[0] = time.perf_counter()
+            mark[0] = clock()
 
     with tempfile.TemporaryDirectory() as out_dir:
         trainer = build_trl(args, tok, lm, rm, clock, Interleave(), out_dir)
-        mark[0] = time.perf_counter()
+        mark[0] = clock()
         trainer.train()
     report(args, lm, rm, ours_s, theirs_s, trl_parts, our_parts, passes)
 
@@ -168,11 +184,12 @@ def report(args: Args, lm, rm, ours_s: list[float], theirs_s: list[float], trl_p
     # ours: policy decode + ref + reward forwards, update fwd+bwd of the shared trunk
     trl_gflop = forward_gflop(params, seq) * 3 + forward_gflop(rm_params, seq) + forward_gflop(2 * params, seq, True)
     our_gflop = forward_gflop(params, seq) * 2 + forward_gflop(rm_params, seq) + forward_gflop(params, seq, True)
-    peak = matmul_peak_gflops(DTYPES.get(args.autocast_dtype or "float32", torch.float32))
+    peak = matmul_peak_gflops(DTYPES.get(args.autocast_dtype or "float32", torch.float32), clock=clock)
     print(f"workload: GPT-2 {args.n_layer}x{args.n_head}x{args.n_embd} ({params / 1e6:.1f}M), reward model "
           f"{parse_shape(args.reward_model_shape, (args.n_layer, args.n_head, args.n_embd))}, batch {args.batch}, "
           f"prompt {args.prompt_len}, {args.new_tokens} new tokens, 1 epoch x {args.num_minibatches} minibatches, "
-          f"{args.threads} threads, {len(ours_s) - 1} timed iterations each (interleaved), this project autocast "
+          f"{args.threads} threads, {args.clock} clock, {len(ours_s) - 1} timed iterations each (interleaved), "
+          f"this project autocast "
           f"{args.autocast_dtype}, load average {os.getloadavg()[0]:.2f}")
     print(f"TRL 1.12 PPOTrainer  {trl_tok:7.0f} tokens/s  per batch: rollout {trl_roll:.2f} s / update "
           f"{mean(theirs_s) - trl_roll:.2f} s  ({gflops(trl_gflop, mean(theirs_s)):.0f} GFLOP/s)")
