@@ -107,14 +107,14 @@ class PhaseClock:
         return timed
 
 
-def build_trl(args: Args, tok, lm, rm, clock: PhaseClock, callback: Any, out_dir: str):
+def build_trl(args: Args, tok, lm, rm, phases: PhaseClock, callback: Any, out_dir: str):
     from datasets import Dataset
     from trl.experimental.ppo import PPOConfig, PPOTrainer, ppo_trainer
 
-    ppo_trainer.batch_generation = clock.wrap(ppo_trainer.batch_generation, lambda: "generate")
-    ppo_trainer.forward = clock.wrap(ppo_trainer.forward,
+    ppo_trainer.batch_generation = phases.wrap(ppo_trainer.batch_generation, lambda: "generate")
+    ppo_trainer.forward = phases.wrap(ppo_trainer.forward,
                                      lambda: "update forward" if torch.is_grad_enabled() else "reference")
-    ppo_trainer.get_reward = clock.wrap(ppo_trainer.get_reward, lambda: "value + reward model")
+    ppo_trainer.get_reward = phases.wrap(ppo_trainer.get_reward, lambda: "value + reward model")
     rng = np.random.default_rng(args.seed)
     prompts = rng.integers(3, len(tok), size=(args.batch * args.iterations, args.prompt_len)).tolist()
     data = Dataset.from_dict({"input_ids": prompts})
@@ -145,14 +145,14 @@ def main() -> None:
     timers, passes = Timers(), {}
     ours_step = make_iteration(speed, tok, lm, rm, update=True, timers=timers, passes=passes)
     ours_s, theirs_s, trl_parts, our_parts = [], [], [], []
-    clock = PhaseClock()
+    phases = PhaseClock()
     mark = [clock()]
 
     class Interleave(TrainerCallback):
         def on_step_end(self, *_: Any, **__: Any) -> None:
             theirs_s.append(clock() - mark[0])
-            trl_parts.append(dict(clock.seconds))
-            clock.seconds.clear()
+            trl_parts.append(dict(phases.seconds))
+            phases.seconds.clear()
             timers.reset()
             t0 = clock()
             ours_step()
@@ -161,7 +161,7 @@ def main() -> None:
             mark[0] = clock()
 
     with tempfile.TemporaryDirectory() as out_dir:
-        trainer = build_trl(args, tok, lm, rm, clock, Interleave(), out_dir)
+        trainer = build_trl(args, tok, lm, rm, phases, Interleave(), out_dir)
         mark[0] = clock()
         trainer.train()
     report(args, lm, rm, ours_s, theirs_s, trl_parts, our_parts, passes)
