@@ -20,6 +20,9 @@ agent's half, ``-β·log π_θ(a_t|s_t)`` from the sampling log-prob, so the lea
 ``Σ_t (log π_θ - log π_ref)`` uses the env's ``info["ref_logprob"]``, so it is exact for any β.
 With the agent's ``kl_mode="loss"`` the collector instead removes the env's ``β·log π_ref`` (the
 learner sees the score alone) and hands ``log π_ref`` and β to the agent's k3 loss term.
+With the env's ``ref_mode="one_pass"`` the reference log-probs arrive per episode (at its end, or from
+``running_ref_logprobs()`` when the rollout ends mid-episode) and are placed back on their tokens
+(:mod:`agents.ref_tokens`), so the learner sees the same per-token reward as in the per-step mode.
 
 Groups (RLOO/GRPO, ``group_size = k >= 2``): a group is the e-th episode of each of the k rows of
 block ``row // k``, fixed before any return is seen. Every step records the group id of its
@@ -45,6 +48,7 @@ from agents.env_access import get_kl_coef, set_env_attr
 from agents.group_ids import BlockGroups
 from agents.masking import ActionMasks, mask_from_info
 from agents.networks import obs_to_tensor
+from agents.ref_tokens import OnePassReference, Placement, RefTokens, uses_one_pass_reference
 from agents.validate import group_size_fits
 
 
@@ -88,7 +92,7 @@ class _Buffers:
     actions: torch.Tensor
     logprobs: torch.Tensor
     values: torch.Tensor
-    rewards: np.ndarray
+    rewards: np.ndarray  # float64 while collecting (one-pass KL terms are added later), float32 in the Rollout
     terminated: np.ndarray
     truncated: np.ndarray
     starts: np.ndarray
@@ -102,7 +106,7 @@ class _Buffers:
     def empty(cls, T: int, N: int, dev: torch.device, with_ref: bool) -> _Buffers:
         return cls(
             actions=torch.zeros((T, N), dtype=torch.long, device=dev), logprobs=torch.zeros((T, N), device=dev),
-            values=torch.zeros((T + 1, N), device=dev), rewards=np.zeros((T, N), dtype=np.float32),
+            values=torch.zeros((T + 1, N), device=dev), rewards=np.zeros((T, N)),
             terminated=np.zeros((T, N), dtype=bool), truncated=np.zeros((T, N), dtype=bool),
             starts=np.zeros((T, N), dtype=bool), valid=np.zeros((T, N), dtype=bool),
             groups=np.zeros((T, N), dtype=np.int64),
@@ -118,7 +122,8 @@ class _Buffers:
             else torch.stack(self.obs)
         )
         return Rollout(
-            obs=obs, actions=self.actions, logprobs=self.logprobs, values=self.values, rewards=as_t(self.rewards),
+            obs=obs, actions=self.actions, logprobs=self.logprobs, values=self.values,
+            rewards=as_t(self.rewards.astype(np.float32)),
             terminated=as_t(self.terminated), truncated=as_t(self.truncated), episode_start=as_t(self.starts),
             valid=as_t(self.valid), action_masks=_stack_masks(self.masks, N), group=as_t(self.groups),
             ref_logprobs=None if self.ref_logprobs is None else as_t(self.ref_logprobs), kl_coef=kl_coef,
@@ -126,7 +131,7 @@ class _Buffers:
         )
 
 
-class RolloutCollector:
+class RolloutCollector(OnePassReference):
     """Collects :class:`~agents.config.Rollout` batches of ``num_steps`` steps from ``envs``.
 
     ``envs`` should be wrapped in ``gymnasium.wrappers.vector.RecordEpisodeStatistics`` for
@@ -173,6 +178,8 @@ class RolloutCollector:
         self._ep_shaped = np.zeros(self.num_envs)  # Σ shaped reward (score - β KL) of the running episode
         self.pending: tuple[torch.Tensor, torch.Tensor] | None | object = None  # policy output for self.obs
         self._kl_coef = get_kl_coef(envs)  # None: the env has no KL shaping
+        self._refs = RefTokens(self.num_envs) if self._kl_coef is not None and uses_one_pass_reference(envs) else None
+        self._placements: list[Placement] = []  # one-pass: this step's log π_ref placements (see collect)
         if kl_coef is not None and self._kl_coef is not None:
             self.set_kl_coef(kl_coef)
 
@@ -213,6 +220,8 @@ class RolloutCollector:
     def state_dict(self) -> dict[str, Any]:
         """The collector's state at a rollout boundary (copies); KV caches are rebuilt by :meth:`refresh`."""
         state = {k: copy.deepcopy(getattr(self, k)) for k in self._STATE}
+        if self._refs is not None:  # one-pass reference: tokens of running episodes an earlier rollout placed
+            state["ref_tokens_before"] = self._refs.before.copy()
         return state | {"_blocks": self._blocks.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -224,6 +233,8 @@ class RolloutCollector:
         for k in self._STATE:
             value = copy.deepcopy(state[k])
             setattr(self, k, value.to(self.device) if isinstance(value, torch.Tensor) else value)
+        if self._refs is not None:
+            self._refs.before = np.asarray(state.get("ref_tokens_before", np.zeros(self.num_envs)), np.int64).copy()
 
     def refresh(self) -> None:
         """Recompute the pending policy output after the weights changed (new rollout).
@@ -261,6 +272,7 @@ class RolloutCollector:
             next_obs, reward, term, trunc, info = self.envs.step(action.cpu().numpy())
             reward = self._learning_reward(np.asarray(reward, dtype=np.float64), buf, t, info, term, trunc, log)
             buf.rewards[t] = reward * self.reward_scale
+            self._place_refs(buf, t)
             buf.terminated[t], buf.truncated[t] = term, trunc
             self._log_episodes(info, log)
             self._update_group(info)
@@ -273,6 +285,8 @@ class RolloutCollector:
             self.pending = self._next_output(next_obs, trunc, last=t == T - 1)
         if isinstance(self.pending, tuple):
             buf.values[T] = self.pending[1]  # else V(o_T) is never read (see _next_output) and stays 0
+        if self._refs is not None:  # one-pass: the episodes still running get their tokens' log π_ref now
+            self._flush_running_refs(buf, T)
         self.global_step += T * N
         return buf.rollout(N, float(self._kl_coef or 0.0), self.group_size), log
 
@@ -290,6 +304,8 @@ class RolloutCollector:
         if beta is None:
             return reward
         logp = buf.logprobs[t].cpu().numpy().astype(np.float64)
+        if self._refs is not None:
+            return self._one_pass_reward(reward, logp, beta, buf, info, np.logical_or(term, trunc), log)
         self._track_kl(logp, reward, beta, info, np.logical_or(term, trunc), log)
         if buf.ref_logprobs is not None:  # kl_mode="loss": learn from the score alone; the agent adds β·k3
             ref = self._ref_logprob(info, reward, beta)  # None only when β = 0 (no KL term)

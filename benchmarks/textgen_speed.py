@@ -4,12 +4,19 @@
     python benchmarks/textgen_speed.py --threads 2 --n-layer 6 --n-head 8 --n-embd 512   # 23M
     python benchmarks/textgen_speed.py --threads 2 --n-layer 12 --n-head 12 --n-embd 768 \\
         --vocab-size 50257 --batch 32                                               # GPT-2 small, 124M
+    python benchmarks/textgen_speed.py --threads 2 --n-layer 6 --n-head 8 --n-embd 512 --reward-model-shape same
 
 Workload: a randomly initialised GPT-2 of the given shape (no download; a byte-level BPE tokenizer with 8192
 tokens trained on IMDB in seconds; ``--vocab-size`` widens the model's vocabulary beyond the tokenizer, e.g. to
 GPT-2's 50257, and ids the tokenizer does not know decode to nothing), ``--batch`` rows, prompts of exactly
 ``--prompt-len`` tokens, ``--new-tokens`` new tokens, multinomial sampling at temperature 1. The reward model
-is a GPT-2 sequence classifier (the format ``runners.train_reward`` saves) of shape ``--rm-*``.
+is a GPT-2 sequence classifier (the format ``runners.train_reward`` saves) of shape ``--rm-*``, or
+``--reward-model-shape LxHxD`` / ``same`` (the policy's shape, as in TRL's PPO example). ``--ref-mode`` picks the
+env's reference mode (``one_pass``, what ``runners.train`` uses, or ``per_step``).
+
+Besides the times it prints, per rollout, the forward passes of each model (policy and reference decoding steps
+and prefills, the reference's teacher-forced passes, the reward model's batched calls) and the achieved GFLOP/s
+of each phase (``2·params·tokens`` per forward, ``6·`` for the update) next to the measured ``torch.mm`` peak.
 
 (a) ``model.generate()`` on one batch: the baseline, one KV-cached policy decode.
 (b) ``RolloutCollector.collect()`` through the natively vectorized env: policy decode (KV cache, sampling,
@@ -26,10 +33,12 @@ from __future__ import annotations
 
 import copy
 import resource
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -45,6 +54,11 @@ from envs.imdb import load_imdb
 from envs.lm.kv_cache import AUTOCAST_DTYPES
 from envs.rewards import make_reward_fn
 from runners.common.tiny_lm import tiny_gpt2_config, train_tokenizer
+
+# isort: off
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helpers (benchmarks/ is not a package)
+from perf import DTYPES, diff_counts, format_passes, forward_gflop, gflops, matmul_peak_gflops, parse_shape  # noqa: E402
+# isort: on
 
 
 @dataclass
@@ -64,6 +78,10 @@ class Args:
     rm_n_layer: int = 2
     rm_n_head: int = 4
     rm_n_embd: int = 128
+    reward_model_shape: str | None = None
+    """"same" (the policy's shape) or LAYERSxHEADSxWIDTH, e.g. 6x8x512; overrides --rm-*."""
+    ref_mode: str = "one_pass"
+    """The env's reference mode: "one_pass" (one teacher-forced pass per finished response) or "per_step"."""
     kl_coef: float = 0.2
     seed: int = 0
     autocast_dtype: str | None = None
@@ -111,6 +129,9 @@ def setup(args: Args):
     cfg.vocab_size = args.vocab_size or len(tok)
     torch.manual_seed(args.seed)
     lm = GPT2LMHeadModel(cfg).eval()
+    if args.reward_model_shape is not None:
+        args.rm_n_layer, args.rm_n_head, args.rm_n_embd = parse_shape(
+            args.reward_model_shape, (args.n_layer, args.n_head, args.n_embd))
     rm_cfg = tiny_gpt2_config(tok, n_layer=args.rm_n_layer, n_head=args.rm_n_head, n_embd=args.rm_n_embd)
     rm_cfg.num_labels = 1
     rm = GPT2ForSequenceClassification(rm_cfg).eval()
@@ -139,7 +160,7 @@ def make_collector(args: Args, tok, lm, rm, cfg: AgentConfig, timers: Timers) ->
         "TextGen-IMDB-v0", num_envs=args.batch, vectorization_mode="vector_entry_point", model=lm, tokenizer=tok,
         reward_model=make_reward_fn(rm, device="cpu", tokenizer=tok), prompt_min_len=args.prompt_len,
         prompt_max_len=args.prompt_len, max_new_tokens=args.new_tokens, kl_coef=args.kl_coef, device="cpu",
-        autocast_dtype=args.autocast_dtype,
+        autocast_dtype=args.autocast_dtype, ref_mode=args.ref_mode,
     )
     agent = Agent(CausalLMPolicy(copy.deepcopy(lm)), cfg)
     agent.net.autocast_dtype = AUTOCAST_DTYPES.get(args.autocast_dtype or "")
@@ -149,19 +170,38 @@ def make_collector(args: Args, tok, lm, rm, cfg: AgentConfig, timers: Timers) ->
     agent.policy_step = timers.wrap("policy decode", agent.policy_step)
     core.ref_lm.step = timers.wrap("reference", core.ref_lm.step)
     core.ref_lm.head = timers.wrap("reference", core.ref_lm.head)
+    core.response_ref_logprobs = timers.wrap("reference", core.response_ref_logprobs)  # the one-pass mode
     core.reward_fn = timers.wrap("reward model", core.reward_fn)
     return agent, collector
 
 
-def make_iteration(args: Args, tok, lm, rm, update: bool, timers: Timers) -> Callable[[], int]:
-    """One rollout (+ one PPO update when ``update``) -> response tokens; parts timed into ``timers``."""
+def rollout_passes(agent: Agent, core: Any, before: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Forward passes of each model in the rollout that just ended (the policy's decoder is new per rollout)."""
+    env = diff_counts(core.pass_counts(), before)
+    decoder = agent.net._decoder
+    policy = dict(decoder.passes) if decoder is not None else {"decode": 0, "prefill": 0}
+    return {"policy": policy,
+            "reference": {"decode": env["reference_decode"], "prefill": env["reference_prefill"],
+                          "teacher-forced": env["reference_teacher_forced"]},
+            "reward model": {"teacher-forced": env["reward"]}}
+
+
+def make_iteration(
+    args: Args, tok, lm, rm, update: bool, timers: Timers, passes: dict[str, dict[str, int]] | None = None,
+) -> Callable[[], int]:
+    """One rollout (+ one PPO update when ``update``) -> response tokens; parts timed into ``timers``, the last
+    rollout's forward passes per model into ``passes``."""
     cfg = AgentConfig(algo="ppo", update_epochs=1, num_minibatches=4, gamma=1.0, learning_rate=1e-5, anneal_lr=False)
     agent, collector = make_collector(args, tok, lm, rm, cfg, timers)
+    core = collector.envs.unwrapped.core
 
     def iteration() -> int:
         t0 = clock()
+        before = core.pass_counts()
         ro, _ = collector.collect()
         timers.seconds["rollout"] += clock() - t0
+        if passes is not None:
+            passes.update(rollout_passes(agent, core, before))
         if update:
             t0 = clock()
             agent.update(ro)
@@ -198,6 +238,24 @@ def measure(
         Agent.sample = sample
 
 
+def print_flops(args: Args, lm, rm, parts: dict[str, float], ppo_parts: dict[str, float], gen_s: float,
+                passes: dict[str, dict[str, int]]) -> None:
+    """Achieved GFLOP/s per phase next to the machine's ``torch.mm`` peak, and the forward passes per rollout."""
+    dtype = args.autocast_dtype or "float32"
+    peak = matmul_peak_gflops(DTYPES.get(dtype, torch.float32), clock=clock)
+    params = sum(p.numel() for p in lm.parameters())
+    rm_params = sum(p.numel() for p in rm.parameters())
+    tokens = args.batch * (args.prompt_len + args.new_tokens)  # every position of every row, once
+    rows = [("generate", forward_gflop(params, tokens), gen_s),
+            ("policy decode", forward_gflop(params, tokens), parts.get("policy decode", 0.0)),
+            ("reference", forward_gflop(params, tokens), parts.get("reference", 0.0)),
+            ("reward model", forward_gflop(rm_params, tokens), parts.get("reward model", 0.0)),
+            ("update", forward_gflop(params, tokens, backward=True), ppo_parts.get("update", 0.0))]
+    print(f"GFLOP/s (2·params·tokens per forward, 6· for the update; torch.mm 2048² {dtype} peak here {peak:.0f}):")
+    print("      " + ", ".join(f"{name} {gflops(g, sec):.0f}" for name, g, sec in rows))
+    print(f"forward passes per rollout: {format_passes(passes)}")
+
+
 def main() -> None:
     import os
 
@@ -216,9 +274,10 @@ def main() -> None:
     prompts = rng.integers(0, len(tok), size=(args.batch, args.prompt_len))
     rss_setup, _ = rss_mb()
     timers = {"generate": Timers(), "rollout": Timers(), "ppo": Timers()}
+    passes: dict[str, dict[str, int]] = {}
     phases = {
         "generate": make_generate(args, tok, lm, prompts),
-        "rollout": make_iteration(args, tok, lm, rm, update=False, timers=timers["rollout"]),
+        "rollout": make_iteration(args, tok, lm, rm, update=False, timers=timers["rollout"], passes=passes),
         "ppo": make_iteration(args, tok, lm, rm, update=True, timers=timers["ppo"]),
     }
     _, rss_built = rss_mb()
@@ -248,6 +307,7 @@ def main() -> None:
           f"response tokens/s   fraction of generate tokens/s {ppo_tok_s / gen_tok_s:.2f}")
     print(f"      rollout         {ppo_parts['rollout']:8.3f} s/batch ({ppo_parts['rollout'] / gen_s:.2f}x generate)")
     print(f"      update          {ppo_parts['update']:8.3f} s/batch ({ppo_parts['update'] / gen_s:.2f}x generate)")
+    print_flops(args, lm, rm, parts, ppo_parts, gen_s, passes)
     print(f"memory: RSS after building the models {rss_setup:.0f} MB, peak RSS of the process (all phases, the PPO "
           f"update being the largest) {rss_peak:.0f} MB")
     steps = ", ".join(f"+{peaks[k] - prev:.0f} MB after the first {k}" for prev, k in

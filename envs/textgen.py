@@ -34,7 +34,8 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
     token. An episode is one continuation: it ends on EOS or when the episode's ``max_new_tokens`` tokens were
     generated; the reward model then scores prompt + response. The policy to train is any causal LM over the
     same tokenizer; the env holds a frozen copy of the initial ``model`` as the reference ``π_ref`` and decodes it
-    incrementally (KV cache), one token per step.
+    incrementally (KV cache), one token per step (or, with ``ref_mode="one_pass"``, scores each finished response
+    in one teacher-forced pass).
 
     ## Action Space
     ``Discrete(V)``: a token id, ``V`` = the size of the reference LM's output layer (>= ``len(tokenizer)``).
@@ -81,6 +82,18 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
       score alone, including any missing-EOS penalty) and hands ``log π_ref`` and β to the agent
       (``Rollout.ref_logprobs``, ``Rollout.kl_coef``), which adds ``β·k3`` to its loss (GRPO's KL estimator,
       when β > 0).
+    - ``ref_mode="one_pass"`` (``runners.train`` uses it; the default stays ``"per_step"``): the reference does
+      not decode beside the policy. When an episode ends, the env scores its whole response in ONE
+      teacher-forced reference pass (batched over the rows that end together) and pays the KL part with the
+      last step: that step's reward is ``score (− penalty) + β·Σ_t log π_ref(a_t|s_t)``, every other step's is 0,
+      so an episode's return equals the per-step mode's. ``info["ref_logprob"]`` is then not reported;
+      instead the last step reports ``info["ref_logprobs"]``, the (n,) float64 array of ``log π_ref(a_t|s_t)``
+      of its n tokens in order (the same numbers as the per-step mode's, up to float rounding, ~1e-6).
+      ``env.running_ref_logprobs()`` gives the same for the episodes still running (one pass over them; the
+      vector env: an (N,) object array, empty where no episode runs). The collector places these back on
+      their tokens with its current β (its rollout's tokens get that rollout's β, as in the per-step mode),
+      removing the env's ``β·Σ`` from the last step: the learner's per-token reward is the per-step mode's
+      (to float rounding), for both ``kl_mode``s.
     - An agent that is not this project's (SB3, a custom loop) gets only the env's half: ``β·log π_ref(a_t|s_t)``
       per token plus the score. Nothing subtracts ``β·log π_θ``, so it does not optimise TRL's objective: add
       ``−β·log π_θ(a_t|s_t)`` to the reward yourself, or set ``kl_coef=0`` (reward = the score alone) and build
@@ -94,18 +107,19 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
     ## Information
     ``reset`` returns ``prompt_len`` (int, prompt tokens), ``new_tokens`` (int, 0) and ``action_mask``
     ((V,) int8, 1 = allowed next action). ``step`` returns those three (``new_tokens``: tokens generated so far,
-    ``action_mask``: for the next action) and ``ref_logprob`` (float, ``log π_ref(a_t|s_t)``) on every step, and
-    on the last step of an episode also ``score`` (float, the reward model's score), ``text`` (str, prompt +
-    response with special tokens skipped: what is scored), ``prompt`` and ``response`` (str, decoded separately,
-    special tokens visible). The vector env reports the same keys as arrays over its N rows (``key`` + ``_key``
-    masks), plus ``group_id``.
+    ``action_mask``: for the next action) and ``ref_logprob`` (float, ``log π_ref(a_t|s_t)``) on every step
+    (``ref_mode="per_step"``), and on the last step of an episode also ``score`` (float, the reward model's
+    score), ``text`` (str, prompt + response with special tokens skipped: what is scored), ``prompt`` and
+    ``response`` (str, decoded separately, special tokens visible) and, with ``ref_mode="one_pass"``,
+    ``ref_logprobs`` (see Rewards). The vector env reports the same keys as arrays over its N rows (``key`` +
+    ``_key`` masks), plus ``group_id``.
 
     ## Arguments
     ```python
     gym.make("TextGen-IMDB-v0", render_mode=None, model="lvwerra/gpt2-imdb", tokenizer=None, ref_model=None,
              reward_model="lvwerra/distilbert-imdb", dataset=None, text_field="text", split="train",
              max_new_tokens=16, min_new_tokens=0, missing_eos_penalty=None, prompt_min_len=2, prompt_max_len=8,
-             kl_coef=0.2, device="auto", group_size=1, autocast_dtype=None)
+             kl_coef=0.2, device="auto", group_size=1, autocast_dtype=None, ref_mode="per_step")
     ```
     - ``render_mode``: None or ``"ansi"`` (the text so far, special tokens visible).
     - ``model``: the initial policy, an HF id, a local directory or a ``PreTrainedModel`` (then with
@@ -124,8 +138,12 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
     - ``prompt_min_len``, ``prompt_max_len``: the range of prompt lengths in tokens.
     - ``kl_coef``: β >= 0 (see Rewards).
     - ``device``: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda[:N]"``; ``autocast_dtype``: None (float32)
-      or ``"bfloat16"``/``"float16"``: the reference decodes under ``torch.autocast`` (faster on GPUs and bf16
-      CPUs; log-probs then bf16/fp16-accurate).
+      or ``"bfloat16"``/``"float16"``: the reference (either ``ref_mode``) and the reward model run under
+      ``torch.autocast`` (faster on GPUs and bf16 CPUs; log-probs and scores then bf16/fp16-accurate). Opt-in
+      only: no hardware switches it on, so the same command gives the same numbers on any machine.
+    - ``ref_mode``: ``"per_step"`` (the reference decodes one cached step per env step; reward ``β·log π_ref``
+      per token) or ``"one_pass"`` (one teacher-forced pass per finished response; the KL part on the last step),
+      see Rewards. Both modes are deterministic; they agree to float rounding.
     - ``group_size``: accepted and ignored here (prompt groups only mean something for the vector env).
 
     ## Version History
@@ -165,6 +183,13 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
         rewards, terminated, info = self.core.step(a.reshape(1).astype(np.int64), np.zeros(1, bool), self.np_random)
         self._done = bool(terminated[0])
         return self._obs(), float(rewards[0]), self._done, False, _first_row(info)
+
+    def running_ref_logprobs(self) -> np.ndarray:
+        """``log π_ref`` (float64, one per token) of the response generated so far when the episode is still
+        running, else an empty array: one teacher-forced pass (the one-pass mode's collector calls it)."""
+        if self._done:
+            return np.zeros(0)
+        return self.core.response_ref_logprobs([0])[0]
 
     def render(self) -> str | None:
         if self.render_mode == "ansi":

@@ -27,6 +27,7 @@ from envs.hub import check_sources
 from envs.length import LengthSampler, action_mask, check_min_new_tokens, eos_mask_rows
 from envs.lm import IncrementalLM, resolve_device
 from envs.lm.kv_cache import check_autocast_dtype
+from envs.lm.scoring import response_logprobs
 from envs.prompts import DatasetArg, load_texts
 from envs.rewards import DEFAULT_REWARD_MODEL, make_reward_fn
 from envs.textgen_rows import TextRows
@@ -37,6 +38,7 @@ from envs.textgen_setup import (
     check_kl_coef,
     check_missing_eos_penalty,
     check_model,
+    check_ref_mode,
     prompt_table,
     reference_model,
 )
@@ -88,8 +90,10 @@ class TextGenCore(TextRows):
         device: str | torch.device = "auto",
         group_size: int = 1,
         autocast_dtype: str | None = None,
+        ref_mode: str = "per_step",
     ) -> None:
         self._check_rows(num_rows, group_size, autocast_dtype)
+        self.ref_mode = check_ref_mode(ref_mode)
         self._check_lengths(max_new_tokens, min_new_tokens, missing_eos_penalty, prompt_min_len, prompt_max_len)
         self.kl_coef = kl_coef
         self.seq_len = self.prompt_max_len + self.max_new_tokens  # L
@@ -110,6 +114,7 @@ class TextGenCore(TextRows):
         self._allocate_buffers()
         self._ref_hidden: torch.Tensor | None = None  # (N, D) reference state of each row, None = not in sync
         self._ref_behind = False  # the last step's tokens were not decoded (every row restarts next)
+        self._passes = {"reference_teacher_forced": 0, "reward": 0}  # forward passes besides the decoder's
 
     def _check_rows(self, num_rows: int, group_size: int, autocast_dtype: str | None) -> None:
         """Row count, prompt-group size (a divisor of it) and the reference's autocast dtype."""
@@ -172,8 +177,9 @@ class TextGenCore(TextRows):
         self._episode[:] = 0
         self._group_prompts.clear()
         self._start(np.arange(self.num_rows), rng)
-        self._ref_hidden = self.ref_lm.step(None, None, self.input_ids, self.attention_mask)
-        self._ref_behind = False
+        self._ref_hidden, self._ref_behind = None, False
+        if self.ref_mode == "per_step":
+            self._ref_hidden = self.ref_lm.step(None, None, self.input_ids, self.attention_mask)
 
     def get_state(self) -> dict[str, Any]:
         """Token buffers, prompt groups and β (copies); :meth:`set_state` rebuilds the reference cache from them."""
@@ -188,7 +194,7 @@ class TextGenCore(TextRows):
         """Recompute the reference model's cache from the token buffers (after a restore or a failed step)."""
         self.ref_lm.reset()
         self._ref_hidden, self._ref_behind = None, False
-        if (self.lengths > 0).all():
+        if self.ref_mode == "per_step" and (self.lengths > 0).all():
             self._ref_hidden = self.ref_lm.step(None, None, self.input_ids, self.attention_mask)
 
     def step(
@@ -200,29 +206,64 @@ class TextGenCore(TextRows):
         Exception-safe: if anything raises (e.g. the reward function), the token buffers and ``rng`` are put
         back as they were before the call (the reference cache is rebuilt), so the step can be retried.
         """
-        beta, active = self.kl_coef, ~restart
+        beta, active, per_step = self.kl_coef, ~restart, self.ref_mode == "per_step"
         eos_blocked = self._check_actions(actions, active)  # (N,) rows where EOS was not allowed
         saved = self._buffers()
         rng_state, ref_behind, cache_touched = rng.bit_generator.state, self._ref_behind, False
         try:
-            hidden = self._ref_hidden
-            if hidden is None:
-                raise RuntimeError("step() before reset(): the reference model has no state.")
             actions_t = torch.as_tensor(actions, device=self.device)
-            ref_logp = self._reference_logprobs(hidden, actions_t, active, eos_blocked)  # (N,) float64
+            ref_logp = self._reference_logprobs(actions_t, active, eos_blocked) if per_step else None  # (N,) f64
             terminated, ended_eos = self._advance_rows(actions, active, restart, rng)  # (N,), (N,) bool
             info = self.row_info()
             rewards = np.zeros(self.num_rows)
-            rewards += beta * ref_logp
-            info["ref_logprob"], info["_ref_logprob"] = ref_logp, active.copy()
+            if ref_logp is not None:
+                rewards += beta * ref_logp
+                info["ref_logprob"], info["_ref_logprob"] = ref_logp, active.copy()
             if terminated.any():  # scored before the reference cache advances: a failing reward fn changes nothing
                 self._score_finished(terminated, ended_eos, rewards, info)
+                if not per_step:
+                    self._pay_episode_kl(terminated, beta, rewards, info)
             cache_touched = True
-            self._advance_reference(actions_t, restart, terminated)
+            if per_step:
+                self._advance_reference(actions_t, restart, terminated)
         except BaseException as err:
             self._roll_back(saved, rng, rng_state, ref_behind, cache_touched, err)
             raise
         return rewards, terminated, info
+
+    def _pay_episode_kl(self, terminated: np.ndarray, beta: float, rewards: np.ndarray,
+                        info: dict[str, np.ndarray]) -> None:
+        """One-pass mode: add ``β·Σ_t log π_ref(a_t|s_t)`` of each finished episode to its last reward (in
+        place) and report the per-token log-probs as ``info["ref_logprobs"]`` (an (n,) float64 array per row)."""
+        done = np.flatnonzero(terminated)
+        per_row = self.response_ref_logprobs(done)
+        rewards[done] += beta * np.array([lp.sum() for lp in per_row])
+        info["ref_logprobs"], info["_ref_logprobs"] = np.full(self.num_rows, None, dtype=object), terminated.copy()
+        for r, lp in zip(done, per_row):
+            info["ref_logprobs"][r] = lp
+
+    def response_ref_logprobs(self, rows: np.ndarray | Sequence[int]) -> list[np.ndarray]:
+        """``log π_ref(a_t|s_t)`` (float64, one per generated token, in order) of the current response of each of
+        ``rows``, from ONE batched teacher-forced pass of the reference (no pass when no row has a token yet);
+        renormalised without EOS where ``min_new_tokens`` masked it, as in the per-step mode."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = [np.zeros(0) for _ in rows]
+        scored = np.flatnonzero(self.new_tokens[rows] > 0)
+        if scored.size:
+            r = rows[scored]
+            lp = response_logprobs(self.ref_model, self.input_ids[r], self.lengths[r], self.new_tokens[r],
+                                   self.eos_token_id, self.min_new_tokens, self.autocast_dtype)  # (R, K)
+            self._passes["reference_teacher_forced"] += 1
+            lp_np, K = lp.double().cpu().numpy(), lp.shape[1]
+            for j, i in enumerate(scored):
+                out[i] = lp_np[j, K - int(self.new_tokens[r[j]]):]
+        return out
+
+    def pass_counts(self) -> dict[str, int]:
+        """Forward passes since the env was built: the reference's cached decoding steps and prefills (per-step
+        mode) and teacher-forced passes (one-pass mode), and the reward model's batched calls."""
+        return {"reference_decode": self.ref_lm.passes["decode"], "reference_prefill": self.ref_lm.passes["prefill"],
+                **self._passes}
 
     def _check_actions(self, actions: np.ndarray, active: np.ndarray) -> np.ndarray:
         """(N,) bool: the active rows where EOS is masked; raises if one of them chose EOS."""
@@ -235,11 +276,12 @@ class TextGenCore(TextRows):
             )
         return eos_blocked
 
-    def _reference_logprobs(
-        self, hidden: torch.Tensor, actions_t: torch.Tensor, active: np.ndarray, eos_blocked: np.ndarray
-    ) -> np.ndarray:
-        """(N,) float64 log π_ref(a_t|s_t) of the active rows (0 on restarting rows), from the reference state
-        ``hidden`` (N, D); renormalised over the allowed tokens in the ``eos_blocked`` rows."""
+    def _reference_logprobs(self, actions_t: torch.Tensor, active: np.ndarray, eos_blocked: np.ndarray) -> np.ndarray:
+        """(N,) float64 log π_ref(a_t|s_t) of the active rows (0 on restarting rows), from the per-step reference
+        state (N, D); renormalised over the allowed tokens in the ``eos_blocked`` rows."""
+        hidden = self._ref_hidden
+        if hidden is None:
+            raise RuntimeError("step() before reset(): the reference model has no state.")
         ref_logp = np.zeros(self.num_rows)
         if not active.any():  # a reset step of every row needs no reference log-prob
             return ref_logp
@@ -261,7 +303,9 @@ class TextGenCore(TextRows):
         in place, and their ``score``, ``text``, ``prompt`` and ``response`` to ``info``."""
         done = np.flatnonzero(terminated)
         texts = self.texts(done)
-        scores = self.reward_fn(texts)
+        with self.ref_lm.autocast():  # the reward model under the same autocast as the reference (None: fp32)
+            scores = self.reward_fn(texts)
+        self._passes["reward"] += 1
         rewards[done] += scores
         if self.missing_eos_penalty is not None:
             rewards[done] -= self.missing_eos_penalty * ~ended_eos[done]
@@ -310,7 +354,7 @@ class TextGenCore(TextRows):
 
 class CoreKLCoef:
     """``kl_coef`` (β) of an env backed by a :class:`TextGenCore`, readable and settable (the rollout collector's
-    ``set_kl_coef`` writes it)."""
+    ``set_kl_coef`` writes it), its ``ref_mode`` and its forward-pass counts."""
 
     core: TextGenCore
 
@@ -321,3 +365,12 @@ class CoreKLCoef:
     @kl_coef.setter
     def kl_coef(self, value: float) -> None:
         self.core.kl_coef = value
+
+    @property
+    def ref_mode(self) -> str:
+        """``"per_step"`` or ``"one_pass"``: how the reference scores the tokens (fixed when the env is built)."""
+        return self.core.ref_mode
+
+    def pass_counts(self) -> dict[str, int]:
+        """The core's forward-pass counters (:meth:`TextGenCore.pass_counts`)."""
+        return self.core.pass_counts()

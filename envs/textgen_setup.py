@@ -1,7 +1,7 @@
 """Argument checks and loading for ``TextGen-IMDB-v0`` (used by :class:`envs.textgen_core.TextGenCore` and both envs).
 
-- :func:`check_int`, :func:`check_kl_coef`, :func:`check_missing_eos_penalty`, :func:`check_render_mode`: the
-  constructor arguments, with one actionable error each.
+- :func:`check_int`, :func:`check_kl_coef`, :func:`check_ref_mode`, :func:`check_missing_eos_penalty`,
+  :func:`check_render_mode`: the constructor arguments, with one actionable error each.
 - :func:`reference_model`: the frozen reference LM and the tokenizer; :func:`check_model` checks them against the
   episode length.
 - :func:`prompt_table`: the first tokens of every usable review.
@@ -39,6 +39,17 @@ def check_kl_coef(value: Any) -> float:
     if not number or not math.isfinite(value) or value < 0:
         raise ValueError(f"kl_coef must be a finite number >= 0, got {value!r}.")
     return float(value)
+
+
+REF_MODES = ("per_step", "one_pass")
+
+
+def check_ref_mode(value: Any) -> str:
+    """``"per_step"`` (the reference decodes beside the policy) or ``"one_pass"`` (one teacher-forced pass per
+    finished response); the two reward contracts are in :class:`envs.textgen.TextGenEnv`, section Rewards."""
+    if value not in REF_MODES:
+        raise ValueError(f"ref_mode must be one of {list(REF_MODES)}, got {value!r}.")
+    return str(value)
 
 
 def check_missing_eos_penalty(value: Any) -> float | None:

@@ -91,6 +91,17 @@ class TextGenVectorEnv(CoreKLCoef, VectorEnv):
         self._started = bool(state["started"])
         self.np_random.bit_generator.state = state["np_random"]
 
+    def running_ref_logprobs(self) -> np.ndarray:
+        """(N,) object array: per row, ``log π_ref`` (float64, one per token) of the response generated so far by
+        an episode still running (an empty array for rows that just finished or have no token yet), from one
+        batched teacher-forced pass. The one-pass mode's rollout collector calls it when a rollout ends."""
+        out = np.empty(self.num_envs, dtype=object)
+        out[:] = [np.zeros(0)] * self.num_envs
+        running = np.flatnonzero(~self._autoreset & (self.core.new_tokens > 0))
+        for r, lp in zip(running, self.core.response_ref_logprobs(running)):
+            out[r] = lp
+        return out
+
     def _check_actions(self, actions: Any) -> np.ndarray:
         if isinstance(actions, torch.Tensor):
             actions = actions.detach().cpu().numpy()

@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ["tests/agents/test_update_gradients.py", "tests/agents/test_reinforce_unbiased.py", "tests/agents/test_sampling.py",
         "tests/agents/test_returns.py"]  # seconds each; --tests-also adds more (e.g. tests/agents/test_agent.py)
+ONE_PASS = ["tests/agents/test_one_pass_reference.py", "tests/envs/test_textgen_one_pass.py"]
 TEXT = ["tests/agents/test_text_agent.py", "tests/envs/test_textgen.py", "tests/envs/test_textgen_vector.py"]
 GROUP = ["tests/agents/test_estimators.py", "tests/agents/test_update_gradients.py",
          "tests/agents/test_group_agent.py::test_every_finished_episode_enters_the_loss_once_with_its_complete_group",
@@ -141,6 +142,12 @@ MUTATIONS = [
     Mutation("checkpoint_link_followed", "a checkpoint symlink leaving its run directory followed",
              "runners/common/checkpoint.py", "if path.is_symlink() and path.resolve().parent != path.parent.resolve():",
              "if False:", ["tests/runners/test_edges.py"]),
+    Mutation("one_pass_refs_one_step_early", "one-pass reference log-probs placed one step before their tokens",
+             "agents/ref_tokens.py", "steps = slice(t + 1 - lp.size, t + 1)", "steps = slice(t - lp.size, t)",
+             ONE_PASS),
+    Mutation("one_pass_eos_not_renormalised", "one-pass reference ignores the EOS mask of min_new_tokens",
+             "envs/lm/scoring.py", "blocked = (before >= 0) & (before < min_new_tokens)",
+             "blocked = (before >= 0) & (before < 0)", ONE_PASS),
 ]
 
 

@@ -220,6 +220,7 @@ class IncrementalLM:
         self._num_layers = int(model.config.get_text_config().num_hidden_layers)
         params = inspect.signature(self.trunk.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.passes = {"decode": 0, "prefill": 0}  # batched forward passes so far (reset() keeps counting)
         self.reset()
 
     def reset(self) -> None:
@@ -336,6 +337,7 @@ class IncrementalLM:
         """Left-padded contexts (R, w) written to ``rows`` x ``cols`` of the ring -> last hidden state (R, D)."""
         cache = self._ring()
         cache.rows, cache.cols = rows, cols
+        self.passes["prefill"] += 1
         try:
             return forward_left_padded(self.model, ids, mask, cache=cache, cache_kw=self._cache_kw)[:, -1]
         finally:
@@ -353,6 +355,7 @@ class IncrementalLM:
         mask4 = attention_mask_for(self.model, key_mask[:, None, None, :])  # (N, 1, 1, W)
         out = self.trunk(input_ids=tokens[:, None], attention_mask=mask4, position_ids=pos[:, None],
                          use_cache=True, **{self._cache_kw: cache})
+        self.passes["decode"] += 1
         pos += 1  # in place: self._pos
         self.lengths += 1
         return out.last_hidden_state[:, -1]  # (N, D)

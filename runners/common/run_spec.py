@@ -17,6 +17,7 @@ from agents.algos import ALGOS, AlgoName
 from agents.networks import build_network
 from agents.validate import check_fields, group_size_fits
 from envs.lm import load_causal_lm, resolve_device
+from envs.lm.kv_cache import check_autocast_dtype
 from runners.common import distributed
 from runners.common import run_dir as runs
 
@@ -74,6 +75,12 @@ class TrainConfig:
     """TextGen-IMDB-v0: adapt beta toward kl_target (Ziegler et al.)"""
     kl_target: float = 6.0
     kl_horizon: float = 10000.0
+    autocast_dtype: Literal["bfloat16", "float16"] | None = None
+    """TextGen-IMDB-v0: opt-in torch.autocast of the reference, the reward model and the policy (rollout and
+    update); off (float32) unless given, never chosen by the hardware"""
+    ref_mode: Literal["per_step", "one_pass"] = "one_pass"
+    """TextGen-IMDB-v0: the reference scores each finished response in one teacher-forced pass (one_pass) or
+    decodes beside the policy (per_step); same per-token rewards up to float rounding"""
     log_dir: str = "runs"
     run_name: str | None = None
     """default: <env>__<algo>__<seed>__<unix time>; an existing run is never appended to (use --resume)"""
@@ -192,7 +199,8 @@ def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     kw = {"model": cfg.model, "reward_model": cfg.reward_model, "kl_coef": cfg.kl_coef, "device": cfg.device,
           "max_new_tokens": tuple(cfg.max_new_tokens_range) if cfg.max_new_tokens_range else cfg.max_new_tokens,
           "min_new_tokens": cfg.min_new_tokens, "missing_eos_penalty": cfg.missing_eos_penalty,
-          "group_size": cfg.group_size, "text_field": cfg.text_field}
+          "group_size": cfg.group_size, "text_field": cfg.text_field, "ref_mode": cfg.ref_mode,
+          "autocast_dtype": cfg.autocast_dtype}
     if cfg.dataset:
         kw["dataset"] = cfg.dataset
     return kw
@@ -223,6 +231,8 @@ def build_agent(
             lm, _ = load_causal_lm(cfg.model, device=device)
     net = build_network(envs.single_observation_space, envs.single_action_space, lm=lm,
                         d_model=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head).to(device)
+    if lm is not None and cfg.autocast_dtype is not None:
+        net.autocast_dtype = check_autocast_dtype(cfg.autocast_dtype)  # CausalLMPolicy: rollout and update
     net.eval()
     return Agent(net, cfg.agent, total_updates=total_updates)
 
