@@ -87,7 +87,8 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
       the KL term from ``info["ref_logprob"]``.
 
     ## Episode End
-    - Termination: the action is EOS, or the episode's ``max_new_tokens``-th token was generated.
+    - Termination: the action is an EOS id (any of ``eos_token_ids``), or the episode's ``max_new_tokens``-th
+      token was generated.
     - Truncation: never (``truncated`` is always False; the registration adds no ``TimeLimit``).
     Stepping a finished (or never reset) episode raises ``RuntimeError``.
 
@@ -105,7 +106,7 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
     gym.make("TextGen-IMDB-v0", render_mode=None, model="lvwerra/gpt2-imdb", tokenizer=None, ref_model=None,
              reward_model="lvwerra/distilbert-imdb", dataset=None, text_field="text", split="train",
              max_new_tokens=16, min_new_tokens=0, missing_eos_penalty=None, prompt_min_len=2, prompt_max_len=8,
-             kl_coef=0.2, device="auto", group_size=1, autocast_dtype=None)
+             kl_coef=0.2, device="auto", group_size=1, autocast_dtype=None, eos_token_ids=None)
     ```
     - ``render_mode``: None or ``"ansi"`` (the text so far, special tokens visible).
     - ``model``: the initial policy, an HF id, a local directory or a ``PreTrainedModel`` (then with
@@ -126,6 +127,9 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
     - ``device``: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda[:N]"``; ``autocast_dtype``: None (float32)
       or ``"bfloat16"``/``"float16"``: the reference decodes under ``torch.autocast`` (faster on GPUs and bf16
       CPUs; log-probs then bf16/fp16-accurate).
+    - ``eos_token_ids``: the ids that end an episode (and that ``min_new_tokens`` masks); default: every EOS
+      id of the model's ``generation_config`` plus the tokenizer's EOS (what ``generate()`` stops on), as
+      ``env.eos_token_ids``.
     - ``group_size``: accepted and ignored here (prompt groups only mean something for the vector env).
 
     ## Version History
@@ -142,6 +146,7 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
         self.observation_space = cast("spaces.Space[TextObs]", self.core.observation_space)
         self.action_space = self.core.action_space
         self.tokenizer = self.core.tokenizer
+        self.eos_token_ids = self.core.eos_token_ids  # (E,) every id that ends an episode
         self._done = True
 
     def _obs(self) -> TextObs:

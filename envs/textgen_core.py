@@ -37,6 +37,7 @@ from envs.textgen_setup import (
     check_kl_coef,
     check_missing_eos_penalty,
     check_model,
+    episode_eos_ids,
     prompt_table,
     reference_model,
 )
@@ -88,6 +89,7 @@ class TextGenCore(TextRows):
         device: str | torch.device = "auto",
         group_size: int = 1,
         autocast_dtype: str | None = None,
+        eos_token_ids: Sequence[int] | None = None,
     ) -> None:
         self._check_rows(num_rows, group_size, autocast_dtype)
         self._check_lengths(max_new_tokens, min_new_tokens, missing_eos_penalty, prompt_min_len, prompt_max_len)
@@ -97,6 +99,8 @@ class TextGenCore(TextRows):
         check_sources(model=model, tokenizer=tokenizer, ref_model=ref_model, reward_model=reward_model,
                       dataset=dataset)  # one short error for every default that needs an unreachable hub
         self._load_models(model, tokenizer, ref_model, reward_model)
+        self.eos_token_ids = episode_eos_ids(self.ref_model, self.tokenizer, eos_token_ids)  # (E,) end an episode
+        self._eos_t = torch.as_tensor(self.eos_token_ids, device=self.device)  # (E,)
         texts = load_texts(dataset, split, text_field)
         self.prompt_table, self.prompt_lengths = prompt_table(texts, self.tokenizer, self.prompt_min_len,
                                                               self.prompt_max_len)  # (M, P), (M,)
@@ -165,7 +169,7 @@ class TextGenCore(TextRows):
 
     def action_mask(self) -> np.ndarray:
         """(N, V) int8, 1 = allowed next action: EOS is masked in rows with fewer than ``min_new_tokens``."""
-        return action_mask(eos_mask_rows(self.new_tokens, self.min_new_tokens), self.eos_token_id, self.vocab_size)
+        return action_mask(eos_mask_rows(self.new_tokens, self.min_new_tokens), self.eos_token_ids, self.vocab_size)
 
     def reset(self, rng: np.random.Generator) -> None:
         """Start every row with a new prompt (and prefill the reference cache)."""
@@ -227,10 +231,12 @@ class TextGenCore(TextRows):
     def _check_actions(self, actions: np.ndarray, active: np.ndarray) -> np.ndarray:
         """(N,) bool: the active rows where EOS is masked; raises if one of them chose EOS."""
         eos_blocked = active & eos_mask_rows(self.new_tokens, self.min_new_tokens)  # (N,) before this step
-        if (eos_blocked & (actions == self.eos_token_id)).any():
-            rows = np.flatnonzero(eos_blocked & (actions == self.eos_token_id)).tolist()
+        chose_eos = eos_blocked & np.isin(actions, self.eos_token_ids)
+        if chose_eos.any():
+            rows = np.flatnonzero(chose_eos).tolist()
             raise ValueError(
-                f"masked action in rows {rows}: EOS (id {self.eos_token_id}) is not allowed before min_new_tokens="
+                f"masked action in rows {rows}: EOS (ids {self.eos_token_ids.tolist()}) is not allowed before "
+                f"min_new_tokens="
                 f"{self.min_new_tokens} new tokens. Sample from the allowed actions, info['action_mask'] (1 = allowed)."
             )
         return eos_blocked
@@ -249,8 +255,8 @@ class TextGenCore(TextRows):
             with self.ref_lm.autocast():
                 logits = self.ref_lm.head(hidden).float()  # (N, V)
             if eos_blocked.any():  # the reference under the same constraint: renormalised over allowed tokens
-                blocked_t = torch.as_tensor(eos_blocked, device=self.device)
-                logits[:, self.eos_token_id] = logits[:, self.eos_token_id].masked_fill(blocked_t, float("-inf"))
+                blocked_t = torch.as_tensor(eos_blocked, device=self.device)[:, None]  # (N, 1)
+                logits[:, self._eos_t] = logits[:, self._eos_t].masked_fill(blocked_t, float("-inf"))
             ref_logp_t = -F.cross_entropy(logits, actions_t, reduction="none")  # (N,) log π_ref(a|s), fused
         return np.where(active, ref_logp_t.double().cpu().numpy(), 0.0)
 

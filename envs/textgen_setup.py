@@ -81,6 +81,25 @@ def check_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, seq_
         raise ValueError("The tokenizer needs an EOS token (episodes end on it).")
 
 
+def episode_eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, given: Any = None) -> np.ndarray:
+    """The ids that end an episode, (E,) int64: ``given`` (a sequence of ids), else every EOS id of the model's
+    ``generation_config`` (e.g. Llama-3-Instruct's ``[<|end_of_text|>, <|eot_id|>]``) plus the tokenizer's EOS,
+    as ``generate()`` stops on them."""
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    if given is not None:
+        ids = [given] if isinstance(given, (int, np.integer)) else list(given)
+        if not ids or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < vocab
+                          for i in ids):
+            raise ValueError(f"eos_token_ids must be token ids in [0, {vocab}), got {given!r}.")
+        return np.unique(np.asarray(ids, dtype=np.int64))
+    found = [tokenizer.eos_token_id]
+    gen = getattr(model, "generation_config", None)
+    gen_eos = getattr(gen, "eos_token_id", None)
+    found += list(gen_eos) if isinstance(gen_eos, (list, tuple)) else [gen_eos]
+    ids = sorted({int(i) for i in found if isinstance(i, (int, np.integer)) and 0 <= i < vocab})
+    return np.asarray(ids, dtype=np.int64)
+
+
 def prompt_table(
     texts: list[str], tokenizer: PreTrainedTokenizerBase, prompt_min_len: int, prompt_max_len: int
 ) -> tuple[np.ndarray, np.ndarray]:

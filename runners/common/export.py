@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,22 +39,25 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 
 
 def generation_config(lm: Any, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int,
-                      min_new_tokens: int = 0) -> GenerationConfig:
-    """Sampling settings equal to the env's: temperature 1, no top-k/top-p, the same length limits."""
+                      min_new_tokens: int = 0, eos_token_ids: Sequence[int] | None = None) -> GenerationConfig:
+    """Sampling settings equal to the env's: temperature 1, no top-k/top-p, the same length limits, and every id
+    that ended an episode (``eos_token_ids``, default the tokenizer's EOS) as ``eos_token_id``."""
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    ids = [int(i) for i in eos_token_ids] if eos_token_ids is not None and len(eos_token_ids) else [eos]
+    stop: int | list[int] = ids[0] if len(ids) == 1 else ([eos] if eos in ids else []) + [i for i in ids if i != eos]
     return GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-                            min_new_tokens=min_new_tokens or None, eos_token_id=eos,
+                            min_new_tokens=min_new_tokens or None, eos_token_id=stop,
                             pad_token_id=pad if pad is not None else eos,
                             bos_token_id=getattr(lm.config, "bos_token_id", None))
 
 
 def export_policy(net: CausalLMPolicy, tokenizer: PreTrainedTokenizerBase, run_dir: str | os.PathLike,
-                  max_new_tokens: int, min_new_tokens: int = 0) -> Path:
+                  max_new_tokens: int, min_new_tokens: int = 0, eos_token_ids: Sequence[int] | None = None) -> Path:
     """Write ``run_dir/policy/`` (the LM, tokenizer, generation config) and ``run_dir/value_head.safetensors``."""
     if not isinstance(net, CausalLMPolicy):
         raise TypeError(f"only a causal-LM policy can be exported as a transformers model, got {type(net).__name__}")
     run_dir = Path(run_dir)
-    gen = generation_config(net.lm, tokenizer, max_new_tokens, min_new_tokens)
+    gen = generation_config(net.lm, tokenizer, max_new_tokens, min_new_tokens, eos_token_ids)
     target = save_pretrained_atomic(net.lm, tokenizer, run_dir / POLICY_DIR, extra=gen.save_pretrained)
     head = {k: v.detach().cpu().contiguous() for k, v in net.value_head.state_dict().items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{VALUE_HEAD_FILE}.", dir=run_dir)

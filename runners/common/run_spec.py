@@ -67,6 +67,9 @@ class TrainConfig:
     """TextGen-IMDB-v0: EOS is masked out of the allowed actions before this many new tokens"""
     missing_eos_penalty: float | None = None
     """TextGen-IMDB-v0: subtracted from the score of an episode that ends without EOS"""
+    eos_token_ids: tuple[int, ...] | None = None
+    """TextGen-IMDB-v0: the token ids that end an episode (default: every EOS id of the model's
+    generation_config plus the tokenizer's EOS)"""
     kl_coef: float = 0.2
     """TextGen-IMDB-v0: initial KL penalty beta"""
     adaptive_kl: bool = True
@@ -190,6 +193,8 @@ def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
           "group_size": cfg.group_size, "text_field": cfg.text_field}
     if cfg.dataset:
         kw["dataset"] = cfg.dataset
+    if cfg.eos_token_ids:
+        kw["eos_token_ids"] = list(cfg.eos_token_ids)
     return kw
 
 
