@@ -106,7 +106,8 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
     gym.make("TextGen-IMDB-v0", render_mode=None, model="lvwerra/gpt2-imdb", tokenizer=None, ref_model=None,
              reward_model="lvwerra/distilbert-imdb", dataset=None, text_field="text", split="train",
              max_new_tokens=16, min_new_tokens=0, missing_eos_penalty=None, prompt_min_len=2, prompt_max_len=8,
-             kl_coef=0.2, device="auto", group_size=1, autocast_dtype=None, eos_token_ids=None)
+             kl_coef=0.2, device="auto", group_size=1, autocast_dtype=None, eos_token_ids=None,
+             reward_tokenizer=None, ref_dtype=None, reward_dtype=None)
     ```
     - ``render_mode``: None or ``"ansi"`` (the text so far, special tokens visible).
     - ``model``: the initial policy, an HF id, a local directory or a ``PreTrainedModel`` (then with
@@ -114,8 +115,12 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
       error lists every default that cannot load and what to pass instead.
     - ``tokenizer``: HF id, directory or tokenizer object (default: the model's own).
     - ``ref_model``: a different reference LM (same forms as ``model``).
-    - ``reward_model``: a sequence classifier (id, directory or object), ``"vader"`` or a callable
-      ``list[str] -> scores`` (see :func:`envs.rewards.make_reward_fn`).
+    - ``reward_model``: a sequence classifier (id, directory, object with ``reward_tokenizer``, or a
+      ``(model, tokenizer)`` pair), ``"vader"`` or a callable ``list[str] -> scores`` (see
+      :func:`envs.rewards.make_reward_fn`). ``reward_tokenizer``: the classifier object's own tokenizer.
+    - ``ref_dtype``, ``reward_dtype``: None or ``"float32"``/``"bfloat16"``/``"float16"``, the dtype the weights
+      of the reference and of the reward model are held in (a path loads in it, default float32; the
+      reference copied from a model object is converted; a reward model object must already be in it).
     - ``dataset``: IMDB .jsonl[.gz] file or directory, hub id, a ``datasets.Dataset``, or a list of texts or
       dicts (default: the local copy, else ``stanfordnlp/imdb``); ``text_field``: the column holding the text;
       ``split``: the split to read.

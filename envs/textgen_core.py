@@ -90,6 +90,9 @@ class TextGenCore(TextRows):
         group_size: int = 1,
         autocast_dtype: str | None = None,
         eos_token_ids: Sequence[int] | None = None,
+        reward_tokenizer: str | os.PathLike | PreTrainedTokenizerBase | None = None,
+        ref_dtype: str | None = None,
+        reward_dtype: str | None = None,
     ) -> None:
         self._check_rows(num_rows, group_size, autocast_dtype)
         self._check_lengths(max_new_tokens, min_new_tokens, missing_eos_penalty, prompt_min_len, prompt_max_len)
@@ -98,7 +101,8 @@ class TextGenCore(TextRows):
         self.device = resolve_device(device)
         check_sources(model=model, tokenizer=tokenizer, ref_model=ref_model, reward_model=reward_model,
                       dataset=dataset)  # one short error for every default that needs an unreachable hub
-        self._load_models(model, tokenizer, ref_model, reward_model)
+        self._load_models(model, tokenizer, ref_model, reward_model,
+                          {"reward_tokenizer": reward_tokenizer, "ref_dtype": ref_dtype, "reward_dtype": reward_dtype})
         self.eos_token_ids = episode_eos_ids(self.ref_model, self.tokenizer, eos_token_ids)  # (E,) end an episode
         self._eos_t = torch.as_tensor(self.eos_token_ids, device=self.device)  # (E,)
         texts = load_texts(dataset, split, text_field)
@@ -138,13 +142,17 @@ class TextGenCore(TextRows):
         self.prompt_min_len = check_int("prompt_min_len", prompt_min_len, 1)
         self.prompt_max_len = check_int("prompt_max_len", prompt_max_len, self.prompt_min_len)
 
-    def _load_models(self, model: ModelArg, tokenizer: Any, ref_model: ModelArg | None, reward_model: Any) -> None:
-        """The frozen reference LM, its tokenizer and the reward function."""
-        self.ref_model, self.tokenizer = reference_model(model, tokenizer, ref_model, self.device)
+    def _load_models(
+        self, model: ModelArg, tokenizer: Any, ref_model: ModelArg | None, reward_model: Any, opts: dict[str, Any]
+    ) -> None:
+        """The frozen reference LM, its tokenizer and the reward function (``opts``: the reward model's tokenizer,
+        the reference's and the reward model's dtypes)."""
+        self.ref_model, self.tokenizer = reference_model(model, tokenizer, ref_model, self.device, opts["ref_dtype"])
         self.vocab_size = int(self.ref_model.get_output_embeddings().weight.shape[0])  # V
         check_model(self.ref_model, self.tokenizer, self.seq_len, self.vocab_size)
         self.pad_token_id, self.eos_token_id = int(self.tokenizer.pad_token_id), int(self.tokenizer.eos_token_id)
-        self.reward_fn = make_reward_fn(reward_model, device=self.device, batch_size=max(64, self.num_rows))
+        self.reward_fn = make_reward_fn(reward_model, device=self.device, batch_size=max(64, self.num_rows),
+                                        tokenizer=opts["reward_tokenizer"], dtype=opts["reward_dtype"])
 
     @property
     def kl_coef(self) -> float:

@@ -13,13 +13,15 @@ import copy
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from envs.lm import freeze, load_causal_lm
+from envs.lm.loading import DtypeArg, check_dtype
 from envs.prompts import tokenize_prompts
 
 DEFAULT_MODEL = "lvwerra/gpt2-imdb"
@@ -54,15 +56,19 @@ def check_render_mode(render_mode: str | None, allowed: Sequence[str]) -> str | 
 
 
 def reference_model(
-    model: ModelArg, tokenizer: Any, ref_model: ModelArg | None, device: torch.device
+    model: ModelArg, tokenizer: Any, ref_model: ModelArg | None, device: torch.device, dtype: DtypeArg = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Frozen reference LM (default: a copy of the initial ``model``) and the tokenizer."""
+    """Frozen reference LM (default: a copy of the initial ``model``) in ``dtype`` (None: a path loads in float32,
+    an object's copy keeps its dtype) and the tokenizer."""
     source = model if ref_model is None else ref_model
     if tokenizer is None and ref_model is not None and isinstance(model, (str, os.PathLike)):
         tokenizer = model  # the policy's tokenizer
     if isinstance(source, PreTrainedModel):
         source = copy.deepcopy(source)  # never freeze or move the caller's (trainable) model
-    ref, tok = load_causal_lm(source, tokenizer, device)
+        want = check_dtype(dtype, "ref_dtype")
+        if want is not None:  # our copy: converting it leaves the caller's model alone
+            source = cast(PreTrainedModel, nn.Module.to(source, want))
+    ref, tok = load_causal_lm(source, tokenizer, device, dtype)
     return freeze(ref), tok
 
 

@@ -17,6 +17,7 @@ from agents.algos import ALGOS, AlgoName
 from agents.networks import build_network
 from agents.validate import check_fields, group_size_fits
 from envs.lm import load_causal_lm, resolve_device
+from envs.lm.loading import DTYPES
 from runners.common import distributed
 
 
@@ -51,6 +52,12 @@ class TrainConfig:
     """CatGrid-v0 probability that a move slips sideways"""
     model: str = "lvwerra/gpt2-imdb"
     """TextGen-IMDB-v0 policy (and reference) LM: HF id or local dir"""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """TextGen-IMDB-v0: the dtype the policy's weights are held in (the value head and log-softmax stay float32)"""
+    ref_dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    """TextGen-IMDB-v0: the reference's weight dtype (default: --dtype)"""
+    reward_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """TextGen-IMDB-v0: the reward model's weight dtype"""
     reward_model: str = "lvwerra/distilbert-imdb"
     """TextGen-IMDB-v0 reward: HF classifier id or local dir, or 'vader'"""
     dataset: str | None = None
@@ -190,7 +197,8 @@ def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     kw = {"model": cfg.model, "reward_model": cfg.reward_model, "kl_coef": cfg.kl_coef, "device": cfg.device,
           "max_new_tokens": tuple(cfg.max_new_tokens_range) if cfg.max_new_tokens_range else cfg.max_new_tokens,
           "min_new_tokens": cfg.min_new_tokens, "missing_eos_penalty": cfg.missing_eos_penalty,
-          "group_size": cfg.group_size, "text_field": cfg.text_field}
+          "group_size": cfg.group_size, "text_field": cfg.text_field,
+          "ref_dtype": cfg.ref_dtype or cfg.dtype, "reward_dtype": cfg.reward_dtype}
     if cfg.dataset:
         kw["dataset"] = cfg.dataset
     if cfg.eos_token_ids:
@@ -218,9 +226,9 @@ def build_agent(
     lm = None
     if isinstance(envs.single_observation_space, gym.spaces.Dict):
         if model is not None:  # an object from env_overrides: the env keeps its own frozen reference copy
-            lm = copy.deepcopy(model).to(device)
+            lm = copy.deepcopy(model).to(device=device, dtype=DTYPES[cfg.dtype])
         else:
-            lm, _ = load_causal_lm(cfg.model, device=device)
+            lm, _ = load_causal_lm(cfg.model, device=device, dtype=cfg.dtype)
     net = build_network(envs.single_observation_space, envs.single_action_space, lm=lm,
                         d_model=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head).to(device)
     net.eval()
