@@ -107,7 +107,7 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
              reward_model="lvwerra/distilbert-imdb", dataset=None, text_field="text", split="train",
              max_new_tokens=16, min_new_tokens=0, missing_eos_penalty=None, prompt_min_len=2, prompt_max_len=8,
              kl_coef=0.2, device="auto", group_size=1, autocast_dtype=None, eos_token_ids=None,
-             reward_tokenizer=None, ref_dtype=None, reward_dtype=None)
+             reward_tokenizer=None, ref_dtype=None, reward_dtype=None, add_bos=None)
     ```
     - ``render_mode``: None or ``"ansi"`` (the text so far, special tokens visible).
     - ``model``: the initial policy, an HF id, a local directory or a ``PreTrainedModel`` (then with
@@ -127,7 +127,9 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
     - ``max_new_tokens``: an int, or ``(lo, hi)``: each episode draws its limit uniformly from ``lo..hi`` (like
       TRL's LengthSampler). ``min_new_tokens``: EOS is masked before that many tokens (0 to ``lo``).
       ``missing_eos_penalty``: None or a number subtracted from the score of an episode that ends without EOS.
-    - ``prompt_min_len``, ``prompt_max_len``: the range of prompt lengths in tokens.
+    - ``prompt_min_len``, ``prompt_max_len``: the range of prompt lengths in tokens (BOS included).
+    - ``add_bos``: None (the tokenizer's default: BOS first where encoding adds it, e.g. Llama, Gemma, Mistral,
+      Phi-3, OPT; never twice), True or False.
     - ``kl_coef``: β >= 0 (see Rewards).
     - ``device``: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda[:N]"``; ``autocast_dtype``: None (float32)
       or ``"bfloat16"``/``"float16"``: the reference decodes under ``torch.autocast`` (faster on GPUs and bf16

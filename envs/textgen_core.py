@@ -93,6 +93,7 @@ class TextGenCore(TextRows):
         reward_tokenizer: str | os.PathLike | PreTrainedTokenizerBase | None = None,
         ref_dtype: str | None = None,
         reward_dtype: str | None = None,
+        add_bos: bool | None = None,
     ) -> None:
         self._check_rows(num_rows, group_size, autocast_dtype)
         self._check_lengths(max_new_tokens, min_new_tokens, missing_eos_penalty, prompt_min_len, prompt_max_len)
@@ -107,7 +108,7 @@ class TextGenCore(TextRows):
         self._eos_t = torch.as_tensor(self.eos_token_ids, device=self.device)  # (E,)
         texts = load_texts(dataset, split, text_field)
         self.prompt_table, self.prompt_lengths = prompt_table(texts, self.tokenizer, self.prompt_min_len,
-                                                              self.prompt_max_len)  # (M, P), (M,)
+                                                              self.prompt_max_len, add_bos)  # (M, P), (M,)
         self.observation_space = spaces.Dict(
             input_ids=spaces.Box(0, self.vocab_size - 1, (self.seq_len,), np.int64),
             attention_mask=spaces.Box(0, 1, (self.seq_len,), np.int64),

@@ -22,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from envs.lm import freeze, load_causal_lm
 from envs.lm.loading import DtypeArg, check_dtype
-from envs.prompts import tokenize_prompts
+from envs.prompts import adds_bos, tokenize_prompts
 
 DEFAULT_MODEL = "lvwerra/gpt2-imdb"
 
@@ -107,12 +107,14 @@ def episode_eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
 
 
 def prompt_table(
-    texts: list[str], tokenizer: PreTrainedTokenizerBase, prompt_min_len: int, prompt_max_len: int
+    texts: list[str], tokenizer: PreTrainedTokenizerBase, prompt_min_len: int, prompt_max_len: int,
+    add_bos: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The first ``prompt_max_len`` tokens (M, P) int64, right padded, and their counts (M,) int64 of every text with
-    at least ``prompt_min_len`` tokens; raises if there is none."""
+    at least ``prompt_min_len`` tokens (BOS first when :func:`envs.prompts.adds_bos`); raises if there is none."""
     if texts:
-        table, lengths = tokenize_prompts(texts, tokenizer, prompt_max_len)  # (M0, P), (M0,)
+        bos = adds_bos(tokenizer, add_bos)
+        table, lengths = tokenize_prompts(texts, tokenizer, prompt_max_len, bos)  # (M0, P), (M0,)
     else:
         table, lengths = np.zeros((0, prompt_max_len), np.int64), np.zeros(0, np.int64)
     keep = lengths >= prompt_min_len

@@ -74,6 +74,8 @@ class TrainConfig:
     """TextGen-IMDB-v0: EOS is masked out of the allowed actions before this many new tokens"""
     missing_eos_penalty: float | None = None
     """TextGen-IMDB-v0: subtracted from the score of an episode that ends without EOS"""
+    add_bos: bool | None = None
+    """TextGen-IMDB-v0: start prompts with BOS (default: the tokenizer's own default)"""
     eos_token_ids: tuple[int, ...] | None = None
     """TextGen-IMDB-v0: the token ids that end an episode (default: every EOS id of the model's
     generation_config plus the tokenizer's EOS)"""
@@ -201,6 +203,8 @@ def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
           "ref_dtype": cfg.ref_dtype or cfg.dtype, "reward_dtype": cfg.reward_dtype}
     if cfg.dataset:
         kw["dataset"] = cfg.dataset
+    if cfg.add_bos is not None:
+        kw["add_bos"] = cfg.add_bos
     if cfg.eos_token_ids:
         kw["eos_token_ids"] = list(cfg.eos_token_ids)
     return kw
