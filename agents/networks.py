@@ -30,6 +30,7 @@ from transformers import GPT2Config, GPT2Model, PretrainedConfig, PreTrainedMode
 
 from envs.lm import IncrementalLM, forward_left_padded
 from envs.lm.kv_cache import check_autocast_dtype, fuse_gelu
+from envs.lm.loading import is_peft, unwrap
 from envs.lm.logits import LogitsHead, check_logits_path
 from envs.textgen_core import TextObs
 
@@ -198,11 +199,15 @@ class CausalLMPolicy(PolicyValueNet):
     """
 
     lm: PreTrainedModel
+    peft: Any  # the PeftModel of a LoRA policy (its adapter layers live in lm), else None
     _decoder: IncrementalLM | None
 
     def __init__(self, model: PreTrainedModel) -> None:
         super().__init__()
         fuse_gelu(disable_dropout(model))  # in place: no dropout when sampling and learning; 1-kernel GELU
+        # a PeftModel (its adapter is what trains), held outside the module tree: its weights are self.lm's
+        object.__setattr__(self, "peft", model if is_peft(model) else None)
+        model = unwrap(model)  # the causal LM that runs (a PeftModel's base, adapter layers injected)
         self.lm = model
         self.trunk = model.base_model
         self.policy_head = model.get_output_embeddings()

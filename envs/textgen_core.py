@@ -27,6 +27,7 @@ from envs.hub import check_sources
 from envs.length import LengthSampler, action_mask, check_min_new_tokens, eos_mask_rows
 from envs.lm import IncrementalLM, resolve_device
 from envs.lm.kv_cache import check_autocast_dtype
+from envs.lm.loading import unwrap
 from envs.prompts import DatasetArg, load_texts
 from envs.rewards import DEFAULT_REWARD_MODEL, make_reward_fn
 from envs.textgen_rows import TextRows
@@ -104,7 +105,7 @@ class TextGenCore(TextRows):
                       dataset=dataset)  # one short error for every default that needs an unreachable hub
         self._load_models(model, tokenizer, ref_model, reward_model,
                           {"reward_tokenizer": reward_tokenizer, "ref_dtype": ref_dtype, "reward_dtype": reward_dtype})
-        self.eos_token_ids = episode_eos_ids(self.ref_model, self.tokenizer, eos_token_ids)  # (E,) end an episode
+        self.eos_token_ids = episode_eos_ids(unwrap(self.ref_model), self.tokenizer, eos_token_ids)  # (E,)
         self._eos_t = torch.as_tensor(self.eos_token_ids, device=self.device)  # (E,)
         texts = load_texts(dataset, split, text_field)
         self.prompt_table, self.prompt_lengths = prompt_table(texts, self.tokenizer, self.prompt_min_len,
@@ -115,7 +116,7 @@ class TextGenCore(TextRows):
         )
         self.action_space = spaces.Discrete(self.vocab_size)
         self.ref_lm = IncrementalLM(self.ref_model, self.num_rows, max_len=self.seq_len,
-                                    autocast_dtype=self.autocast_dtype)
+                                    autocast_dtype=self.autocast_dtype, reference=True)  # a PeftModel: adapter off
         self._allocate_buffers()
         self._ref_hidden: torch.Tensor | None = None  # (N, D) reference state of each row, None = not in sync
         self._ref_behind = False  # the last step's tokens were not decoded (every row restarts next)
@@ -149,8 +150,8 @@ class TextGenCore(TextRows):
         """The frozen reference LM, its tokenizer and the reward function (``opts``: the reward model's tokenizer,
         the reference's and the reward model's dtypes)."""
         self.ref_model, self.tokenizer = reference_model(model, tokenizer, ref_model, self.device, opts["ref_dtype"])
-        self.vocab_size = int(self.ref_model.get_output_embeddings().weight.shape[0])  # V
-        check_model(self.ref_model, self.tokenizer, self.seq_len, self.vocab_size)
+        self.vocab_size = int(unwrap(self.ref_model).get_output_embeddings().weight.shape[0])  # V
+        check_model(unwrap(self.ref_model), self.tokenizer, self.seq_len, self.vocab_size)
         self.pad_token_id, self.eos_token_id = int(self.tokenizer.pad_token_id), int(self.tokenizer.eos_token_id)
         self.reward_fn = make_reward_fn(reward_model, device=self.device, batch_size=max(64, self.num_rows),
                                         tokenizer=opts["reward_tokenizer"], dtype=opts["reward_dtype"])

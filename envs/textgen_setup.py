@@ -21,7 +21,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from envs.lm import freeze, load_causal_lm
-from envs.lm.loading import DtypeArg, check_dtype
+from envs.lm.loading import DtypeArg, check_dtype, is_peft
 from envs.prompts import adds_bos, tokenize_prompts
 
 DEFAULT_MODEL = "lvwerra/gpt2-imdb"
@@ -63,6 +63,11 @@ def reference_model(
     source = model if ref_model is None else ref_model
     if tokenizer is None and ref_model is not None and isinstance(model, (str, os.PathLike)):
         tokenizer = model  # the policy's tokenizer
+    if is_peft(source):  # the same weights, run with the adapter disabled: never copied, never frozen
+        if ref_model is not None:
+            raise ValueError("ref_model must be a plain causal LM; a PeftModel policy's reference is its own base "
+                             "model (adapter disabled): leave ref_model=None.")
+        return load_causal_lm(source, tokenizer, device, dtype)
     if isinstance(source, PreTrainedModel):
         source = copy.deepcopy(source)  # never freeze or move the caller's (trainable) model
         want = check_dtype(dtype, "ref_dtype")

@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ["tests/agents/test_update_gradients.py", "tests/agents/test_reinforce_unbiased.py", "tests/agents/test_sampling.py",
         "tests/agents/test_returns.py"]  # seconds each; --tests-also adds more (e.g. tests/agents/test_agent.py)
+LM_MATRIX = ["tests/envs/test_lm_architectures.py", "tests/agents/test_lm_matrix.py"]
 TEXT = ["tests/agents/test_text_agent.py", "tests/envs/test_textgen.py", "tests/envs/test_textgen_vector.py"]
 
 
@@ -90,6 +91,17 @@ MUTATIONS = [
     Mutation("float32_cdf_sampling", "sampling from a float32 CDF (tail tokens never drawn)",
              "agents/sampling.py", "cdf = logp.exp().double().cumsum_(-1)", "cdf = logp.exp().cumsum_(-1).double()",
              GRID),
+    Mutation("logit_softcap_skipped", "the LM's logit post-processing (Gemma 2 soft-capping) skipped",
+             "envs/lm/logits.py", "        if self.softcap is not None:\n", "        if False:\n", LM_MATRIX),
+    Mutation("policy_logits_postprocessing_skipped", "the policy applies only the LM head (no scaling/soft-cap)",
+             "agents/networks.py", "logits = self.logits_head.post(self.policy_head(hidden))",
+             "logits = self.policy_head(hidden)", LM_MATRIX),
+    Mutation("sliding_window_ignored", "one full-causal mask for sliding-window layers (Mistral, Gemma 2/3)",
+             "envs/lm/logits.py", "    if window is None:\n        return additive(model, mask4)",
+             "    if True:\n        return additive(model, mask4)", LM_MATRIX),
+    Mutation("only_tokenizer_eos_ends", "only the tokenizer's EOS ends an episode (other generation_config ids not)",
+             "envs/textgen_rows.py", "np.isin(actions, self.eos_token_ids)", "(actions == self.eos_token_id)",
+             ["tests/envs/test_length.py"]),
 ]
 
 

@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterator
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -21,6 +23,7 @@ from transformers import PreTrainedModel
 from transformers.activations import GELUTanh, NewGELUActivation
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from envs.lm.loading import adapter_off, unwrap
 from envs.lm.logits import LogitsHead, check_logits_path, layer_masks
 from envs.lm.logits import additive as attention_mask_for  # noqa: F401  (re-exported by envs.lm)
 
@@ -193,13 +196,17 @@ class IncrementalLM:
 
     def __init__(
         self, model: PreTrainedModel, num_rows: int, max_len: int | None = None,
-        autocast_dtype: torch.dtype | None = None,
+        autocast_dtype: torch.dtype | None = None, reference: bool = False,
     ) -> None:
+        """``model`` may be a peft ``PeftModel``: it decodes with its adapter, or as its base model (adapter
+        disabled for every forward and :attr:`head` call made inside :meth:`autocast`) when ``reference``."""
         if num_rows < 1:
             raise ValueError(f"num_rows must be >= 1, got {num_rows}.")
         if max_len is not None and max_len < 1:
             raise ValueError(f"max_len must be None or >= 1, got {max_len}.")
         self.autocast_dtype = check_autocast_dtype(autocast_dtype)
+        self.wrapper, model = model, unwrap(model)  # the PeftModel (or the model itself), the causal LM inside
+        self.reference = reference
         self.model = fuse_gelu(model)  # in place (same function, fewer kernels per decode step)
         self.trunk = model.base_model  # e.g. GPT2Model: returns hidden states
         self.head = LogitsHead(model)  # (D -> V), with the model's own logit post-processing
@@ -214,7 +221,8 @@ class IncrementalLM:
         self._num_layers = int(model.config.get_text_config().num_hidden_layers)
         params = inspect.signature(self.trunk.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        check_logits_path(model, self.head, forward_left_padded)
+        with self.autocast():
+            check_logits_path(model, self.head, forward_left_padded)
         self.reset()
 
     def reset(self) -> None:
@@ -225,10 +233,13 @@ class IncrementalLM:
         self._key_pos: torch.Tensor | None = None  # (N, W) position id of the token in each cache column
         self.lengths = np.zeros(self.num_rows, dtype=np.int64)  # real tokens per row (host)
 
-    def autocast(self) -> torch.autocast:
-        """The autocast context of the decode (disabled unless ``autocast_dtype`` is set); apply :attr:`head`
-        inside it too so that the largest matmul runs in that dtype as well."""
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """The autocast context of the decode (disabled unless ``autocast_dtype`` is set), with a reference's
+        adapter disabled; apply :attr:`head` inside it too (the largest matmul then runs in that dtype as well)."""
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            with adapter_off(self.wrapper) if self.reference else contextlib.nullcontext():
+                yield
 
     @property
     def cache_length(self) -> int:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from typing import Any
@@ -18,6 +19,24 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+
+
+def is_peft(model: Any) -> bool:
+    """Whether ``model`` is a peft ``PeftModel`` (an adapter over a base model), without importing peft."""
+    return callable(getattr(model, "disable_adapter", None)) and callable(getattr(model, "get_base_model", None))
+
+
+def unwrap(model: Any) -> PreTrainedModel:
+    """The causal LM that runs: a ``PeftModel``'s base model with its adapter layers injected, else ``model``."""
+    inner = model.get_base_model() if is_peft(model) else model
+    if not isinstance(inner, PreTrainedModel):
+        raise TypeError(f"expected a PreTrainedModel or a peft PeftModel over one, got {type(model).__name__}.")
+    return inner
+
+
+def adapter_off(model: Any) -> contextlib.AbstractContextManager[Any]:
+    """The context in which a ``PeftModel`` runs as its base model (``disable_adapter()``); a no-op otherwise."""
+    return model.disable_adapter() if is_peft(model) else contextlib.nullcontext()
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -103,10 +122,11 @@ def load_causal_lm(
     object needs ``tokenizer=`` and keeps its dtype (``dtype`` must be None or equal to it); a path or hub id
     loads its own tokenizer unless one is given, with weights in ``dtype`` (default float32).
     """
-    if isinstance(model, PreTrainedModel):
+    if isinstance(model, PreTrainedModel) or is_peft(model):
         if tokenizer is None:
             raise ValueError("Pass tokenizer= together with a model object (or pass a model path / HF id).")
-        lm = model_in_dtype(model, dtype)
+        checked = model_in_dtype(unwrap(model), dtype)
+        lm: Any = model if is_peft(model) else checked  # a PeftModel stays wrapped (its adapter is the policy)
     elif isinstance(model, (str, os.PathLike)):
         lm = _from_pretrained(AutoModelForCausalLM, os.fspath(model), dtype=check_dtype(dtype) or torch.float32)
         tokenizer = os.fspath(model) if tokenizer is None else tokenizer
@@ -116,11 +136,9 @@ def load_causal_lm(
         tokenizer = _from_pretrained(AutoTokenizer, os.fspath(tokenizer))
     if not isinstance(tokenizer, PreTrainedTokenizerBase):
         raise TypeError(f"tokenizer must be a path, an HF id or a tokenizer, got {type(tokenizer).__name__}.")
-    if lm.get_output_embeddings() is None:
+    if unwrap(lm).get_output_embeddings() is None:
         raise ValueError(f"{type(lm).__name__} has no LM head; pass a causal LM (e.g. GPT2LMHeadModel).")
-    # transformers decorates PreTrainedModel.to with functools.wraps(nn.Module.to), which mypy then reads
-    # as unbound (the device taken for self): the ignore is for that wrong library type
-    return lm.to(resolve_device(device)), prepare_tokenizer(tokenizer)  # type: ignore[arg-type]
+    return lm.to(resolve_device(device)), prepare_tokenizer(tokenizer)
 
 
 def freeze(model: PreTrainedModel) -> PreTrainedModel:

@@ -150,6 +150,8 @@ class TrainConfig:
                 lambda: self.algo not in ALGOS or not ALGOS[self.algo].group_based or self.group_size >= 2,
             f"max_new_tokens_range must be None or (lo, hi) with 1 <= lo <= hi, got {rng}":
                 lambda: rng is None or (len(rng) == 2 and 1 <= rng[0] <= rng[1]),
+            "--dtype float16 would train float16 weights without a gradient scaler; use --dtype bfloat16 (or "
+            "float32); float16 is fine for the frozen --ref-dtype and --reward-dtype": lambda: self.dtype != "float16",
         })
         if self.agent.algo != self.algo:  # --algo is the one switch: the agent's config follows it
             object.__setattr__(self, "agent", dataclasses.replace(self.agent, algo=self.algo))
