@@ -119,11 +119,20 @@ def export_policy(net: CausalLMPolicy, tokenizer: PreTrainedTokenizerBase, run_d
 def load_policy(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> CausalLMPolicy:
     """The agent's network from an exported run: ``policy/`` as the LM plus the saved value head."""
     run_dir = Path(run_dir)
-    if not (run_dir / POLICY_DIR / "config.json").is_file():
+    policy = run_dir / POLICY_DIR
+    if (policy / "adapter_config.json").is_file():  # a LoRA run: the base model named there + the adapter
+        try:
+            from peft import AutoPeftModelForCausalLM
+        except ImportError:
+            raise ImportError(f"{policy} holds a LoRA adapter, which loads with peft: pip install 'rlhf-gym[lora]'"
+                              ) from None
+        net = CausalLMPolicy(AutoPeftModelForCausalLM.from_pretrained(str(policy)).to(device))
+    elif not (policy / "config.json").is_file():
         raise FileNotFoundError(f"{run_dir} holds no exported policy ({POLICY_DIR}/config.json); text runs of "
                                 "runners.train write one at the end")
-    lm, _ = load_causal_lm(str(run_dir / POLICY_DIR), device=device)
-    net = CausalLMPolicy(lm)
+    else:
+        lm, _ = load_causal_lm(str(policy), device=device)
+        net = CausalLMPolicy(lm)
     if (run_dir / VALUE_HEAD_FILE).is_file():
         net.value_head.load_state_dict(load_file(str(run_dir / VALUE_HEAD_FILE)))
     return net.to(device)

@@ -44,7 +44,7 @@ from runners.common.checkpoint import (
 )
 from runners.common.evaluation import evaluate_report, format_report
 from runners.common.export import export_policy
-from runners.common.run_spec import TrainConfig, build_agent, env_kwargs, init_tracking, make_envs
+from runners.common.run_spec import TrainConfig, build_agent, env_kwargs, init_tracking, make_envs, with_lora
 
 
 @dataclass
@@ -182,6 +182,7 @@ def build_run(cfg: TrainConfig, env_overrides: dict[str, Any] | None, run_dir: P
     if rank == 0:
         check_writable(run_dir, "run")
     recorded = runs.recorded_config(cfg.saved(), env_overrides)
+    env_overrides = with_lora(cfg, env_overrides)  # --lora-r: one PeftModel for the env and the agent
     envs = make_envs(cfg, overrides=env_overrides)
     agent, global_step, start_update = _load_agent(cfg, envs, run_dir, resume_state, world,
                                                    (env_overrides or {}).get("model"))
@@ -284,7 +285,8 @@ def finish(run: Run) -> dict[str, Any]:
     if isinstance(run.agent.net, CausalLMPolicy) and run.main_rank:  # the trained LM as <run dir>/policy
         hi = cfg.max_new_tokens_range[1] if cfg.max_new_tokens_range else cfg.max_new_tokens
         result["policy_dir"] = str(export_policy(run.agent.net, env_attr(run.envs, "tokenizer"), run.run_dir, hi,
-                                                 cfg.min_new_tokens, env_attr(run.envs, "eos_token_ids")))
+                                                 cfg.min_new_tokens, env_attr(run.envs, "eos_token_ids"),
+                                                 merged=cfg.export_merged))
     run.envs.close()
     paused = cfg.stop_at_update is not None and cfg.stop_at_update < cfg.num_updates
     if cfg.eval_episodes > 0 and run.main_rank and not paused:

@@ -17,7 +17,7 @@ from agents.algos import ALGOS, AlgoName
 from agents.networks import build_network
 from agents.validate import check_fields, group_size_fits
 from envs.lm import load_causal_lm, resolve_device
-from envs.lm.loading import DTYPES
+from envs.lm.loading import DTYPES, is_peft
 from runners.common import distributed
 
 
@@ -58,6 +58,15 @@ class TrainConfig:
     """TextGen-IMDB-v0: the reference's weight dtype (default: --dtype)"""
     reward_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """TextGen-IMDB-v0: the reward model's weight dtype"""
+    lora_r: int = 0
+    """TextGen-IMDB-v0: train a LoRA adapter of this rank instead of every weight (0: off; needs peft,
+    pip install 'rlhf-gym[lora]'); the reference is the base model with the adapter disabled"""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator (the adapter's output is scaled by lora_alpha / lora_r)"""
+    lora_target_modules: tuple[str, ...] | None = None
+    """module names that get an adapter, e.g. q_proj v_proj (default: peft's choice for the architecture)"""
+    export_merged: bool = False
+    """LoRA runs: also export <run dir>/policy-merged/, the adapter merged into a plain transformers model"""
     reward_model: str = "lvwerra/distilbert-imdb"
     """TextGen-IMDB-v0 reward: HF classifier id or local dir, or 'vader'"""
     dataset: str | None = None
@@ -137,7 +146,8 @@ class TrainConfig:
             "reward_scale": ">0", "group_size": "int>=1", "d_model": "int>=1", "n_layer": "int>=1", "n_head": "int>=1",
             "slip": "[0,1)", "max_new_tokens": "int>=1", "min_new_tokens": "int>=0", "missing_eos_penalty": ">=0?",
             "kl_coef": ">=0", "kl_target": ">0", "kl_horizon": ">0", "checkpoint_every": "int>=1",
-            "keep_checkpoints": "int>=1", "eval_episodes": "int>=0", "sample_every": "int>=1", "threads": "int>=1?",
+            "keep_checkpoints": "int>=1", "lora_r": "int>=0", "lora_alpha": ">0", "eval_episodes": "int>=0",
+            "sample_every": "int>=1", "threads": "int>=1?",
             "stop_at_update": "int>=1?", "max_minutes": ">0?", "dist_timeout": ">0",
         }, extra={
             f"total_timesteps ({self.total_timesteps}) must cover at least one rollout of num_envs x num_steps = "
@@ -150,6 +160,9 @@ class TrainConfig:
                 lambda: self.algo not in ALGOS or not ALGOS[self.algo].group_based or self.group_size >= 2,
             f"max_new_tokens_range must be None or (lo, hi) with 1 <= lo <= hi, got {rng}":
                 lambda: rng is None or (len(rng) == 2 and 1 <= rng[0] <= rng[1]),
+            "--lora-r needs the policy and the env's reference in one process (they share the weights): use "
+            "--vectorization-mode vector_entry_point or sync":
+                lambda: not self.lora_r or self.vectorization_mode != "async",
             "--dtype float16 would train float16 weights without a gradient scaler; use --dtype bfloat16 (or "
             "float32); float16 is fine for the frozen --ref-dtype and --reward-dtype": lambda: self.dtype != "float16",
         })
@@ -212,6 +225,30 @@ def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     return kw
 
 
+def with_lora(cfg: TrainConfig, overrides: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``overrides`` with the run's LoRA policy (``--lora-r``) as ``model``: a peft ``PeftModel`` over ``--model``
+    (or over a copy of the ``model`` object in ``overrides``), shared by the env (its reference: the base with
+    the adapter disabled) and the agent (the policy). Unchanged without ``--lora-r``."""
+    if not cfg.lora_r or cfg.env != "TextGen-IMDB-v0":
+        return overrides
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ImportError("--lora-r trains a LoRA adapter with peft, which is not installed: "
+                          "pip install 'rlhf-gym[lora]'") from None
+    overrides = dict(overrides or {})
+    given = overrides.get("model")
+    if given is not None:
+        base, tok = copy.deepcopy(given).to(dtype=DTYPES[cfg.dtype]), overrides.get("tokenizer")
+    else:
+        base, tok = load_causal_lm(cfg.model, device="cpu", dtype=cfg.dtype)
+    targets = list(cfg.lora_target_modules) if cfg.lora_target_modules else None
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=targets,
+                      task_type="CAUSAL_LM")
+    model = get_peft_model(base, lora).to(resolve_device(cfg.device))
+    return overrides | {"model": model, "tokenizer": tok}
+
+
 def make_envs(
     cfg: TrainConfig, num_envs: int | None = None, eval_mode: bool = False, overrides: dict[str, Any] | None = None
 ) -> gym.vector.VectorEnv:
@@ -231,7 +268,9 @@ def build_agent(
     device = resolve_device(cfg.device)
     lm = None
     if isinstance(envs.single_observation_space, gym.spaces.Dict):
-        if model is not None:  # an object from env_overrides: the env keeps its own frozen reference copy
+        if is_peft(model):  # a LoRA policy (with_lora): the env's reference is the same model, adapter disabled
+            lm = model
+        elif model is not None:  # an object from env_overrides: the env keeps its own frozen reference copy
             lm = copy.deepcopy(model).to(device=device, dtype=DTYPES[cfg.dtype])
         else:
             lm, _ = load_causal_lm(cfg.model, device=device, dtype=cfg.dtype)
