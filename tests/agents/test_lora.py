@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 
 import envs  # noqa: F401  (registers the envs)
 from agents.agent import Agent, AgentConfig
-from agents.networks import CausalLMPolicy
+from agents.networks import CausalLMPolicy, StepBatch
 from agents.rollout import RolloutCollector
 from envs.imdb import load_imdb
 from runners.common.export import MERGED_DIR, POLICY_DIR, export_policy
@@ -106,3 +106,39 @@ def test_an_export_that_would_reload_random_weights_is_refused(lora_run, tiny_to
     with pytest.raises(RuntimeError, match="reloads to different logits"):
         export_policy(net, tiny_tokenizer, tmp_path, 6)
     assert not (tmp_path / POLICY_DIR).exists()
+
+
+class Counted(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module, calls: list[int]) -> None:
+        super().__init__()
+        self.inner, self.calls = inner, calls
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(1)
+        return self.inner(x)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_tokenizer) -> None:
+    """The update's teacher-forced pass with activations recomputed in the backward pass: same gradients, and
+    the layers really run twice."""
+    ids = torch.tensor([[0, 0, 5, 17, 30, 42], [0, 5, 17, 30, 42, 9], [5, 17, 30, 42, 9, 100]])  # one chunk's prefixes
+    obs = {"input_ids": ids, "attention_mask": (torch.arange(6) >= torch.tensor([[2], [1], [0]])).long()}
+    batch = StepBatch(obs, torch.tensor([9, 100, 7]), torch.zeros(3, dtype=torch.long), torch.tensor([2, 1, 0]),
+                      torch.tensor([2]))
+
+    def grads(checkpointing: bool) -> tuple[dict[str, torch.Tensor], int]:
+        net = CausalLMPolicy(tiny_model("llama"))
+        if checkpointing:
+            net.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        calls: list[int] = []
+        net.lm.model.layers[0].mlp.act_fn = Counted(net.lm.model.layers[0].mlp.act_fn, calls)  # hooks skip recompute
+        net.train()
+        logits, values = net.evaluate(batch)
+        (torch.log_softmax(logits, -1).gather(1, batch.actions[:, None]).sum() + values.sum()).backward()
+        return {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}, len(calls)
+
+    (plain, once), (recomputed, twice) = grads(False), grads(True)
+    assert (once, twice) == (1, 2)
+    assert plain.keys() == recomputed.keys()
+    for name in plain:
+        torch.testing.assert_close(recomputed[name], plain[name], atol=1e-6, rtol=1e-5)

@@ -73,9 +73,11 @@ def test_lora_run_resumes_exactly_and_exports(tmp_path, tiny_lm_dir, texts) -> N
 
 
 def test_bfloat16_run_end_to_end(tmp_path, tiny_lm_dir, texts) -> None:
-    result = train(text_cfg(tmp_path, tiny_lm_dir, "bf16", dtype="bfloat16", reward_dtype="bfloat16"),
-                   env_overrides={"dataset": texts})
+    cfg = text_cfg(tmp_path, tiny_lm_dir, "bf16", dtype="bfloat16", reward_dtype="bfloat16", gradient_checkpointing=True)
+    with pytest.warns(UserWarning, match="Prefer --lora-r"):
+        result = train(cfg, env_overrides={"dataset": texts})
     net = result["agent"].net
+    assert net.lm.is_gradient_checkpointing
     assert net.lm.dtype == torch.bfloat16 and net.value_head.weight.dtype == torch.float32
     assert all(torch.isfinite(torch.as_tensor(v)).all() for v in (result["recent_return"], result["recent_kl"]))
     exported = AutoModelForCausalLM.from_pretrained(result["policy_dir"]).eval()
