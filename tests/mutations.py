@@ -102,6 +102,12 @@ MUTATIONS = [
     Mutation("only_tokenizer_eos_ends", "only the tokenizer's EOS ends an episode (other generation_config ids not)",
              "envs/textgen_rows.py", "np.isin(actions, self.eos_token_ids)", "(actions == self.eos_token_id)",
              ["tests/envs/test_length.py"]),
+    Mutation("lora_reference_keeps_adapter", "a LoRA policy's reference runs with the adapter on (KL always 0)",
+             "envs/textgen_core.py", "autocast_dtype=self.autocast_dtype, reference=True)",
+             "autocast_dtype=self.autocast_dtype, reference=False)", ["tests/agents/test_lora.py"]),
+    Mutation("export_not_reloaded", "an export is not reloaded and compared before it is put in place",
+             "runners/common/export.py", "            _check_reload(net, directory, as_adapter)\n", "",
+             ["tests/agents/test_lora.py"]),
 ]
 
 
