@@ -86,7 +86,8 @@ class Agent:
         self.net = disable_dropout(net)  # old and new log-probs must come from the same function
         self.config = config
         fused = net.device.type in ("cpu", "cuda")  # one fused kernel per step (CPU: ~3x faster than the default)
-        self.optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate, eps=config.adam_eps, fused=fused)
+        trainable = [p for p in net.parameters() if p.requires_grad]  # a LoRA policy: adapter + value head only
+        self.optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, eps=config.adam_eps, fused=fused)
         self.total_updates = total_updates
         self.num_updates = 0
         self.carry: Rollout | None = None

@@ -30,6 +30,8 @@ from transformers import GPT2Config, GPT2Model, PretrainedConfig, PreTrainedMode
 
 from envs.lm import IncrementalLM, forward_left_padded
 from envs.lm.kv_cache import check_autocast_dtype, fuse_gelu
+from envs.lm.loading import is_peft, unwrap
+from envs.lm.logits import LogitsHead, check_logits_path
 from envs.textgen_core import TextObs
 
 EnvObs: TypeAlias = "np.ndarray | TextObs"
@@ -197,16 +199,22 @@ class CausalLMPolicy(PolicyValueNet):
     """
 
     lm: PreTrainedModel
+    peft: Any  # the PeftModel of a LoRA policy (its adapter layers live in lm), else None
     _decoder: IncrementalLM | None
 
     def __init__(self, model: PreTrainedModel) -> None:
         super().__init__()
         fuse_gelu(disable_dropout(model))  # in place: no dropout when sampling and learning; 1-kernel GELU
+        # a PeftModel (its adapter is what trains), held outside the module tree: its weights are self.lm's
+        object.__setattr__(self, "peft", model if is_peft(model) else None)
+        model = unwrap(model)  # the causal LM that runs (a PeftModel's base, adapter layers injected)
         self.lm = model
         self.trunk = model.base_model
         self.policy_head = model.get_output_embeddings()
-        hidden = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd
-        self.value_head = nn.Linear(hidden, 1)
+        self.logits_head = LogitsHead(model)  # the LM head + the model's own post-processing (softcap, scales)
+        check_logits_path(model, self.logits_head, forward_left_padded)
+        hidden = int(self.logits_head.weight.shape[1])  # the width the trunk returns (OPT may project it)
+        self.value_head = nn.Linear(hidden, 1)  # float32 whatever the LM's dtype (values are read in float32)
         nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1))
         nn.init.zeros_(self.value_head.bias)
         self._decoder = None  # IncrementalLM, built lazily for the number of env rows
@@ -238,7 +246,8 @@ class CausalLMPolicy(PolicyValueNet):
             tokens = torch.as_tensor(np.asarray(input_ids)[:, -1], device=self.device)  # (N,)
         hidden = decoder.step(tokens, restart, input_ids, attention_mask)  # (N, D)
         with self._autocast():
-            logits, values = self.policy_head(hidden), self.value_head(hidden).squeeze(-1)
+            logits = self.logits_head.post(self.policy_head(hidden))  # (N, V)
+            values = self.value_head(hidden.float()).squeeze(-1)  # (N,) float32 whatever the LM's dtype
         return logits.float(), values.float()  # (N, V), (N,)
 
     def reset_state(self) -> None:
@@ -257,7 +266,8 @@ class CausalLMPolicy(PolicyValueNet):
             hidden = forward_left_padded(self.lm, ids, mask)  # (C, W, D)
             pos = width - 1 - batch.steps_to_end  # (B,) position whose output predicts the step's action
             h = hidden[batch.chunk, pos]  # (B, D)
-            logits, values = self.policy_head(h), self.value_head(h).squeeze(-1)
+            logits = self.logits_head.post(self.policy_head(h))  # (B, V)
+            values = self.value_head(h.float()).squeeze(-1)  # (B,)
         return logits.float(), values.float()  # (B, V), (B,)
 
 

@@ -5,8 +5,8 @@ The controls users of HF ``generate()`` and TRL's gpt2-sentiment example know:
 - ``max_new_tokens``: an int (every episode may generate that many tokens) or a range ``(lo, hi)``:
   each episode draws its own limit uniformly from ``lo..hi`` inclusive, like TRL's ``LengthSampler``
   (:class:`LengthSampler`). A fixed int draws nothing, so it leaves the env's random stream unchanged.
-- ``min_new_tokens``: EOS is not an allowed action before that many tokens were generated. This stays
-  honest RL: the env exposes the allowed actions as ``info["action_mask"]`` (1 = allowed, the
+- ``min_new_tokens``: EOS (every id that ends an episode) is not an allowed action before that many tokens
+  were generated. This stays honest RL: the env exposes the allowed actions as ``info["action_mask"]`` (1 = allowed, the
   Gymnasium toy-text / sb3-contrib MaskablePPO convention), the agent samples from the masked
   distribution, and a masked action makes ``step`` raise (:func:`eos_mask_rows`).
 - ``missing_eos_penalty``: subtracted from the score of an episode that hit its length limit without
@@ -67,8 +67,9 @@ def eos_mask_rows(new_tokens: np.ndarray, min_new_tokens: int) -> np.ndarray:
     return new_tokens < min_new_tokens
 
 
-def action_mask(eos_blocked: np.ndarray, eos_token_id: int, vocab_size: int) -> np.ndarray:
-    """(N, V) int8 action mask: 1 = allowed; 0 only at ``eos_token_id`` in the ``eos_blocked`` (N,) rows."""
+def action_mask(eos_blocked: np.ndarray, eos_token_ids: int | np.ndarray, vocab_size: int) -> np.ndarray:
+    """(N, V) int8 action mask: 1 = allowed; 0 only at the EOS ids (one id or (E,)) in the ``eos_blocked`` (N,)
+    rows."""
     mask = np.ones((eos_blocked.shape[0], vocab_size), dtype=np.int8)
-    mask[eos_blocked, eos_token_id] = 0
+    mask[np.ix_(np.flatnonzero(eos_blocked), np.atleast_1d(eos_token_ids))] = 0
     return mask

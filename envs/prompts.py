@@ -30,10 +30,28 @@ def _head_words(text: str, n_words: int) -> str:
     return text[:end]
 
 
+def adds_bos(tokenizer: PreTrainedTokenizerBase, add_bos: bool | None = None) -> bool:
+    """Whether prompts start with BOS: ``add_bos`` when given, else the tokenizer's default (it puts BOS first
+    when encoding with special tokens, as Llama's, Gemma's, Mistral's and Phi-3's do and GPT-2's does not)."""
+    if add_bos is not None and not isinstance(add_bos, bool):
+        raise ValueError(f"add_bos must be None (the tokenizer's default), True or False, got {add_bos!r}.")
+    bos = tokenizer.bos_token_id
+    if add_bos and bos is None:
+        raise ValueError("add_bos=True but the tokenizer has no BOS token; set tokenizer.bos_token or add_bos=False.")
+    if add_bos is not None or bos is None:
+        return bool(add_bos)
+    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    return bool(with_special) and with_special[0] == bos and (not plain or plain[0] != bos)
+
+
 def tokenize_prompts(
-    texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_len: int
+    texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_len: int, add_bos: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """First ``max_len`` tokens of every text: ids (M, max_len) right-padded with pad, and lengths (M,).
+
+    With ``add_bos`` every prompt starts with BOS (counted in its length), once: a text whose tokens already
+    start with BOS (e.g. rendered by a chat template) gets no second one.
 
     Only the first ``max_len + 1`` whole words are tokenized (every word is at least one token, and a cut between
     words leaves the tokens before it unchanged for word-level pre-tokenizers such as GPT-2's); a probe on the
@@ -46,6 +64,9 @@ def tokenize_prompts(
     full = encode([texts[i] for i in probe])
     if any(full[j][:max_len] != ids[j][:max_len] for j in probe):
         ids = encode(list(texts))
+    if add_bos:
+        bos = int(tokenizer.bos_token_id)
+        ids = [row if row[:1] == [bos] else [bos, *row] for row in ids]
     table = np.full((len(texts), max_len), tokenizer.pad_token_id, dtype=np.int64)
     lengths = np.zeros(len(texts), dtype=np.int64)
     for i, row in enumerate(ids):

@@ -3,6 +3,7 @@ checked batched ``list[str] -> np.ndarray`` scorer (:func:`make_reward_fn`)."""
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from envs.lm.loading import _from_pretrained, freeze, resolve_device
+from envs.lm.loading import DtypeArg, _from_pretrained, check_dtype, freeze, model_in_dtype, resolve_device
 
 RewardFn = Callable[[list[str]], np.ndarray]
 DEFAULT_REWARD_MODEL = "lvwerra/distilbert-imdb"
@@ -44,17 +45,19 @@ def _classifier_fn(
     tokenizer: str | os.PathLike | PreTrainedTokenizerBase | None,
     device: torch.device,
     batch_size: int,
+    dtype: DtypeArg = None,
 ) -> RewardFn:
     if isinstance(reward_model, PreTrainedModel):
         if tokenizer is None:
-            raise ValueError("Pass tokenizer= together with a reward model object (or pass its path / HF id).")
+            raise ValueError("Pass reward_tokenizer= together with a reward model object, or reward_model=(model, "
+                             "tokenizer) (or pass its path / HF id, which loads its own tokenizer).")
         if "ForSequenceClassification" not in type(reward_model).__name__:
             raise ValueError(f"reward model object is a {type(reward_model).__name__}, not a sequence classifier. "
                              f"{REWARD_KINDS}")
-        clf = reward_model
+        clf = model_in_dtype(reward_model, dtype, "reward_dtype")
     else:
         clf, info = _from_pretrained(AutoModelForSequenceClassification, os.fspath(reward_model),
-                                     output_loading_info=True)
+                                     output_loading_info=True, dtype=check_dtype(dtype) or torch.float32)
         missing = list(info.get("missing_keys", []))
         if missing:  # e.g. a causal LM: transformers would only warn and score with a random head
             arch = getattr(clf.config, "architectures", None)
@@ -68,6 +71,7 @@ def _classifier_fn(
     else:
         tok = tokenizer
     if tok.pad_token is None:
+        tok = copy.deepcopy(tok)  # never modify the caller's tokenizer
         tok.pad_token = tok.eos_token
     if clf.config.pad_token_id is None:
         clf.config.pad_token_id = tok.pad_token_id
@@ -134,8 +138,12 @@ def make_reward_fn(
     device: str | torch.device = "auto",
     batch_size: int = 64,
     tokenizer: str | os.PathLike | PreTrainedTokenizerBase | None = None,
+    dtype: DtypeArg = None,
 ) -> RewardFn:
     """Batched, checked scorer ``list[str] -> np.ndarray (len,) float64``.
+
+    A classifier object comes with its ``tokenizer`` (the reward model's own, not the policy's), or as a
+    ``(model, tokenizer)`` pair; a path loads its own tokenizer and its weights in ``dtype`` (default float32).
 
     ``reward_model``: an HF sequence classifier (id, path or object + ``tokenizer=``): score = positive-class
     logit when ``num_labels >= 2`` (class named POSITIVE/pos, else 1), the single logit when ``num_labels == 1``
@@ -146,10 +154,12 @@ def make_reward_fn(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     fn: Callable[[list[str]], Any]  # checked by _scores_array
+    if isinstance(reward_model, tuple) and len(reward_model) == 2 and isinstance(reward_model[0], PreTrainedModel):
+        reward_model, tokenizer = reward_model
     if isinstance(reward_model, str) and reward_model == "vader":
         fn, name = _vader_fn(), "vader"
     elif isinstance(reward_model, (str, os.PathLike, PreTrainedModel)):
-        fn = _classifier_fn(reward_model, tokenizer, resolve_device(device), batch_size)
+        fn = _classifier_fn(reward_model, tokenizer, resolve_device(device), batch_size, dtype)
         name = type(reward_model).__name__ if isinstance(reward_model, PreTrainedModel) else os.fspath(reward_model)
     elif callable(reward_model):
         fn, name = reward_model, getattr(reward_model, "__name__", repr(reward_model))

@@ -100,7 +100,8 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
       the KL term from ``info["ref_logprob"]``.
 
     ## Episode End
-    - Termination: the action is EOS, or the episode's ``max_new_tokens``-th token was generated.
+    - Termination: the action is an EOS id (any of ``eos_token_ids``), or the episode's ``max_new_tokens``-th
+      token was generated.
     - Truncation: never (``truncated`` is always False; the registration adds no ``TimeLimit``).
     Stepping a finished (or never reset) episode raises ``RuntimeError``.
 
@@ -119,7 +120,8 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
     gym.make("TextGen-IMDB-v0", render_mode=None, model="lvwerra/gpt2-imdb", tokenizer=None, ref_model=None,
              reward_model="lvwerra/distilbert-imdb", dataset=None, text_field="text", split="train",
              max_new_tokens=16, min_new_tokens=0, missing_eos_penalty=None, prompt_min_len=2, prompt_max_len=8,
-             kl_coef=0.2, device="auto", group_size=1, autocast_dtype=None, ref_mode="per_step")
+             kl_coef=0.2, device="auto", group_size=1, autocast_dtype=None, ref_mode="per_step",
+             eos_token_ids=None, reward_tokenizer=None, ref_dtype=None, reward_dtype=None, add_bos=None)
     ```
     - ``render_mode``: None or ``"ansi"`` (the text so far, special tokens visible).
     - ``model``: the initial policy, an HF id, a local directory or a ``PreTrainedModel`` (then with
@@ -127,15 +129,21 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
       error lists every default that cannot load and what to pass instead.
     - ``tokenizer``: HF id, directory or tokenizer object (default: the model's own).
     - ``ref_model``: a different reference LM (same forms as ``model``).
-    - ``reward_model``: a sequence classifier (id, directory or object), ``"vader"`` or a callable
-      ``list[str] -> scores`` (see :func:`envs.rewards.make_reward_fn`).
+    - ``reward_model``: a sequence classifier (id, directory, object with ``reward_tokenizer``, or a
+      ``(model, tokenizer)`` pair), ``"vader"`` or a callable ``list[str] -> scores`` (see
+      :func:`envs.rewards.make_reward_fn`). ``reward_tokenizer``: the classifier object's own tokenizer.
+    - ``ref_dtype``, ``reward_dtype``: None or ``"float32"``/``"bfloat16"``/``"float16"``, the dtype the weights
+      of the reference and of the reward model are held in (a path loads in it, default float32; the
+      reference copied from a model object is converted; a reward model object must already be in it).
     - ``dataset``: IMDB .jsonl[.gz] file or directory, hub id, a ``datasets.Dataset``, or a list of texts or
       dicts (default: the local copy, else ``stanfordnlp/imdb``); ``text_field``: the column holding the text;
       ``split``: the split to read.
     - ``max_new_tokens``: an int, or ``(lo, hi)``: each episode draws its limit uniformly from ``lo..hi`` (like
       TRL's LengthSampler). ``min_new_tokens``: EOS is masked before that many tokens (0 to ``lo``).
       ``missing_eos_penalty``: None or a number subtracted from the score of an episode that ends without EOS.
-    - ``prompt_min_len``, ``prompt_max_len``: the range of prompt lengths in tokens.
+    - ``prompt_min_len``, ``prompt_max_len``: the range of prompt lengths in tokens (BOS included).
+    - ``add_bos``: None (the tokenizer's default: BOS first where encoding adds it, e.g. Llama, Gemma, Mistral,
+      Phi-3, OPT; never twice), True or False.
     - ``kl_coef``: β >= 0 (see Rewards).
     - ``device``: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda[:N]"``; ``autocast_dtype``: None (float32)
       or ``"bfloat16"``/``"float16"``: the reference (either ``ref_mode``) and the reward model run under
@@ -144,6 +152,9 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
     - ``ref_mode``: ``"per_step"`` (the reference decodes one cached step per env step; reward ``β·log π_ref``
       per token) or ``"one_pass"`` (one teacher-forced pass per finished response; the KL part on the last step),
       see Rewards. Both modes are deterministic; they agree to float rounding.
+    - ``eos_token_ids``: the ids that end an episode (and that ``min_new_tokens`` masks); default: every EOS
+      id of the model's ``generation_config`` plus the tokenizer's EOS (what ``generate()`` stops on), as
+      ``env.eos_token_ids``.
     - ``group_size``: accepted and ignored here (prompt groups only mean something for the vector env).
 
     ## Version History
@@ -160,6 +171,7 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
         self.observation_space = cast("spaces.Space[TextObs]", self.core.observation_space)
         self.action_space = self.core.action_space
         self.tokenizer = self.core.tokenizer
+        self.eos_token_ids = self.core.eos_token_ids  # (E,) every id that ends an episode
         self._done = True
 
     def _obs(self) -> TextObs:

@@ -27,6 +27,7 @@ from envs.hub import check_sources
 from envs.length import LengthSampler, action_mask, check_min_new_tokens, eos_mask_rows
 from envs.lm import IncrementalLM, resolve_device
 from envs.lm.kv_cache import check_autocast_dtype
+from envs.lm.loading import unwrap
 from envs.lm.scoring import response_logprobs
 from envs.prompts import DatasetArg, load_texts
 from envs.rewards import DEFAULT_REWARD_MODEL, make_reward_fn
@@ -39,6 +40,7 @@ from envs.textgen_setup import (
     check_missing_eos_penalty,
     check_model,
     check_ref_mode,
+    episode_eos_ids,
     prompt_table,
     reference_model,
 )
@@ -91,6 +93,11 @@ class TextGenCore(TextRows):
         group_size: int = 1,
         autocast_dtype: str | None = None,
         ref_mode: str = "per_step",
+        eos_token_ids: Sequence[int] | None = None,
+        reward_tokenizer: str | os.PathLike | PreTrainedTokenizerBase | None = None,
+        ref_dtype: str | None = None,
+        reward_dtype: str | None = None,
+        add_bos: bool | None = None,
     ) -> None:
         self._check_rows(num_rows, group_size, autocast_dtype)
         self.ref_mode = check_ref_mode(ref_mode)
@@ -100,17 +107,20 @@ class TextGenCore(TextRows):
         self.device = resolve_device(device)
         check_sources(model=model, tokenizer=tokenizer, ref_model=ref_model, reward_model=reward_model,
                       dataset=dataset)  # one short error for every default that needs an unreachable hub
-        self._load_models(model, tokenizer, ref_model, reward_model)
+        self._load_models(model, tokenizer, ref_model, reward_model,
+                          {"reward_tokenizer": reward_tokenizer, "ref_dtype": ref_dtype, "reward_dtype": reward_dtype})
+        self.eos_token_ids = episode_eos_ids(unwrap(self.ref_model), self.tokenizer, eos_token_ids)  # (E,)
+        self._eos_t = torch.as_tensor(self.eos_token_ids, device=self.device)  # (E,)
         texts = load_texts(dataset, split, text_field)
         self.prompt_table, self.prompt_lengths = prompt_table(texts, self.tokenizer, self.prompt_min_len,
-                                                              self.prompt_max_len)  # (M, P), (M,)
+                                                              self.prompt_max_len, add_bos)  # (M, P), (M,)
         self.observation_space = spaces.Dict(
             input_ids=spaces.Box(0, self.vocab_size - 1, (self.seq_len,), np.int64),
             attention_mask=spaces.Box(0, 1, (self.seq_len,), np.int64),
         )
         self.action_space = spaces.Discrete(self.vocab_size)
         self.ref_lm = IncrementalLM(self.ref_model, self.num_rows, max_len=self.seq_len,
-                                    autocast_dtype=self.autocast_dtype)
+                                    autocast_dtype=self.autocast_dtype, reference=True)  # a PeftModel: adapter off
         self._allocate_buffers()
         self._ref_hidden: torch.Tensor | None = None  # (N, D) reference state of each row, None = not in sync
         self._ref_behind = False  # the last step's tokens were not decoded (every row restarts next)
@@ -139,13 +149,17 @@ class TextGenCore(TextRows):
         self.prompt_min_len = check_int("prompt_min_len", prompt_min_len, 1)
         self.prompt_max_len = check_int("prompt_max_len", prompt_max_len, self.prompt_min_len)
 
-    def _load_models(self, model: ModelArg, tokenizer: Any, ref_model: ModelArg | None, reward_model: Any) -> None:
-        """The frozen reference LM, its tokenizer and the reward function."""
-        self.ref_model, self.tokenizer = reference_model(model, tokenizer, ref_model, self.device)
-        self.vocab_size = int(self.ref_model.get_output_embeddings().weight.shape[0])  # V
-        check_model(self.ref_model, self.tokenizer, self.seq_len, self.vocab_size)
+    def _load_models(
+        self, model: ModelArg, tokenizer: Any, ref_model: ModelArg | None, reward_model: Any, opts: dict[str, Any]
+    ) -> None:
+        """The frozen reference LM, its tokenizer and the reward function (``opts``: the reward model's tokenizer,
+        the reference's and the reward model's dtypes)."""
+        self.ref_model, self.tokenizer = reference_model(model, tokenizer, ref_model, self.device, opts["ref_dtype"])
+        self.vocab_size = int(unwrap(self.ref_model).get_output_embeddings().weight.shape[0])  # V
+        check_model(unwrap(self.ref_model), self.tokenizer, self.seq_len, self.vocab_size)
         self.pad_token_id, self.eos_token_id = int(self.tokenizer.pad_token_id), int(self.tokenizer.eos_token_id)
-        self.reward_fn = make_reward_fn(reward_model, device=self.device, batch_size=max(64, self.num_rows))
+        self.reward_fn = make_reward_fn(reward_model, device=self.device, batch_size=max(64, self.num_rows),
+                                        tokenizer=opts["reward_tokenizer"], dtype=opts["reward_dtype"])
 
     @property
     def kl_coef(self) -> float:
@@ -170,7 +184,7 @@ class TextGenCore(TextRows):
 
     def action_mask(self) -> np.ndarray:
         """(N, V) int8, 1 = allowed next action: EOS is masked in rows with fewer than ``min_new_tokens``."""
-        return action_mask(eos_mask_rows(self.new_tokens, self.min_new_tokens), self.eos_token_id, self.vocab_size)
+        return action_mask(eos_mask_rows(self.new_tokens, self.min_new_tokens), self.eos_token_ids, self.vocab_size)
 
     def reset(self, rng: np.random.Generator) -> None:
         """Start every row with a new prompt (and prefill the reference cache)."""
@@ -251,8 +265,8 @@ class TextGenCore(TextRows):
         scored = np.flatnonzero(self.new_tokens[rows] > 0)
         if scored.size:
             r = rows[scored]
-            lp = response_logprobs(self.ref_model, self.input_ids[r], self.lengths[r], self.new_tokens[r],
-                                   self.eos_token_id, self.min_new_tokens, self.autocast_dtype)  # (R, K)
+            lp = response_logprobs(self.ref_lm, self.input_ids[r], self.lengths[r], self.new_tokens[r],
+                                   self.eos_token_ids, self.min_new_tokens)  # (R, K)
             self._passes["reference_teacher_forced"] += 1
             lp_np, K = lp.double().cpu().numpy(), lp.shape[1]
             for j, i in enumerate(scored):
@@ -268,10 +282,12 @@ class TextGenCore(TextRows):
     def _check_actions(self, actions: np.ndarray, active: np.ndarray) -> np.ndarray:
         """(N,) bool: the active rows where EOS is masked; raises if one of them chose EOS."""
         eos_blocked = active & eos_mask_rows(self.new_tokens, self.min_new_tokens)  # (N,) before this step
-        if (eos_blocked & (actions == self.eos_token_id)).any():
-            rows = np.flatnonzero(eos_blocked & (actions == self.eos_token_id)).tolist()
+        chose_eos = eos_blocked & np.isin(actions, self.eos_token_ids)
+        if chose_eos.any():
+            rows = np.flatnonzero(chose_eos).tolist()
             raise ValueError(
-                f"masked action in rows {rows}: EOS (id {self.eos_token_id}) is not allowed before min_new_tokens="
+                f"masked action in rows {rows}: EOS (ids {self.eos_token_ids.tolist()}) is not allowed before "
+                f"min_new_tokens="
                 f"{self.min_new_tokens} new tokens. Sample from the allowed actions, info['action_mask'] (1 = allowed)."
             )
         return eos_blocked
@@ -291,8 +307,8 @@ class TextGenCore(TextRows):
             with self.ref_lm.autocast():
                 logits = self.ref_lm.head(hidden).float()  # (N, V)
             if eos_blocked.any():  # the reference under the same constraint: renormalised over allowed tokens
-                blocked_t = torch.as_tensor(eos_blocked, device=self.device)
-                logits[:, self.eos_token_id] = logits[:, self.eos_token_id].masked_fill(blocked_t, float("-inf"))
+                blocked_t = torch.as_tensor(eos_blocked, device=self.device)[:, None]  # (N, 1)
+                logits[:, self._eos_t] = logits[:, self._eos_t].masked_fill(blocked_t, float("-inf"))
             ref_logp_t = -F.cross_entropy(logits, actions_t, reduction="none")  # (N,) log π_ref(a|s), fused
         return np.where(active, ref_logp_t.double().cpu().numpy(), 0.0)
 

@@ -22,6 +22,7 @@ class TextRows:
     seq_len: int  # L
     pad_token_id: int
     eos_token_id: int
+    eos_token_ids: np.ndarray  # (E,) int64: every id that ends an episode
     max_new_tokens: int
     prompt_min_len: int
     prompt_max_len: int
@@ -136,6 +137,6 @@ class TextRows:
         self.new_tokens[shift] += 1
         if restart.any():
             self._start(np.flatnonzero(restart), rng)
-        ended_eos = active & (actions == self.eos_token_id)
+        ended_eos = active & np.isin(actions, self.eos_token_ids)
         terminated = ended_eos | (active & (self.new_tokens >= self.episode_max))
         return terminated, ended_eos

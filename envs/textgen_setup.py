@@ -13,14 +13,16 @@ import copy
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from envs.lm import freeze, load_causal_lm
-from envs.prompts import tokenize_prompts
+from envs.lm.loading import DtypeArg, check_dtype, is_peft
+from envs.prompts import adds_bos, tokenize_prompts
 
 DEFAULT_MODEL = "lvwerra/gpt2-imdb"
 
@@ -65,15 +67,24 @@ def check_render_mode(render_mode: str | None, allowed: Sequence[str]) -> str | 
 
 
 def reference_model(
-    model: ModelArg, tokenizer: Any, ref_model: ModelArg | None, device: torch.device
+    model: ModelArg, tokenizer: Any, ref_model: ModelArg | None, device: torch.device, dtype: DtypeArg = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Frozen reference LM (default: a copy of the initial ``model``) and the tokenizer."""
+    """Frozen reference LM (default: a copy of the initial ``model``) in ``dtype`` (None: a path loads in float32,
+    an object's copy keeps its dtype) and the tokenizer."""
     source = model if ref_model is None else ref_model
     if tokenizer is None and ref_model is not None and isinstance(model, (str, os.PathLike)):
         tokenizer = model  # the policy's tokenizer
+    if is_peft(source):  # the same weights, run with the adapter disabled: never copied, never frozen
+        if ref_model is not None:
+            raise ValueError("ref_model must be a plain causal LM; a PeftModel policy's reference is its own base "
+                             "model (adapter disabled): leave ref_model=None.")
+        return load_causal_lm(source, tokenizer, device, dtype)
     if isinstance(source, PreTrainedModel):
         source = copy.deepcopy(source)  # never freeze or move the caller's (trainable) model
-    ref, tok = load_causal_lm(source, tokenizer, device)
+        want = check_dtype(dtype, "ref_dtype")
+        if want is not None:  # our copy: converting it leaves the caller's model alone
+            source = cast(PreTrainedModel, nn.Module.to(source, want))
+    ref, tok = load_causal_lm(source, tokenizer, device, dtype)
     return freeze(ref), tok
 
 
@@ -92,13 +103,34 @@ def check_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, seq_
         raise ValueError("The tokenizer needs an EOS token (episodes end on it).")
 
 
+def episode_eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, given: Any = None) -> np.ndarray:
+    """The ids that end an episode, (E,) int64: ``given`` (a sequence of ids), else every EOS id of the model's
+    ``generation_config`` (e.g. Llama-3-Instruct's ``[<|end_of_text|>, <|eot_id|>]``) plus the tokenizer's EOS,
+    as ``generate()`` stops on them."""
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    if given is not None:
+        ids = [given] if isinstance(given, (int, np.integer)) else list(given)
+        if not ids or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < vocab
+                          for i in ids):
+            raise ValueError(f"eos_token_ids must be token ids in [0, {vocab}), got {given!r}.")
+        return np.unique(np.asarray(ids, dtype=np.int64))
+    found = [tokenizer.eos_token_id]
+    gen = getattr(model, "generation_config", None)
+    gen_eos = getattr(gen, "eos_token_id", None)
+    found += list(gen_eos) if isinstance(gen_eos, (list, tuple)) else [gen_eos]
+    ids = sorted({int(i) for i in found if isinstance(i, (int, np.integer)) and 0 <= i < vocab})
+    return np.asarray(ids, dtype=np.int64)
+
+
 def prompt_table(
-    texts: list[str], tokenizer: PreTrainedTokenizerBase, prompt_min_len: int, prompt_max_len: int
+    texts: list[str], tokenizer: PreTrainedTokenizerBase, prompt_min_len: int, prompt_max_len: int,
+    add_bos: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The first ``prompt_max_len`` tokens (M, P) int64, right padded, and their counts (M,) int64 of every text with
-    at least ``prompt_min_len`` tokens; raises if there is none."""
+    at least ``prompt_min_len`` tokens (BOS first when :func:`envs.prompts.adds_bos`); raises if there is none."""
     if texts:
-        table, lengths = tokenize_prompts(texts, tokenizer, prompt_max_len)  # (M0, P), (M0,)
+        bos = adds_bos(tokenizer, add_bos)
+        table, lengths = tokenize_prompts(texts, tokenizer, prompt_max_len, bos)  # (M0, P), (M0,)
     else:
         table, lengths = np.zeros((0, prompt_max_len), np.int64), np.zeros(0, np.int64)
     keep = lengths >= prompt_min_len

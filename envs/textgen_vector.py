@@ -46,6 +46,7 @@ class TextGenVectorEnv(CoreKLCoef, VectorEnv):
         self.core = TextGenCore(num_envs, **kwargs)
         self.num_envs = self.core.num_rows
         self.tokenizer = self.core.tokenizer
+        self.eos_token_ids = self.core.eos_token_ids  # (E,) every id that ends an episode
         self.single_observation_space = self.core.observation_space
         self.single_action_space = self.core.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GRID = ["tests/agents/test_update_gradients.py", "tests/agents/test_reinforce_unbiased.py", "tests/agents/test_sampling.py",
         "tests/agents/test_returns.py"]  # seconds each; --tests-also adds more (e.g. tests/agents/test_agent.py)
 ONE_PASS = ["tests/agents/test_one_pass_reference.py", "tests/envs/test_textgen_one_pass.py"]
+LM_MATRIX = ["tests/envs/test_lm_architectures.py", "tests/agents/test_lm_matrix.py"]
 TEXT = ["tests/agents/test_text_agent.py", "tests/envs/test_textgen.py", "tests/envs/test_textgen_vector.py"]
 GROUP = ["tests/agents/test_estimators.py", "tests/agents/test_update_gradients.py",
          "tests/agents/test_group_agent.py::test_every_finished_episode_enters_the_loss_once_with_its_complete_group",
@@ -148,6 +149,23 @@ MUTATIONS = [
     Mutation("one_pass_eos_not_renormalised", "one-pass reference ignores the EOS mask of min_new_tokens",
              "envs/lm/scoring.py", "blocked = (before >= 0) & (before < min_new_tokens)",
              "blocked = (before >= 0) & (before < 0)", ONE_PASS),
+    Mutation("logit_softcap_skipped", "the LM's logit post-processing (Gemma 2 soft-capping) skipped",
+             "envs/lm/logits.py", "        if self.softcap is not None:\n", "        if False:\n", LM_MATRIX),
+    Mutation("policy_logits_postprocessing_skipped", "the policy applies only the LM head (no scaling/soft-cap)",
+             "agents/networks.py", "logits = self.logits_head.post(self.policy_head(hidden))",
+             "logits = self.policy_head(hidden)", LM_MATRIX),
+    Mutation("sliding_window_ignored", "one full-causal mask for sliding-window layers (Mistral, Gemma 2/3)",
+             "envs/lm/logits.py", "    if window is None:\n        return additive(model, mask4)",
+             "    if True:\n        return additive(model, mask4)", LM_MATRIX),
+    Mutation("only_tokenizer_eos_ends", "only the tokenizer's EOS ends an episode (other generation_config ids not)",
+             "envs/textgen_rows.py", "np.isin(actions, self.eos_token_ids)", "(actions == self.eos_token_id)",
+             ["tests/envs/test_length.py"]),
+    Mutation("lora_reference_keeps_adapter", "a LoRA policy's reference runs with the adapter on (KL always 0)",
+             "envs/textgen_core.py", "autocast_dtype=self.autocast_dtype, reference=True)",
+             "autocast_dtype=self.autocast_dtype, reference=False)", ["tests/agents/test_lora.py"]),
+    Mutation("export_not_reloaded", "an export is not reloaded and compared before it is put in place",
+             "runners/common/export.py", "            _check_reload(net, directory, as_adapter)\n", "",
+             ["tests/agents/test_lora.py"]),
 ]
 
 

@@ -1,7 +1,8 @@
 """Teacher-forced and KV-cached forward passes over left-padded rows of a causal LM.
 
 - :func:`padded_causal_mask` / :func:`attention_mask_for`: ready 4D attention masks (``sdpa``: bool, ``eager``:
-  additive), so no model ever builds its own mask from a padded 2D one.
+  additive), so no model ever builds its own mask from a padded 2D one; sliding-window layers get their own
+  (:func:`envs.lm.logits.layer_masks`).
 - :func:`forward_left_padded`: one teacher-forced trunk pass (the update's evaluation, and prefills).
 - :class:`IncrementalLM`: batched decoding over ``N`` rows that restart independently, with a preallocated
   ring-buffer KV cache (:class:`RingCache`): one token per row per step, nothing copied or concatenated per step.
@@ -10,7 +11,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterator
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -19,6 +22,10 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import GELUTanh, NewGELUActivation
 from transformers.cache_utils import Cache, CacheLayerMixin
+
+from envs.lm.loading import adapter_off, unwrap
+from envs.lm.logits import LogitsHead, check_logits_path, layer_masks
+from envs.lm.logits import additive as attention_mask_for  # noqa: F401  (re-exported by envs.lm)
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
@@ -67,15 +74,6 @@ def padded_causal_mask(mask: torch.Tensor) -> torch.Tensor:
     return ((causal & mask[:, None, :]) | eye)[:, None]  # (B, 1, L, L)
 
 
-def attention_mask_for(model: PreTrainedModel, mask4: torch.Tensor) -> torch.Tensor:
-    """Bool 4D mask -> the form the model's attention implementation expects (eager: additive)."""
-    if model.config._attn_implementation == "eager":
-        dtype = model.get_output_embeddings().weight.dtype
-        zero, low = torch.tensor([0.0, torch.finfo(dtype).min], dtype=dtype, device=mask4.device)
-        return torch.where(mask4, zero, low)
-    return mask4
-
-
 def forward_left_padded(
     model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, cache: Cache | None = None,
     cache_kw: str = "past_key_values",
@@ -87,9 +85,8 @@ def forward_left_padded(
     mask = mask.bool()
     pos = (mask.long().cumsum(-1) - 1).clamp_(min=0)  # (B, L)
     kwargs = {cache_kw: cache, "use_cache": True} if cache is not None else {"use_cache": False}
-    out = model.base_model(
-        input_ids=ids, attention_mask=attention_mask_for(model, padded_causal_mask(mask)), position_ids=pos, **kwargs
-    )
+    masks = layer_masks(model, padded_causal_mask(mask), pos, pos)  # per attention type (sliding windows)
+    out = model.base_model(input_ids=ids, attention_mask=masks, position_ids=pos, **kwargs)
     return out.last_hidden_state
 
 
@@ -199,16 +196,20 @@ class IncrementalLM:
 
     def __init__(
         self, model: PreTrainedModel, num_rows: int, max_len: int | None = None,
-        autocast_dtype: torch.dtype | None = None,
+        autocast_dtype: torch.dtype | None = None, reference: bool = False,
     ) -> None:
+        """``model`` may be a peft ``PeftModel``: it decodes with its adapter, or as its base model (adapter
+        disabled for every forward and :attr:`head` call made inside :meth:`autocast`) when ``reference``."""
         if num_rows < 1:
             raise ValueError(f"num_rows must be >= 1, got {num_rows}.")
         if max_len is not None and max_len < 1:
             raise ValueError(f"max_len must be None or >= 1, got {max_len}.")
         self.autocast_dtype = check_autocast_dtype(autocast_dtype)
+        self.wrapper, model = model, unwrap(model)  # the PeftModel (or the model itself), the causal LM inside
+        self.reference = reference
         self.model = fuse_gelu(model)  # in place (same function, fewer kernels per decode step)
         self.trunk = model.base_model  # e.g. GPT2Model: returns hidden states
-        self.head = model.get_output_embeddings()  # (D -> V)
+        self.head = LogitsHead(model)  # (D -> V), with the model's own logit post-processing
         self.num_rows = num_rows
         self.max_len = max_len
         self.device = next(model.parameters()).device
@@ -221,6 +222,8 @@ class IncrementalLM:
         params = inspect.signature(self.trunk.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.passes = {"decode": 0, "prefill": 0}  # batched forward passes so far (reset() keeps counting)
+        with adapter_off(self.wrapper) if reference else contextlib.nullcontext():  # float32: exact comparison
+            check_logits_path(model, self.head, forward_left_padded)
         self.reset()
 
     def reset(self) -> None:
@@ -228,12 +231,16 @@ class IncrementalLM:
         self._cache: RingCache | None = None
         self._mask: torch.Tensor | None = None  # (N, W) bool: real tokens of each row
         self._pos: torch.Tensor | None = None  # (N,) position id of each row's next token
+        self._key_pos: torch.Tensor | None = None  # (N, W) position id of the token in each cache column
         self.lengths = np.zeros(self.num_rows, dtype=np.int64)  # real tokens per row (host)
 
-    def autocast(self) -> torch.autocast:
-        """The autocast context of the decode (disabled unless ``autocast_dtype`` is set); apply :attr:`head`
-        inside it too so that the largest matmul runs in that dtype as well."""
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """The autocast context of the decode (disabled unless ``autocast_dtype`` is set), with a reference's
+        adapter disabled; apply :attr:`head` inside it too (the largest matmul then runs in that dtype as well)."""
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            with adapter_off(self.wrapper) if self.reference else contextlib.nullcontext():
+                yield
 
     @property
     def cache_length(self) -> int:
@@ -311,6 +318,12 @@ class IncrementalLM:
             raise RuntimeError("internal: the KV cache is used before the first step built it.")
         return self._cache
 
+    def _positions(self) -> torch.Tensor:
+        """(N, W) position id of the token in each cache column (for sliding-window masks)."""
+        if self._key_pos is None:
+            raise RuntimeError("internal: the key positions are used before the first step built them.")
+        return self._key_pos
+
     def _decoder_state(self) -> tuple[RingCache, torch.Tensor, torch.Tensor]:
         """The ring cache, its key mask (N, W) bool and each row's next position id (N,), after the first step."""
         if self._mask is None or self._pos is None:
@@ -324,9 +337,11 @@ class IncrementalLM:
             capacity = max(width, self.max_len or 2 * width)
             cache = self._cache = RingCache(self.num_rows, self._num_layers, capacity)
             key_mask = self._mask = torch.zeros(self.num_rows, capacity, dtype=torch.bool, device=self.device)
+            self._key_pos = torch.zeros(self.num_rows, capacity, dtype=torch.long, device=self.device)
         mask_t = torch.as_tensor(mask, device=self.device).bool()  # (N, w)
         key_mask.zero_()
         key_mask[:, :width] = mask_t
+        self._positions()[:, :width] = (mask_t.long().cumsum(1) - 1).clamp_(min=0)
         hidden = self._prefill(torch.as_tensor(ids, device=self.device), mask_t, slice(None), slice(0, width))
         cache.col = width % cache.capacity
         self._pos = mask_t.sum(1)
@@ -352,7 +367,9 @@ class IncrementalLM:
         cache, key_mask, pos = self._decoder_state()
         col = cache.col
         key_mask[:, col] = True
-        mask4 = attention_mask_for(self.model, key_mask[:, None, None, :])  # (N, 1, 1, W)
+        key_pos = self._positions()
+        key_pos[:, col] = pos
+        mask4 = layer_masks(self.model, key_mask[:, None, None, :], pos[:, None], key_pos)  # (N, 1, 1, W) each
         out = self.trunk(input_ids=tokens[:, None], attention_mask=mask4, position_ids=pos[:, None],
                          use_cache=True, **{self._cache_kw: cache})
         self.passes["decode"] += 1
@@ -369,6 +386,7 @@ class IncrementalLM:
         mask_t = torch.as_tensor(mask, device=self.device).bool()  # (R, w)
         key_mask[rows_t] = False
         key_mask[rows_t[:, None], cols_t[None, :]] = mask_t
+        self._positions()[rows_t[:, None], cols_t[None, :]] = (mask_t.long().cumsum(1) - 1).clamp_(min=0)
         pos[rows_t] = mask_t.sum(1)
         self.lengths[rows] = mask.sum(1)
         return self._prefill(torch.as_tensor(ids, device=self.device), mask_t, rows_t, cols_t)
@@ -377,4 +395,6 @@ class IncrementalLM:
         cache, key_mask, _ = self._decoder_state()
         key_mask = torch.roll(key_mask, -cache.col, dims=1)
         self._mask = torch.cat([key_mask, key_mask.new_zeros(self.num_rows, capacity - key_mask.shape[1])], 1)
+        key_pos = torch.roll(self._positions(), -cache.col, dims=1)
+        self._key_pos = torch.cat([key_pos, key_pos.new_zeros(self.num_rows, capacity - key_pos.shape[1])], 1)
         cache.grow(capacity)

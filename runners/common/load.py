@@ -22,7 +22,7 @@ from agents.agent import Agent
 from runners.common import cli
 from runners.common import run_dir as runs
 from runners.common.checkpoint import checkpoint_dir, load_checkpoint, read_state
-from runners.common.run_spec import TrainConfig, build_agent, make_envs
+from runners.common.run_spec import TrainConfig, build_agent, make_envs, with_lora
 
 
 def run_config(
@@ -55,6 +55,7 @@ def load_run(
     """
     cli.quiet_transformers()
     cfg = run_config(run_dir, device, env_overrides, **config_overrides)
+    env_overrides = with_lora(cfg, env_overrides)  # a LoRA run: the same PeftModel shape the checkpoint holds
     own = envs is None
     envs = make_envs(cfg, num_envs=1, eval_mode=True, overrides=env_overrides) if own else envs
     try:

@@ -51,7 +51,7 @@ from runners.common.end_of_run import EndStep, write_json_atomic
 from runners.common.evaluation import evaluate_report, format_report
 from runners.common.export import POLICY_DIR, VALUE_HEAD_FILE, export_policy
 from runners.common.pretrained import recover_pretrained_dir
-from runners.common.run_spec import TrainConfig, build_agent, env_kwargs, init_tracking, make_envs
+from runners.common.run_spec import TrainConfig, build_agent, env_kwargs, init_tracking, make_envs, with_lora
 
 
 @dataclass
@@ -199,6 +199,7 @@ def build_run(cfg: TrainConfig, env_overrides: dict[str, Any] | None, run_dir: P
     if rank == 0:
         check_writable(run_dir, "run")
     recorded = runs.recorded_config(cfg.saved(), env_overrides)
+    env_overrides = with_lora(cfg, env_overrides)  # --lora-r: one PeftModel for the env and the agent
     envs = make_envs(cfg, overrides=env_overrides)
     agent, global_step, start_update = _load_agent(cfg, envs, run_dir, resume_state, world,
                                                    (env_overrides or {}).get("model"))
@@ -325,7 +326,8 @@ def _export(run: Run, result: dict[str, Any]) -> None:
     hi = cfg.max_new_tokens_range[1] if cfg.max_new_tokens_range else cfg.max_new_tokens
     recover_pretrained_dir(run.run_dir / POLICY_DIR)  # leftovers of an export a crash interrupted
     result["policy_dir"] = str(export_policy(run.agent.net, env_attr(run.envs, "tokenizer"), run.run_dir, hi,
-                                             cfg.min_new_tokens))
+                                             cfg.min_new_tokens, env_attr(run.envs, "eos_token_ids"),
+                                             merged=cfg.export_merged))
 
 
 def _final_eval(run: Run, result: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from agents.networks import build_network
 from agents.validate import check_fields, group_size_fits
 from envs.lm import load_causal_lm, resolve_device
 from envs.lm.kv_cache import check_autocast_dtype
+from envs.lm.loading import DTYPES, is_peft, unwrap
 from runners.common import distributed
 from runners.common import run_dir as runs
 
@@ -53,6 +55,23 @@ class TrainConfig:
     """CatGrid-v0 probability that a move slips sideways"""
     model: str = "lvwerra/gpt2-imdb"
     """TextGen-IMDB-v0 policy (and reference) LM: HF id or local dir"""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """TextGen-IMDB-v0: the dtype the policy's weights are held in (the value head and log-softmax stay float32)"""
+    ref_dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    """TextGen-IMDB-v0: the reference's weight dtype (default: --dtype)"""
+    reward_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """TextGen-IMDB-v0: the reward model's weight dtype"""
+    lora_r: int = 0
+    """TextGen-IMDB-v0: train a LoRA adapter of this rank instead of every weight (0: off; needs peft,
+    pip install 'rlhf-gym[lora]'); the reference is the base model with the adapter disabled"""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator (the adapter's output is scaled by lora_alpha / lora_r)"""
+    lora_target_modules: tuple[str, ...] | None = None
+    """module names that get an adapter, e.g. q_proj v_proj (default: peft's choice for the architecture)"""
+    gradient_checkpointing: bool = False
+    """TextGen-IMDB-v0: recompute the policy's activations in the backward pass (less memory, ~1/3 more compute)"""
+    export_merged: bool = False
+    """LoRA runs: also export <run dir>/policy-merged/, the adapter merged into a plain transformers model"""
     reward_model: str = "lvwerra/distilbert-imdb"
     """TextGen-IMDB-v0 reward: HF classifier id or local dir, or 'vader'"""
     dataset: str | None = None
@@ -69,6 +88,11 @@ class TrainConfig:
     """TextGen-IMDB-v0: EOS is masked out of the allowed actions before this many new tokens"""
     missing_eos_penalty: float | None = None
     """TextGen-IMDB-v0: subtracted from the score of an episode that ends without EOS"""
+    add_bos: bool | None = None
+    """TextGen-IMDB-v0: start prompts with BOS (default: the tokenizer's own default)"""
+    eos_token_ids: tuple[int, ...] | None = None
+    """TextGen-IMDB-v0: the token ids that end an episode (default: every EOS id of the model's
+    generation_config plus the tokenizer's EOS)"""
     kl_coef: float = 0.2
     """TextGen-IMDB-v0: initial KL penalty beta"""
     adaptive_kl: bool = True
@@ -133,7 +157,8 @@ class TrainConfig:
             "reward_scale": ">0", "group_size": "int>=1", "d_model": "int>=1", "n_layer": "int>=1", "n_head": "int>=1",
             "slip": "[0,1)", "max_new_tokens": "int>=1", "min_new_tokens": "int>=0", "missing_eos_penalty": ">=0?",
             "kl_coef": ">=0", "kl_target": ">0", "kl_horizon": ">0", "checkpoint_every": "int>=1",
-            "keep_checkpoints": "int>=1", "eval_episodes": "int>=0", "sample_every": "int>=1", "threads": "int>=1?",
+            "keep_checkpoints": "int>=1", "lora_r": "int>=0", "lora_alpha": ">0", "eval_episodes": "int>=0",
+            "sample_every": "int>=1", "threads": "int>=1?",
             "stop_at_update": "int>=1?", "max_minutes": ">0?", "dist_timeout": ">0",
         }, extra={
             f"total_timesteps ({self.total_timesteps}) must cover at least one rollout of num_envs x num_steps = "
@@ -150,6 +175,11 @@ class TrainConfig:
             "log_dir must not be empty (use --log-dir . for the current directory)": lambda: self.log_dir != "",
             f"max_new_tokens_range must be None or (lo, hi) with 1 <= lo <= hi, got {rng}":
                 lambda: rng is None or (len(rng) == 2 and 1 <= rng[0] <= rng[1]),
+            "--lora-r needs the policy and the env's reference in one process (they share the weights): use "
+            "--vectorization-mode vector_entry_point or sync":
+                lambda: not self.lora_r or self.vectorization_mode != "async",
+            "--dtype float16 would train float16 weights without a gradient scaler; use --dtype bfloat16 (or "
+            "float32); float16 is fine for the frozen --ref-dtype and --reward-dtype": lambda: self.dtype != "float16",
         })
         if self.agent.algo != self.algo:  # --algo is the one switch: the agent's config follows it
             object.__setattr__(self, "agent", dataclasses.replace(self.agent, algo=self.algo))
@@ -200,10 +230,39 @@ def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
           "max_new_tokens": tuple(cfg.max_new_tokens_range) if cfg.max_new_tokens_range else cfg.max_new_tokens,
           "min_new_tokens": cfg.min_new_tokens, "missing_eos_penalty": cfg.missing_eos_penalty,
           "group_size": cfg.group_size, "text_field": cfg.text_field, "ref_mode": cfg.ref_mode,
-          "autocast_dtype": cfg.autocast_dtype}
+          "autocast_dtype": cfg.autocast_dtype, "ref_dtype": cfg.ref_dtype or cfg.dtype,
+          "reward_dtype": cfg.reward_dtype}
     if cfg.dataset:
         kw["dataset"] = cfg.dataset
+    if cfg.add_bos is not None:
+        kw["add_bos"] = cfg.add_bos
+    if cfg.eos_token_ids:
+        kw["eos_token_ids"] = list(cfg.eos_token_ids)
     return kw
+
+
+def with_lora(cfg: TrainConfig, overrides: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``overrides`` with the run's LoRA policy (``--lora-r``) as ``model``: a peft ``PeftModel`` over ``--model``
+    (or over a copy of the ``model`` object in ``overrides``), shared by the env (its reference: the base with
+    the adapter disabled) and the agent (the policy). Unchanged without ``--lora-r``."""
+    if not cfg.lora_r or cfg.env != "TextGen-IMDB-v0":
+        return overrides
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ImportError("--lora-r trains a LoRA adapter with peft, which is not installed: "
+                          "pip install 'rlhf-gym[lora]'") from None
+    overrides = dict(overrides or {})
+    given = overrides.get("model")
+    if given is not None:
+        base, tok = copy.deepcopy(given).to(dtype=DTYPES[cfg.dtype]), overrides.get("tokenizer")
+    else:
+        base, tok = load_causal_lm(cfg.model, device="cpu", dtype=cfg.dtype)
+    targets = list(cfg.lora_target_modules) if cfg.lora_target_modules else None
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=targets,
+                      task_type="CAUSAL_LM")
+    model = get_peft_model(base, lora).to(resolve_device(cfg.device))
+    return overrides | {"model": model, "tokenizer": tok}
 
 
 def make_envs(
@@ -225,14 +284,23 @@ def build_agent(
     device = resolve_device(cfg.device)
     lm = None
     if isinstance(envs.single_observation_space, gym.spaces.Dict):
-        if model is not None:  # an object from env_overrides: the env keeps its own frozen reference copy
-            lm = copy.deepcopy(model).to(device)
+        if is_peft(model):  # a LoRA policy (with_lora): the env's reference is the same model, adapter disabled
+            lm = model
+        elif model is not None:  # an object from env_overrides: the env keeps its own frozen reference copy
+            lm = copy.deepcopy(model).to(device=device, dtype=DTYPES[cfg.dtype])
         else:
-            lm, _ = load_causal_lm(cfg.model, device=device)
+            lm, _ = load_causal_lm(cfg.model, device=device, dtype=cfg.dtype)
     net = build_network(envs.single_observation_space, envs.single_action_space, lm=lm,
                         d_model=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head).to(device)
     if lm is not None and cfg.autocast_dtype is not None:
         net.autocast_dtype = check_autocast_dtype(cfg.autocast_dtype)  # CausalLMPolicy: rollout and update
+    if lm is not None and cfg.gradient_checkpointing:  # active in the update only (train mode), never in rollouts
+        unwrap(lm).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if lm is not None and cfg.dtype != "float32" and not cfg.lora_r:
+        warnings.warn(f"--dtype {cfg.dtype} trains the {cfg.dtype} weights themselves: Adam steps smaller than "
+                      "their resolution are lost (at the preset's learning rate 1.41e-5 we measured 19% of a tiny "
+                      "GPT-2's weights moving in 32 steps). Prefer --lora-r (a float32 adapter over the "
+                      f"{cfg.dtype} base) or float32 weights.", stacklevel=2)
     net.eval()
     return Agent(net, cfg.agent, total_updates=total_updates)
 

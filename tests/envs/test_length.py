@@ -4,6 +4,8 @@ masked reference log-probs."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -51,7 +53,7 @@ def test_length_sampler_and_mask_helpers() -> None:
     for bad in (0, (5, 4), (0, 3), "16", (1, 2, 3), 2.5, True):
         with pytest.raises(ValueError, match="max_new_tokens"):
             LengthSampler(bad)
-    m = action_mask(np.array([True, False]), eos_token_id=2, vocab_size=5)
+    m = action_mask(np.array([True, False]), eos_token_ids=2, vocab_size=5)
     assert m.dtype == np.int8 and m.tolist() == [[1, 1, 0, 1, 1], [1, 1, 1, 1, 1]]
 
 
@@ -137,3 +139,30 @@ def test_reference_logprob_is_renormalised_under_the_mask(kw, tiny_lm, tiny_toke
         if t < 2:
             row[eos] = -float("inf")  # masked step: the reference renormalised over the allowed tokens
         assert got[t] == pytest.approx(row.log_softmax(-1)[a].item(), abs=1e-5)  # p(EOS) ~ 1e-4 here
+
+
+def test_every_eos_id_of_the_generation_config_ends_and_is_masked(kw, tiny_lm, tiny_tokenizer) -> None:
+    """The Llama-3-Instruct pattern: generation_config.eos_token_id = [eos, 808]. Both end an episode, both are
+    masked before min_new_tokens, and the reference is renormalised without both."""
+    eos, other = tiny_tokenizer.eos_token_id, 808
+    model = copy.deepcopy(tiny_lm)
+    model.generation_config.eos_token_id = [eos, other]
+    env = TextGenVectorEnv(4, **(kw | {"model": model}), max_new_tokens=6, min_new_tokens=2)
+    assert env.eos_token_ids.tolist() == sorted([eos, other])
+    obs, info = env.reset(seed=0)
+    assert (info["action_mask"][:, [eos, other]] == 0).all() and info["action_mask"].sum() == 4 * (len(tiny_tokenizer) - 2)
+    with pytest.raises(ValueError, match="masked action"):
+        env.step(np.array([other, 5, 5, 5]))
+    actions = np.array([7, 5, 9, 11])
+    with torch.no_grad():
+        logits = model(input_ids=torch.as_tensor(obs["input_ids"][:1][:, -int(obs["attention_mask"][0].sum()):])).logits
+    logits = logits[0, -1].double()
+    logits[[eos, other]] = -np.inf
+    _, _, _, _, info = env.step(actions)
+    assert abs(info["ref_logprob"][0] - float(torch.log_softmax(logits, -1)[7])) < 1e-4  # renormalised without both
+    env.step(np.array([5, 5, 5, 5]))  # 2 new tokens: EOS allowed from now on
+    _, _, term, _, info = env.step(np.array([other, eos, 5, 5]))
+    assert term.tolist() == [True, True, False, False]
+    with pytest.raises(ValueError, match="eos_token_ids"):
+        TextGenVectorEnv(2, **kw, eos_token_ids=[10**6])
+    assert TextGenVectorEnv(2, **kw, eos_token_ids=[other]).eos_token_ids.tolist() == [other]

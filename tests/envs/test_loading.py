@@ -34,8 +34,10 @@ def test_load_causal_lm_from_dir_and_objects(tiny_lm_dir, tiny_lm, tiny_tokenize
 def test_tokenizer_without_pad_uses_eos(tiny_lm_dir) -> None:
     raw = AutoTokenizer.from_pretrained(tiny_lm_dir)
     raw.pad_token = None
+    raw.padding_side = "right"
     _, tok = load_causal_lm(tiny_lm_dir, tokenizer=raw, device="cpu")
     assert tok.pad_token_id == tok.eos_token_id and tok.padding_side == "left"
+    assert raw.pad_token is None and raw.padding_side == "right"  # the caller's tokenizer is left as it was
 
 
 def test_missing_model_offline_says_how(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,11 +3,13 @@ saved directories) and what is not a reward model."""
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
+import envs  # noqa: F401  (registers the envs)
 from envs.rewards import make_reward_fn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -107,3 +109,23 @@ def test_reward_model_dir_written_by_the_trainer_is_accepted(tmp_path, tiny_toke
                         num_labels=1, pad_token_id=tiny_tokenizer.pad_token_id or 0)
     save_pretrained_atomic(GPT2ForSequenceClassification(config), tiny_tokenizer, tmp_path / "rm")
     assert make_reward_fn(str(tmp_path / "rm"), device="cpu")(["good movie"]).shape == (1,)
+
+
+def test_reward_classifier_object_with_its_own_tokenizer(tiny_tokenizer, tiny_lm, tmp_path) -> None:
+    """A classifier object comes with reward_tokenizer= (not the policy's tokenizer=) or as a (model, tokenizer)
+    pair, through gym.make too; a path loads in reward_dtype."""
+    clf = _classifier(tiny_tokenizer, 1)
+    texts = ["a great film", "bad"]
+    want = make_reward_fn(clf, tokenizer=tiny_tokenizer, device="cpu")(texts)
+    np.testing.assert_allclose(make_reward_fn((clf, tiny_tokenizer), device="cpu")(texts), want)
+    with pytest.raises(ValueError, match=r"reward_tokenizer=.*\(model, tokenizer\)"):
+        make_reward_fn(clf, device="cpu")
+    env = gym.make("TextGen-IMDB-v0", model=tiny_lm, tokenizer=tiny_tokenizer, reward_model=clf,
+                   reward_tokenizer=tiny_tokenizer, dataset=texts * 4, device="cpu", prompt_min_len=1)
+    np.testing.assert_allclose(env.unwrapped.core.reward_fn(texts), want)
+    clf.save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    half = make_reward_fn(str(tmp_path), device="cpu", dtype="bfloat16")
+    np.testing.assert_allclose(half(texts), want, atol=0.05 * max(1.0, float(np.abs(want).max())))
+    with pytest.raises(ValueError, match="reward_dtype"):
+        make_reward_fn(clf, tokenizer=tiny_tokenizer, dtype="bfloat16")

@@ -3,15 +3,18 @@ seeding, registration, rendering and errors)."""
 
 from __future__ import annotations
 
+import copy
+
 import gymnasium as gym
 import huggingface_hub
 import numpy as np
 import pytest
 from env_helpers import letter_score, real_tokens, ref_logprobs
 from gymnasium.utils.env_checker import check_env
+from tokenizers import processors
 
 import envs  # noqa: F401  (registers the envs)
-from envs.prompts import tokenize_prompts
+from envs.prompts import adds_bos, tokenize_prompts
 from envs.textgen import TextGenEnv
 from envs.textgen_vector import TextGenVectorEnv
 
@@ -42,6 +45,28 @@ def test_prompts_are_first_tokens_of_reviews(texts, tiny_tokenizer, kw) -> None:
         obs, info = env.reset(seed=seed)
         prompt = real_tokens(obs)
         assert any(s[: len(prompt)] == tuple(prompt) for s in starts)
+
+
+def test_prompts_start_with_bos_where_the_tokenizer_adds_one(kw, tiny_tokenizer) -> None:
+    """A Llama-style tokenizer (BOS first when encoding with special tokens): every episode starts with exactly one
+    BOS, as ``tok(text)`` + ``generate()`` does; GPT-2-style tokenizers and ``add_bos=False`` get none."""
+    bos = tiny_tokenizer.bos_token_id
+    llama_like = copy.deepcopy(tiny_tokenizer)
+    llama_like._tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{llama_like.bos_token} $A", special_tokens=[(llama_like.bos_token, bos)])
+    assert adds_bos(llama_like) and not adds_bos(tiny_tokenizer) and not adds_bos(llama_like, False)
+    texts = [f"{tiny_tokenizer.bos_token}already rendered by a template", *kw["dataset"][:20]]
+    table, lengths = tokenize_prompts(texts, llama_like, 8, add_bos=True)
+    assert (table[:, 0] == bos).all() and (table[:, 1] != bos).all()  # one BOS, never two
+    assert table[1, 1:lengths[1]].tolist() == llama_like(texts[1], add_special_tokens=False)["input_ids"][:7]
+    env = TextGenVectorEnv(8, **(kw | {"tokenizer": llama_like}))
+    obs, _ = env.reset(seed=0)
+    first = obs["input_ids"][np.arange(8), np.argmax(obs["attention_mask"], 1)]
+    assert (first == bos).all()
+    plain, _ = TextGenVectorEnv(8, **(kw | {"tokenizer": llama_like}), add_bos=False).reset(seed=0)
+    assert not (plain["input_ids"][np.arange(8), np.argmax(plain["attention_mask"], 1)] == bos).all()
+    with pytest.raises(ValueError, match="add_bos"):
+        adds_bos(llama_like, "yes")
 
 
 def test_episode_rewards_decompose(kw, tiny_lm) -> None:

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import envs  # noqa: F401  (registers the envs)
 from envs.imdb import load_imdb
-from runners.common.export import POLICY_DIR, VALUE_HEAD_FILE, load_policy
+from runners.common.export import POLICY_DIR, VALUE_HEAD_FILE, generation_config, load_policy
 from runners.train import preset, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -89,3 +89,10 @@ def test_exported_policy_drives_a_new_env_and_a_new_run(trained, tmp_path) -> No
     start = dict(first.named_parameters())
     moved = max((p.detach() - start[n]).abs().max().item() for n, p in again["agent"].net.lm.named_parameters())
     assert 0 < moved < 0.05
+
+
+def test_generation_config_keeps_every_eos_id(tiny_lm, tiny_tokenizer) -> None:
+    eos = tiny_tokenizer.eos_token_id
+    assert generation_config(tiny_lm, tiny_tokenizer, 8, eos_token_ids=[808, eos]).eos_token_id == [eos, 808]
+    assert generation_config(tiny_lm, tiny_tokenizer, 8, eos_token_ids=[eos]).eos_token_id == eos
+    assert generation_config(tiny_lm, tiny_tokenizer, 8).eos_token_id == eos

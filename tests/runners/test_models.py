@@ -1,0 +1,90 @@
+"""``runners.train`` with the models people RLHF: a LoRA adapter (CLI options, exact resume, exports that reload
+with peft and, merged, with plain transformers) and bfloat16 weights end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from envs.imdb import load_imdb
+from runners.common import cli
+from runners.common.export import MERGED_DIR, POLICY_DIR, load_policy
+from runners.train import TrainConfig, preset, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def text_cfg(tmp_path, model_dir, name: str, **kw) -> TrainConfig:
+    cfg = preset("TextGen-IMDB-v0", "ppo")
+    return dataclasses.replace(cfg, num_envs=4, num_steps=7, total_timesteps=3 * 4 * 7, max_new_tokens=6,
+                               model=str(model_dir), reward_model="vader", log_dir=str(tmp_path), run_name=name,
+                               threads=1, progress=False, device="cpu", checkpoint_every=1,
+                               agent=dataclasses.replace(cfg.agent, learning_rate=1e-2, update_epochs=1,
+                                                         num_minibatches=1), **kw)
+
+
+@pytest.fixture(scope="module")
+def texts(imdb_dir) -> list[str]:
+    return [r["text"] for r in load_imdb("train", source=imdb_dir, limit=100, seed=0)]
+
+
+def test_lora_cli_options_parse() -> None:
+    cfg = cli.parse(TrainConfig, "runners.train", None, ["--env", "TextGen-IMDB-v0", "--lora-r", "16",
+                                                        "--lora-target-modules", "q_proj", "v_proj", "--dtype",
+                                                        "bfloat16", "--export-merged"])
+    assert (cfg.lora_r, cfg.lora_target_modules, cfg.dtype, cfg.export_merged) == (16, ("q_proj", "v_proj"),
+                                                                                  "bfloat16", True)
+    with pytest.raises(ValueError, match="--lora-r needs"):
+        dataclasses.replace(cfg, vectorization_mode="async")
+    with pytest.raises(ValueError, match="float16 would train"):
+        dataclasses.replace(cfg, dtype="float16")
+
+
+def test_lora_run_resumes_exactly_and_exports(tmp_path, tiny_lm_dir, texts) -> None:
+    peft = pytest.importorskip("peft")
+    over = {"dataset": texts}
+    lora = {"lora_r": 4, "lora_target_modules": ("c_attn",), "export_merged": True}
+    full = train(text_cfg(tmp_path, tiny_lm_dir, "full", **lora), env_overrides=over)
+    train(text_cfg(tmp_path, tiny_lm_dir, "part", stop_at_update=1, **lora), env_overrides=over)
+    train(text_cfg(tmp_path, tiny_lm_dir, "part", resume=str(tmp_path / "part"), **lora), env_overrides=over)
+    a, b = (load_file(str(tmp_path / n / "checkpoint" / "model.safetensors")) for n in ("full", "part"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the resume is exact
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval()
+    base_sd = base.state_dict()
+    for key, value in a.items():  # only the adapter and the value head moved
+        name = key.removeprefix("lm.").replace(".base_layer", "")
+        if "lora_" not in key and not key.startswith("value_head"):
+            assert torch.equal(value, base_sd[name]), key
+    assert any("lora_" in k for k in a)
+    net = full["agent"].net
+    ids = torch.tensor([[5, 17, 300, 42, 9, 1000]])
+    with torch.no_grad():
+        want = net.lm(input_ids=ids).logits
+        adapter = peft.PeftModel.from_pretrained(base, str(tmp_path / "full" / POLICY_DIR)).eval()
+        torch.testing.assert_close(adapter(input_ids=ids).logits, want, atol=1e-5, rtol=0)
+        merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "full" / MERGED_DIR)).eval()
+        torch.testing.assert_close(merged(input_ids=ids).logits, want, atol=1e-4, rtol=0)
+        loaded = load_policy(tmp_path / "full")
+        torch.testing.assert_close(loaded.lm(input_ids=ids).logits, want, atol=1e-5, rtol=0)
+
+
+def test_bfloat16_run_end_to_end(tmp_path, tiny_lm_dir, texts) -> None:
+    cfg = text_cfg(tmp_path, tiny_lm_dir, "bf16", dtype="bfloat16", reward_dtype="bfloat16", gradient_checkpointing=True)
+    with pytest.warns(UserWarning, match="Prefer --lora-r"):
+        result = train(cfg, env_overrides={"dataset": texts})
+    net = result["agent"].net
+    assert net.lm.is_gradient_checkpointing
+    assert net.lm.dtype == torch.bfloat16 and net.value_head.weight.dtype == torch.float32
+    assert all(torch.isfinite(torch.as_tensor(v)).all() for v in (result["recent_return"], result["recent_kl"]))
+    exported = AutoModelForCausalLM.from_pretrained(result["policy_dir"]).eval()
+    assert exported.dtype == torch.bfloat16
+    ids = torch.tensor([[5, 17, 300, 42, 9, 1000]])
+    initial = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=torch.bfloat16).eval()
+    trained = net.lm.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in exported.state_dict().items())  # the trained bf16 weights
+    with torch.no_grad():
+        assert (exported(input_ids=ids).logits - initial(input_ids=ids).logits).abs().max() > 1e-2  # it trained
