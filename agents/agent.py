@@ -73,7 +73,7 @@ from agents.estimators import Advantages
 from agents.masking import apply_mask
 from agents.networks import EnvObs, PolicyValueNet, disable_dropout
 from agents.objective import STAT_KEYS, MinibatchTerms, explained_variance, minibatch_loss, normalize
-from agents.sampling import sample
+from agents.sampling import sample, sample_processed
 
 
 class Agent:
@@ -131,8 +131,13 @@ class Agent:
         logits, _ = self.policy_step(obs, start)
         mask = None if action_mask is None else torch.as_tensor(np.asarray(action_mask, dtype=bool).reshape(n, -1),
                                                                  device=logits.device)
-        actions = sample(logits, greedy=deterministic, mask=mask)[0].cpu().numpy()  # (N,)
+        actions = sample(logits, greedy=deterministic, mask=mask, **self.config.sampling)[0].cpu().numpy()  # (N,)
         return (int(actions[0]) if single else actions), None
+
+    def sample_action(self, logits: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Actions (N,), their log-probs (N,) and the allowed actions (N, A) (None: all) of the configured
+        sampling distribution (temperature, top-k, top-p over the env's ``mask``), as rollouts sample."""
+        return sample_processed(logits, mask=mask, **self.config.sampling)
 
     # ------------------------------------------------------------------ learning
     def advantages(self, ro: Rollout) -> Advantages:
@@ -244,6 +249,8 @@ class Agent:
         """Forward, loss and backward of one minibatch; returns its learned-step count and loss parts."""
         idx = torch.nonzero(in_group).squeeze(1)  # (B,) steps, chunk-contiguous
         logits, values = self.net.evaluate(make_batch(fb.obs, fb.actions, fb.chunk, idx))  # (B, A), (B,)
+        if self.config.temperature != 1.0:  # the tempered distribution the rollout sampled from
+            logits = logits.float() / self.config.temperature
         if fb.action_table is not None and fb.action_rows is not None:  # the masked distribution sampled from
             logits = apply_mask(logits.float(), fb.action_table[fb.action_rows[idx]])
         m = fb.mask[idx]

@@ -6,7 +6,7 @@ Both are re-exported by :mod:`agents.agent`, where the algorithms that use them 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 from torch import Tensor
@@ -51,6 +51,18 @@ class AgentConfig:
     """GRPO: ε in (R - mean_g) / (std_g + ε)"""
     kl_mode: Literal["reward", "loss"] = "reward"
     """KL to the reference: in the per-token reward, or as the k3 loss term β·k3 (see agents.agent)"""
+    temperature: float = 1.0
+    """sampling temperature of rollouts and predict; the update evaluates the same tempered distribution"""
+    top_k: int = 0
+    """sample among the k most likely actions only (0: all); the update evaluates the same kept set"""
+    top_p: float = 1.0
+    """nucleus sampling: among the most likely actions of total probability top_p (1: all); as top_k"""
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """The sampling controls as keyword arguments of :func:`agents.sampling.sample` (and of
+        ``transformers.GenerationConfig``)."""
+        return {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
 
     @property
     def group_based(self) -> bool:
@@ -71,7 +83,8 @@ class AgentConfig:
         check_fields(self, {
             "gamma": "[0,1]", "gae_lambda": "[0,1]", "learning_rate": ">=0", "adam_eps": ">0",
             "update_epochs": "int>=1", "num_minibatches": "int>=1", "clip_coef": ">0", "ent_coef": ">=0",
-            "vf_coef": ">=0", "max_grad_norm": ">0", "target_kl": ">0?", "group_eps": ">0",
+            "vf_coef": ">=0", "max_grad_norm": ">0", "target_kl": ">0?", "group_eps": ">0", "temperature": ">0",
+            "top_k": "int>=0", "top_p": "(0,1]",
         }, extra={
             f"algo must be one of {tuple(ALGOS)}, got {self.algo!r}": lambda: self.algo in ALGOS,
             f"reinforce_return must be 'episode' or 'to_go', got {self.reinforce_return!r}":

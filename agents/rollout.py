@@ -214,13 +214,14 @@ class RolloutCollector:
         buf = _Buffers.empty(T, N, dev, with_ref=self._kl_coef is not None and self.agent.config.kl_mode == "loss")
         log = EpisodeLog()
         for t in range(T):
+            step_mask = self.mask  # the allowed actions of the distribution sampled from (top-k/top-p included)
             if self.pending is _RESET_STEP:  # every row ignores its action and needs no value: skip the network
                 action = torch.zeros(N, dtype=torch.long, device=dev)
                 logprob = value = torch.zeros(N, device=dev)
             else:
                 logits, value = self._pending_output()
-                action, logprob = Agent.sample(logits, mask=self.mask)
-            buf.masks.append(self.mask)
+                action, logprob, step_mask = self.agent.sample_action(logits, self.mask)
+            buf.masks.append(step_mask)
             buf.obs.append(obs_to_tensor(self.obs, dev))
             buf.actions[t], buf.logprobs[t], buf.values[t] = action, logprob, value
             buf.starts[t], buf.valid[t], buf.groups[t] = self.episode_start, self.valid, self.group

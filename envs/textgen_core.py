@@ -37,6 +37,7 @@ from envs.textgen_setup import (
     check_kl_coef,
     check_missing_eos_penalty,
     check_model,
+    check_temperature,
     prompt_table,
     reference_model,
 )
@@ -88,18 +89,19 @@ class TextGenCore(TextRows):
         device: str | torch.device = "auto",
         group_size: int = 1,
         autocast_dtype: str | None = None,
+        temperature: float = 1.0,
     ) -> None:
         self._check_rows(num_rows, group_size, autocast_dtype)
+        self.temperature = check_temperature(temperature)
         self._check_lengths(max_new_tokens, min_new_tokens, missing_eos_penalty, prompt_min_len, prompt_max_len)
         self.kl_coef = kl_coef
-        self.seq_len = self.prompt_max_len + self.max_new_tokens  # L
         self.device = resolve_device(device)
         check_sources(model=model, tokenizer=tokenizer, ref_model=ref_model, reward_model=reward_model,
                       dataset=dataset)  # one short error for every default that needs an unreachable hub
         self._load_models(model, tokenizer, ref_model, reward_model)
-        texts = load_texts(dataset, split, text_field)
-        self.prompt_table, self.prompt_lengths = prompt_table(texts, self.tokenizer, self.prompt_min_len,
-                                                              self.prompt_max_len)  # (M, P), (M,)
+        self._load_prompts(dataset, split, text_field)  # may set prompt_max_len (whole prompts: the longest)
+        self.seq_len = self.prompt_max_len + self.max_new_tokens  # L
+        check_model(self.ref_model, self.tokenizer, self.seq_len, self.vocab_size)
         self.observation_space = spaces.Dict(
             input_ids=spaces.Box(0, self.vocab_size - 1, (self.seq_len,), np.int64),
             attention_mask=spaces.Box(0, 1, (self.seq_len,), np.int64),
@@ -138,9 +140,24 @@ class TextGenCore(TextRows):
         """The frozen reference LM, its tokenizer and the reward function."""
         self.ref_model, self.tokenizer = reference_model(model, tokenizer, ref_model, self.device)
         self.vocab_size = int(self.ref_model.get_output_embeddings().weight.shape[0])  # V
-        check_model(self.ref_model, self.tokenizer, self.seq_len, self.vocab_size)
         self.pad_token_id, self.eos_token_id = int(self.tokenizer.pad_token_id), int(self.tokenizer.eos_token_id)
+        self._load_reward(reward_model)
+
+    def _load_reward(self, reward_model: Any) -> None:
+        """The checked reward function ``list[str] -> scores`` (see :func:`envs.rewards.make_reward_fn`)."""
         self.reward_fn = make_reward_fn(reward_model, device=self.device, batch_size=max(64, self.num_rows))
+
+    def _load_prompts(self, dataset: DatasetArg, split: str, text_field: str) -> None:
+        """The prompt table (M, P) and the prompt lengths (M,): the first tokens of every usable review (a
+        subclass with other prompts overrides this, see :mod:`envs.textgen_general`)."""
+        texts = load_texts(dataset, split, text_field)
+        self.prompt_table, self.prompt_lengths = prompt_table(texts, self.tokenizer, self.prompt_min_len,
+                                                              self.prompt_max_len)  # (M, P), (M,)
+
+    def _scores(self, done: np.ndarray, texts: list[str], info: dict[str, np.ndarray]) -> np.ndarray:
+        """The reward model's scores (D,) of the finished rows ``done`` (D,) whose decoded ``texts`` are given
+        (a subclass may add its own info keys)."""
+        return self.reward_fn(texts)
 
     @property
     def kl_coef(self) -> float:
@@ -248,6 +265,8 @@ class TextGenCore(TextRows):
         with torch.no_grad():
             with self.ref_lm.autocast():
                 logits = self.ref_lm.head(hidden).float()  # (N, V)
+            if self.temperature != 1.0:  # the reference at the policy's sampling temperature (as TRL)
+                logits = logits / self.temperature
             if eos_blocked.any():  # the reference under the same constraint: renormalised over allowed tokens
                 blocked_t = torch.as_tensor(eos_blocked, device=self.device)
                 logits[:, self.eos_token_id] = logits[:, self.eos_token_id].masked_fill(blocked_t, float("-inf"))
@@ -261,7 +280,7 @@ class TextGenCore(TextRows):
         in place, and their ``score``, ``text``, ``prompt`` and ``response`` to ``info``."""
         done = np.flatnonzero(terminated)
         texts = self.texts(done)
-        scores = self.reward_fn(texts)
+        scores = self._scores(done, texts, info)
         rewards[done] += scores
         if self.missing_eos_penalty is not None:
             rewards[done] -= self.missing_eos_penalty * ~ended_eos[done]

@@ -39,11 +39,12 @@ class TextGenVectorEnv(CoreKLCoef, VectorEnv):
     ``kl_coef`` is shared by all rows: read/write it as an attribute or with ``get_attr``/``set_attr``.
     """
 
+    core_class: type[TextGenCore] = TextGenCore  # the engine (TextGen-v0: its general subclass)
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, num_envs: int, render_mode: str | None = None, **kwargs: Any) -> None:
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
-        self.core = TextGenCore(num_envs, **kwargs)
+        self.core = self.core_class(num_envs, **kwargs)
         self.num_envs = self.core.num_rows
         self.tokenizer = self.core.tokenizer
         self.single_observation_space = self.core.observation_space
