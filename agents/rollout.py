@@ -72,6 +72,8 @@ class EpisodeLog:
     """env row of each entry of ``scores`` (and of ``prompts``/``responses``/``kls``, which end together)"""
     response_tokens: list[int] = field(default_factory=list)
     """text envs: tokens generated in each scored episode (EOS included), from ``info["new_tokens"]``"""
+    reward_parts: dict[str, list[float]] = field(default_factory=dict)
+    """TextGen-v0: each reward function's scores of the episodes it applies to (``info["reward/<name>"]``)"""
     """KL-shaped envs only: Σ_t (score - β(log π_θ - log π_ref)) per episode, what the agent maximises."""
 
 
@@ -334,6 +336,9 @@ class RolloutCollector:
                     log.score_rows.extend(int(i) for i in ended)
                     if "new_tokens" in info:
                         log.response_tokens.extend(int(n) for n in np.asarray(info["new_tokens"])[ended])
+        for key in [k for k in info if k.startswith("reward/") and f"_{k}" in info]:
+            values = np.asarray(info[key], dtype=np.float64)[np.flatnonzero(info[f"_{key}"])]
+            log.reward_parts.setdefault(key.removeprefix("reward/"), []).extend(values.tolist())
         strings: tuple[tuple[str, list[str]], ...] = (("text", log.texts), ("prompt", log.prompts),
                                                       ("response", log.responses))
         for key, texts in strings:

@@ -12,10 +12,11 @@ After training on a text env, :func:`runners.train.train` calls :func:`export_po
     model.generate(**tok(["This movie"], return_tensors="pt"))  # samples as the policy was trained
 
 and usable as ``gym.make("TextGen-IMDB-v0", model="runs/<run>/policy")`` or ``--model`` of a new run.
-``generation_config.json`` reproduces the env's sampling: plain sampling at temperature 1 (no top-k /
-top-p), ``max_new_tokens`` (the upper end of a length range) and ``min_new_tokens``. Dropout is off in
-the config, as during RL training (the policy was trained without it). :func:`load_policy` rebuilds the
-agent's network (LM + value head) from a run directory. Both files are written atomically.
+``generation_config.json`` reproduces the rollouts' sampling: the agent's temperature, top-k and top-p
+(default: plain sampling at temperature 1), ``max_new_tokens`` (the upper end of a length range) and
+``min_new_tokens``. Dropout is off in the config, as during RL training (the policy was trained without it).
+:func:`load_policy` rebuilds the agent's network (LM + value head) from a run directory. Both files are written
+atomically.
 """
 
 from __future__ import annotations
@@ -38,22 +39,25 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 
 
 def generation_config(lm: Any, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int,
-                      min_new_tokens: int = 0) -> GenerationConfig:
-    """Sampling settings equal to the env's: temperature 1, no top-k/top-p, the same length limits."""
+                      min_new_tokens: int = 0, temperature: float = 1.0, top_k: int = 0,
+                      top_p: float = 1.0) -> GenerationConfig:
+    """Sampling settings equal to the agent's (temperature, top-k, top-p) and the env's length limits."""
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    return GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
+    return GenerationConfig(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p,
+                            max_new_tokens=max_new_tokens,
                             min_new_tokens=min_new_tokens or None, eos_token_id=eos,
                             pad_token_id=pad if pad is not None else eos,
                             bos_token_id=getattr(lm.config, "bos_token_id", None))
 
 
 def export_policy(net: CausalLMPolicy, tokenizer: PreTrainedTokenizerBase, run_dir: str | os.PathLike,
-                  max_new_tokens: int, min_new_tokens: int = 0) -> Path:
-    """Write ``run_dir/policy/`` (the LM, tokenizer, generation config) and ``run_dir/value_head.safetensors``."""
+                  max_new_tokens: int, min_new_tokens: int = 0, sampling: dict[str, Any] | None = None) -> Path:
+    """Write ``run_dir/policy/`` (the LM, tokenizer, generation config) and ``run_dir/value_head.safetensors``;
+    ``sampling``: the agent's ``temperature``/``top_k``/``top_p`` (:attr:`agents.config.AgentConfig.sampling`)."""
     if not isinstance(net, CausalLMPolicy):
         raise TypeError(f"only a causal-LM policy can be exported as a transformers model, got {type(net).__name__}")
     run_dir = Path(run_dir)
-    gen = generation_config(net.lm, tokenizer, max_new_tokens, min_new_tokens)
+    gen = generation_config(net.lm, tokenizer, max_new_tokens, min_new_tokens, **(sampling or {}))
     target = save_pretrained_atomic(net.lm, tokenizer, run_dir / POLICY_DIR, extra=gen.save_pretrained)
     head = {k: v.detach().cpu().contiguous() for k, v in net.value_head.state_dict().items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{VALUE_HEAD_FILE}.", dir=run_dir)

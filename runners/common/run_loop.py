@@ -284,7 +284,7 @@ def finish(run: Run) -> dict[str, Any]:
     if isinstance(run.agent.net, CausalLMPolicy) and run.main_rank:  # the trained LM as <run dir>/policy
         hi = cfg.max_new_tokens_range[1] if cfg.max_new_tokens_range else cfg.max_new_tokens
         result["policy_dir"] = str(export_policy(run.agent.net, env_attr(run.envs, "tokenizer"), run.run_dir, hi,
-                                                 cfg.min_new_tokens))
+                                                 cfg.min_new_tokens, sampling=cfg.agent.sampling))
     run.envs.close()
     paused = cfg.stop_at_update is not None and cfg.stop_at_update < cfg.num_updates
     if cfg.eval_episodes > 0 and run.main_rank and not paused:

@@ -8,6 +8,7 @@ import copy
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from env_helpers import real_tokens
 from gymnasium.utils.env_checker import check_env
 
@@ -139,3 +140,16 @@ def test_state_restores_the_prompt_rows(tiny_lm, tiny_tokenizer):
     env.step(np.full(2, 5))
     env.step(np.full(2, 5))
     assert len(ids) == 2 and ids[0] == ids[1]
+
+
+def test_reference_logprobs_at_the_sampling_temperature(tiny_lm, tiny_tokenizer):
+    env = make(tiny_lm, tiny_tokenizer, temperature=0.5)
+    obs, _ = env.reset(seed=2)
+    prompt = real_tokens(obs)
+    got = [env.step(a)[4]["ref_logprob"] for a in (11, 12)]
+    with torch.no_grad():
+        logits = tiny_lm(torch.tensor([prompt + [11, 12]])).logits[0].double() / 0.5
+    want = logits.log_softmax(-1)[[len(prompt) - 1, len(prompt)], [11, 12]].numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        make(tiny_lm, tiny_tokenizer, temperature=0.0)
