@@ -58,6 +58,7 @@ KL to the reference (text envs, β = the env's ``kl_coef``), ``kl_mode``:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, cast
 
 import numpy as np
@@ -73,6 +74,7 @@ from agents.estimators import Advantages
 from agents.masking import apply_mask
 from agents.networks import EnvObs, PolicyValueNet, disable_dropout
 from agents.objective import STAT_KEYS, MinibatchTerms, explained_variance, minibatch_loss, normalize
+from agents.reward_scaling import scale_rewards
 from agents.sampling import sample, sample_processed
 
 
@@ -173,6 +175,8 @@ class Agent:
         c, spec = self.config, self.spec
         self._set_lr()
         rollout_steps = ro.valid.numel()  # T * N of the new rollout: REINFORCE's loss denominator
+        if c.whiten_rewards or c.reward_clip is not None:  # of the new steps (carried ones were, with theirs)
+            ro = dataclasses.replace(ro, rewards=scale_rewards(ro.rewards, ro.valid, c.whiten_rewards, c.reward_clip))
         if spec.monte_carlo:  # learn each episode once it has ended, carried steps included
             ro = prepend(self.carry, ro)
             self.carry = unfinished_tail(ro)

@@ -51,6 +51,10 @@ class AgentConfig:
     """GRPO: ε in (R - mean_g) / (std_g + ε)"""
     kl_mode: Literal["reward", "loss"] = "reward"
     """KL to the reference: in the per-token reward, or as the k3 loss term β·k3 (see agents.agent)"""
+    whiten_rewards: bool = False
+    """TRL's whiten_rewards: per rollout, the learning rewards of the valid steps get spread 1 (mean kept)"""
+    reward_clip: float | None = None
+    """clip every learning reward to [-reward_clip, reward_clip] (after whitening; None: off)"""
     temperature: float = 1.0
     """sampling temperature of rollouts and predict; the update evaluates the same tempered distribution"""
     top_k: int = 0
@@ -84,7 +88,7 @@ class AgentConfig:
             "gamma": "[0,1]", "gae_lambda": "[0,1]", "learning_rate": ">=0", "adam_eps": ">0",
             "update_epochs": "int>=1", "num_minibatches": "int>=1", "clip_coef": ">0", "ent_coef": ">=0",
             "vf_coef": ">=0", "max_grad_norm": ">0", "target_kl": ">0?", "group_eps": ">0", "temperature": ">0",
-            "top_k": "int>=0", "top_p": "(0,1]",
+            "top_k": "int>=0", "top_p": "(0,1]", "reward_clip": ">0?",
         }, extra={
             f"algo must be one of {tuple(ALGOS)}, got {self.algo!r}": lambda: self.algo in ALGOS,
             f"reinforce_return must be 'episode' or 'to_go', got {self.reinforce_return!r}":
