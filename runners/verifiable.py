@@ -1,6 +1,6 @@
 """A verifiable-reward task learned on CPU: reasoning-gym's ``basic_arithmetic``, SFT then GRPO on ``TextGen-v0``.
 
-    python -m runners.verifiable --preset tiny            # -> runs/verifiable/metrics.json (~2 min on 2 cores)
+    python -m runners.verifiable --preset tiny            # -> runs/verifiable/metrics.json (~4 min on 1 core)
 
 1. Problems from a real task library (``reasoning_gym.create_dataset("basic_arithmetic", ...)``, offline):
    questions such as "Calculate 5 - 3." with an exact scorer (``score_answer``). Training and held-out problems
@@ -48,13 +48,13 @@ class VerifiableConfig:
     operators: tuple[str, ...] = ("+", "-")
     """reasoning-gym operators (two one-digit terms, no parentheses or negation)"""
     seed: int = 0
-    sft_steps: int = 120
-    sft_lr: float = 3e-3
+    sft_steps: int = 400
+    sft_lr: float = 5e-3
     algo: Literal["grpo", "rloo"] = "grpo"
     updates: int = 40
-    num_envs: int = 32
+    num_envs: int = 64
     group_size: int = 8
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-4
     kl_coef: float = 0.02
     max_new_tokens: int = 3
     threads: int = 1
