@@ -59,6 +59,7 @@ KL to the reference (text envs, β = the env's ``kl_coef``), ``kl_mode``:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, cast
 
 import numpy as np
@@ -74,7 +75,8 @@ from agents.estimators import Advantages
 from agents.masking import apply_mask
 from agents.networks import EnvObs, PolicyValueNet, disable_dropout
 from agents.objective import STAT_KEYS, MinibatchTerms, explained_variance, minibatch_loss, normalize
-from agents.sampling import sample
+from agents.reward_scaling import whiten_and_clip
+from agents.sampling import sample, sample_processed
 
 
 class Agent:
@@ -133,8 +135,13 @@ class Agent:
         logits, _ = self.policy_step(obs, start)
         mask = None if action_mask is None else torch.as_tensor(np.asarray(action_mask, dtype=bool).reshape(n, -1),
                                                                  device=logits.device)
-        actions = sample(logits, greedy=deterministic, mask=mask)[0].cpu().numpy()  # (N,)
+        actions = sample(logits, greedy=deterministic, mask=mask, **self.config.sampling)[0].cpu().numpy()  # (N,)
         return (int(actions[0]) if single else actions), None
+
+    def sample_action(self, logits: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Actions (N,), their log-probs (N,) and the allowed actions (N, A) (None: all) of the configured
+        sampling distribution (temperature, top-k, top-p over the env's ``mask``), as rollouts sample."""
+        return sample_processed(logits, mask=mask, **self.config.sampling)
 
     # ------------------------------------------------------------------ learning
     def advantages(self, ro: Rollout) -> Advantages:
@@ -170,6 +177,8 @@ class Agent:
         c, spec = self.config, self.spec
         self._set_lr()
         rollout_steps = ro.valid.numel()  # T * N of the new rollout: the "constant" loss denominator
+        if c.whiten_rewards or c.reward_clip is not None:  # of the new steps (carried ones were, with theirs)
+            ro = dataclasses.replace(ro, rewards=whiten_and_clip(ro.rewards, ro.valid, c.whiten_rewards, c.reward_clip))
         ro, est = self._learnable(ro)
         fb = FlatBatch.from_rollout(ro, est)
         learn_chunks = fb.learn_chunks()
@@ -268,6 +277,8 @@ class Agent:
         weight of its gradient among the ranks' (what its loss was divided by)."""
         idx = torch.nonzero(in_group).squeeze(1)  # (B,) steps, chunk-contiguous
         logits, values = self.net.evaluate(make_batch(fb.obs, fb.actions, fb.chunk, idx))  # (B, A), (B,)
+        if self.config.temperature != 1.0:  # the tempered distribution the rollout sampled from
+            logits = logits.float() / self.config.temperature
         if fb.action_table is not None and fb.action_rows is not None:  # the masked distribution sampled from
             logits = apply_mask(logits.float(), fb.action_table[fb.action_rows[idx]])
         m = fb.mask[idx]

@@ -6,7 +6,7 @@ Both are re-exported by :mod:`agents.agent`, where the algorithms that use them 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 from torch import Tensor
@@ -62,6 +62,22 @@ class AgentConfig:
     """kl_mode="loss": k1 = log π_θ/π_ref (gradient 0 in expectation), k2 = ½(log π_θ/π_ref)² (expected gradient
     ∇KL(π_θ‖π_ref)), k3 = π_ref/π_θ - log(π_ref/π_θ) - 1 (unbiased value of KL(π_θ‖π_ref), expected gradient
     ∇KL(π_ref‖π_θ)); see agents.losses.kl_estimate"""
+    whiten_rewards: bool = False
+    """TRL's whiten_rewards: per rollout, the learning rewards of the valid steps get spread 1 (mean kept)"""
+    reward_clip: float | None = None
+    """clip every learning reward to [-reward_clip, reward_clip] (after whitening; None: off)"""
+    temperature: float = 1.0
+    """sampling temperature of rollouts and predict; the update evaluates the same tempered distribution"""
+    top_k: int = 0
+    """sample among the k most likely actions only (0: all); the update evaluates the same kept set"""
+    top_p: float = 1.0
+    """nucleus sampling: among the most likely actions of total probability top_p (1: all); as top_k"""
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """The sampling controls as keyword arguments of :func:`agents.sampling.sample` (and of
+        ``transformers.GenerationConfig``)."""
+        return {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
 
     @property
     def group_based(self) -> bool:
@@ -92,7 +108,8 @@ class AgentConfig:
         check_fields(self, {
             "gamma": "[0,1]", "gae_lambda": "[0,1]", "learning_rate": ">=0", "adam_eps": ">0",
             "update_epochs": "int>=1", "num_minibatches": "int>=1", "clip_coef": ">0", "ent_coef": ">=0",
-            "vf_coef": ">=0", "max_grad_norm": ">0", "target_kl": ">0?", "group_eps": ">0",
+            "vf_coef": ">=0", "max_grad_norm": ">0", "target_kl": ">0?", "group_eps": ">0", "temperature": ">0",
+            "top_k": "int>=0", "top_p": "(0,1]", "reward_clip": ">0?",
         }, extra={
             f"algo must be one of {tuple(ALGOS)}, got {self.algo!r}": lambda: self.algo in ALGOS,
             f"reinforce_return must be 'episode' or 'to_go', got {self.reinforce_return!r}":

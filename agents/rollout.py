@@ -82,6 +82,8 @@ class EpisodeLog:
     """env row of each entry of ``scores`` (and of ``prompts``/``responses``/``kls``, which end together)"""
     response_tokens: list[int] = field(default_factory=list)
     """text envs: tokens generated in each scored episode (EOS included), from ``info["new_tokens"]``"""
+    reward_parts: dict[str, list[float]] = field(default_factory=dict)
+    """TextGen-v0: each reward function's scores of the episodes it applies to (``info["reward/<name>"]``)"""
     """KL-shaped envs only: Σ_t (score - β(log π_θ - log π_ref)) per episode, what the agent maximises."""
 
 
@@ -259,13 +261,14 @@ class RolloutCollector(OnePassReference):
         buf = _Buffers.empty(T, N, dev, with_ref=self._kl_coef is not None and self.agent.config.kl_mode == "loss")
         log = EpisodeLog()
         for t in range(T):
+            step_mask = self.mask  # the allowed actions of the distribution sampled from (top-k/top-p included)
             if self.pending is _RESET_STEP:  # every row ignores its action and needs no value: skip the network
                 action = torch.zeros(N, dtype=torch.long, device=dev)
                 logprob = value = torch.zeros(N, device=dev)
             else:
                 logits, value = self._pending_output()
-                action, logprob = Agent.sample(logits, mask=self.mask)
-            buf.masks.append(self.mask)
+                action, logprob, step_mask = self.agent.sample_action(logits, self.mask)
+            buf.masks.append(step_mask)
             buf.obs.append(obs_to_tensor(self.obs, dev))
             buf.actions[t], buf.logprobs[t], buf.values[t] = action, logprob, value
             buf.starts[t], buf.valid[t], buf.groups[t] = self.episode_start, self.valid, self.group
@@ -384,6 +387,9 @@ class RolloutCollector(OnePassReference):
                     log.score_rows.extend(int(i) for i in ended)
                     if "new_tokens" in info:
                         log.response_tokens.extend(int(n) for n in np.asarray(info["new_tokens"])[ended])
+        for key in [k for k in info if k.startswith("reward/") and f"_{k}" in info]:
+            values = np.asarray(info[key], dtype=np.float64)[np.flatnonzero(info[f"_{key}"])]
+            log.reward_parts.setdefault(key.removeprefix("reward/"), []).extend(values.tolist())
         strings: tuple[tuple[str, list[str]], ...] = (("text", log.texts), ("prompt", log.prompts),
                                                       ("response", log.responses))
         for key, texts in strings:

@@ -4,6 +4,8 @@
   optimum by value iteration; natively vectorized for ``gym.make_vec``.
 - ``TextGen-IMDB-v0``: text generation as an MDP (state = tokens so far, action = next token)
   rewarded by a sentiment score with per-token KL shaping toward a frozen reference LM.
+- ``TextGen-v0``: the same with your own prompts (whole dataset rows, chat templates) and reward functions
+  that see the prompt, the completion and the row's other columns.
 """
 
 from gymnasium.envs.registration import register, registry
@@ -26,4 +28,11 @@ if "TextGen-IMDB-v0" not in registry:
         id="TextGen-IMDB-v0",
         entry_point="envs.textgen:TextGenEnv",
         vector_entry_point="envs.textgen_vector:TextGenVectorEnv",
+    )
+
+if "TextGen-v0" not in registry:
+    register(
+        id="TextGen-v0",
+        entry_point="envs.textgen_general:TextGenGeneralEnv",
+        vector_entry_point="envs.textgen_general:TextGenGeneralVectorEnv",
     )

@@ -1,9 +1,11 @@
 """Reward functions of the text env: a sentiment classifier, ``"vader"`` or a plain callable, as one
-checked batched ``list[str] -> np.ndarray`` scorer (:func:`make_reward_fn`)."""
+checked batched ``list[str] -> np.ndarray`` scorer (:func:`make_reward_fn`); :class:`RewardSet`: several
+weighted reward functions, also of the form ``fn(prompts, completions, **columns)``."""
 
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -181,3 +183,103 @@ def make_reward_fn(
 
     checked.__name__ = f"reward[{name}]"
     return checked
+
+
+def _takes_prompts(fn: Callable[..., Any]) -> bool:
+    """True for the ``fn(prompts, completions, **columns)`` form: two or more positional parameters (or a
+    ``completions`` parameter); one positional parameter is the ``list[str]`` form (the finished texts)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # builtins without a signature: the plain form
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.name == "completions" for p in params) or any(
+        p.kind == p.VAR_POSITIONAL for p in params)
+
+
+def _column_names(fn: Callable[..., Any], columns: dict[str, list[Any]]) -> list[str]:
+    """The dataset columns ``fn`` accepts as keywords: all with ``**kwargs``, else those it names."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return list(columns)
+    return [c for c in columns if c in params and params[c].kind != inspect.Parameter.POSITIONAL_ONLY]
+
+
+def _optional_scores(raw: Any, name: str, n: int) -> np.ndarray:
+    """(n,) float64 with NaN where the function returned None (not applicable); other entries finite."""
+    if isinstance(raw, (list, tuple)) and any(x is None for x in raw):
+        if len(raw) != n:
+            raise ValueError(f"Reward function {name!r} returned {len(raw)} scores for {n} completions.")
+        known = [i for i, x in enumerate(raw) if x is not None]
+        out = np.full(n, np.nan)
+        if known:
+            out[known] = _scores_array([raw[i] for i in known], name, len(known))
+        values = out[known]
+    else:
+        out = _scores_array(raw, name, n)
+        if out.shape != (n,):
+            raise ValueError(f"Reward function {name!r} returned {out.size} scores for {n} completions.")
+        values = out
+    if not np.isfinite(values).all():
+        raise ValueError(f"Reward function {name!r} returned a NaN/inf score; return finite floats, or None for a "
+                         "completion it does not apply to.")
+    return out
+
+
+class RewardSet:
+    """Several reward functions, weighted: ``total = Σ_i w_i · score_i`` per completion.
+
+    Each entry of ``reward_models`` is anything :func:`make_reward_fn` accepts (a classifier, ``"vader"``, a
+    callable ``list[str] -> scores`` of the finished texts) or a callable ``fn(prompts, completions, **columns)
+    -> scores`` that receives the prompts (as the dataset holds them: strings, or chat messages), the decoded
+    completions and, as keyword lists aligned with them, the dataset's other columns of those rows (all of them
+    with ``**kwargs``, else those it names). A score may be None: the function does not apply to that completion
+    and adds nothing to its total (TRL's rule); a completion no function applies to raises ``ValueError``.
+    ``weights`` default to 1 each.
+    """
+
+    def __init__(self, reward_models: Any, weights: Sequence[float] | None = None, device: str | torch.device = "auto",
+                 batch_size: int = 64, tokenizer: Any = None, dtype: DtypeArg = None) -> None:
+        pair = isinstance(reward_models, tuple) and len(reward_models) == 2 and isinstance(reward_models[0],
+                                                                                          PreTrainedModel)
+        listed = isinstance(reward_models, (list, tuple)) and not pair  # a (model, tokenizer) pair is ONE reward
+        models = list(reward_models) if listed else [reward_models]
+        if not models:
+            raise ValueError("pass at least one reward function (reward_model=fn or a list of them).")
+        w = [1.0] * len(models) if weights is None else list(weights)
+        if len(w) != len(models) or not all(isinstance(x, (int, float)) and np.isfinite(x) for x in w):
+            raise ValueError(f"reward_weights must be {len(models)} finite numbers (one per reward function), "
+                             f"got {weights!r}.")
+        self.weights = np.asarray(w, dtype=np.float64)
+        self.fns: list[tuple[str, Callable[..., Any], bool]] = []  # (name, fn, takes prompts)
+        for m in models:
+            full = callable(m) and not isinstance(m, PreTrainedModel) and _takes_prompts(m)
+            fn = m if full else make_reward_fn(m, device=device, batch_size=batch_size, tokenizer=tokenizer,
+                                               dtype=dtype)
+            name = getattr(m, "__name__", None) if callable(m) and not isinstance(m, (PreTrainedModel, tuple)) else None
+            name = str(name or (m if isinstance(m, (str, os.PathLike)) else type(m[0] if isinstance(m, tuple) else m)
+                                .__name__))
+            taken = {n for n, _, _ in self.fns}
+            unique = name if name not in taken else next(f"{name}_{i}" for i in range(2, len(taken) + 2)
+                                                         if f"{name}_{i}" not in taken)
+            self.fns.append((unique, fn, full))
+        self.names = [n for n, _, _ in self.fns]
+
+    def __call__(self, prompts: list[Any], completions: list[str], texts: list[str],
+                 columns: dict[str, list[Any]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The weighted totals (n,) and each function's scores (n,) (NaN = not applicable) of ``n`` completions."""
+        n = len(completions)
+        parts: dict[str, np.ndarray] = {}
+        for name, fn, full in self.fns:
+            if full:
+                raw = fn(list(prompts), list(completions), **{c: list(columns[c]) for c in _column_names(fn, columns)})
+                parts[name] = _optional_scores(raw, name, n)
+            else:
+                parts[name] = fn(list(texts))  # checked by make_reward_fn
+        scores = np.stack([parts[name] for name in self.names])  # (F, n)
+        none = np.isnan(scores).all(axis=0)
+        if none.any():
+            row = int(np.flatnonzero(none)[0])
+            raise ValueError(f"every reward function returned None for completion {row} (prompt {prompts[row]!r}); "
+                             "at least one must score each completion.")
+        return np.nansum(self.weights[:, None] * scores, axis=0), parts

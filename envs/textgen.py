@@ -14,7 +14,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.textgen_core import CoreKLCoef, TextGenCore, TextObs
+from envs.textgen_core import TextGenCore, TextObs
+from envs.textgen_face import CoreKLCoef
 from envs.textgen_setup import check_render_mode
 
 
@@ -155,18 +156,22 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
     - ``eos_token_ids``: the ids that end an episode (and that ``min_new_tokens`` masks); default: every EOS
       id of the model's ``generation_config`` plus the tokenizer's EOS (what ``generate()`` stops on), as
       ``env.eos_token_ids``.
+    - ``temperature``: the temperature > 0 the policy samples at (default 1; the agent's
+      ``AgentConfig.temperature``): ``log π_ref`` is taken from the reference's logits divided by it, as TRL does,
+      so the KL compares both distributions at the same temperature.
     - ``group_size``: accepted and ignored here (prompt groups only mean something for the vector env).
 
     ## Version History
     - v0: Initial version.
     """
 
+    core_class: type[TextGenCore] = TextGenCore  # the engine (TextGen-v0: its general subclass)
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         kwargs.pop("group_size", None)  # one row: every episode is its own group
-        self.core = TextGenCore(1, **kwargs)
+        self.core = self.core_class(1, **kwargs)
         # gymnasium types Dict as Space[dict[str, Space]]; its elements are dicts of arrays, here TextObs
         self.observation_space = cast("spaces.Space[TextObs]", self.core.observation_space)
         self.action_space = self.core.action_space

@@ -7,8 +7,9 @@ give identical rewards for identical token sequences. The reward and its KL cont
 :class:`envs.textgen.TextGenEnv` (section Rewards).
 
 Also here: :class:`TextObs` (the observation dict), :meth:`TextGenCore.row_info` (the one builder of the per-row
-info both envs report) and :class:`CoreKLCoef` (``env.kl_coef`` of both envs). The rows' token buffers and episode
-starts are in :mod:`envs.textgen_rows` (a mixin of the core), argument checks and loading in :mod:`envs.textgen_setup`.
+info both envs report). ``env.kl_coef`` of both envs is :class:`envs.textgen_face.CoreKLCoef`. The rows' token
+buffers and episode starts are in :mod:`envs.textgen_rows` (a mixin of the core), argument checks and loading
+in :mod:`envs.textgen_setup`.
 """
 
 from __future__ import annotations
@@ -40,12 +41,13 @@ from envs.textgen_setup import (
     check_missing_eos_penalty,
     check_model,
     check_ref_mode,
+    check_temperature,
     episode_eos_ids,
     prompt_table,
     reference_model,
 )
 
-__all__ = ["CoreKLCoef", "TextGenCore", "TextObs"]
+__all__ = ["TextGenCore", "TextObs"]
 
 
 class TextObs(TypedDict):
@@ -98,12 +100,13 @@ class TextGenCore(TextRows):
         ref_dtype: str | None = None,
         reward_dtype: str | None = None,
         add_bos: bool | None = None,
+        temperature: float = 1.0,
     ) -> None:
         self._check_rows(num_rows, group_size, autocast_dtype)
         self.ref_mode = check_ref_mode(ref_mode)
+        self.temperature = check_temperature(temperature)
         self._check_lengths(max_new_tokens, min_new_tokens, missing_eos_penalty, prompt_min_len, prompt_max_len)
         self.kl_coef = kl_coef
-        self.seq_len = self.prompt_max_len + self.max_new_tokens  # L
         self.device = resolve_device(device)
         check_sources(model=model, tokenizer=tokenizer, ref_model=ref_model, reward_model=reward_model,
                       dataset=dataset)  # one short error for every default that needs an unreachable hub
@@ -111,9 +114,9 @@ class TextGenCore(TextRows):
                           {"reward_tokenizer": reward_tokenizer, "ref_dtype": ref_dtype, "reward_dtype": reward_dtype})
         self.eos_token_ids = episode_eos_ids(unwrap(self.ref_model), self.tokenizer, eos_token_ids)  # (E,)
         self._eos_t = torch.as_tensor(self.eos_token_ids, device=self.device)  # (E,)
-        texts = load_texts(dataset, split, text_field)
-        self.prompt_table, self.prompt_lengths = prompt_table(texts, self.tokenizer, self.prompt_min_len,
-                                                              self.prompt_max_len, add_bos)  # (M, P), (M,)
+        self._load_prompts(dataset, split, text_field, add_bos)  # may set prompt_max_len (whole prompts: longest)
+        self.seq_len = self.prompt_max_len + self.max_new_tokens  # L
+        check_model(unwrap(self.ref_model), self.tokenizer, self.seq_len, self.vocab_size)
         self.observation_space = spaces.Dict(
             input_ids=spaces.Box(0, self.vocab_size - 1, (self.seq_len,), np.int64),
             attention_mask=spaces.Box(0, 1, (self.seq_len,), np.int64),
@@ -156,10 +159,26 @@ class TextGenCore(TextRows):
         the reference's and the reward model's dtypes)."""
         self.ref_model, self.tokenizer = reference_model(model, tokenizer, ref_model, self.device, opts["ref_dtype"])
         self.vocab_size = int(unwrap(self.ref_model).get_output_embeddings().weight.shape[0])  # V
-        check_model(unwrap(self.ref_model), self.tokenizer, self.seq_len, self.vocab_size)
         self.pad_token_id, self.eos_token_id = int(self.tokenizer.pad_token_id), int(self.tokenizer.eos_token_id)
+        self._load_reward(reward_model, opts)
+
+    def _load_reward(self, reward_model: Any, opts: dict[str, Any]) -> None:
+        """The checked reward function ``list[str] -> scores`` (see :func:`envs.rewards.make_reward_fn`)."""
         self.reward_fn = make_reward_fn(reward_model, device=self.device, batch_size=max(64, self.num_rows),
                                         tokenizer=opts["reward_tokenizer"], dtype=opts["reward_dtype"])
+
+    def _load_prompts(self, dataset: DatasetArg, split: str, text_field: str, add_bos: bool | None) -> None:
+        """The prompt table (M, P) and the prompt lengths (M,): the first tokens of every usable review, BOS first
+        where the tokenizer adds one (``add_bos``; a subclass with other prompts overrides this, see
+        :mod:`envs.textgen_general`)."""
+        texts = load_texts(dataset, split, text_field)
+        self.prompt_table, self.prompt_lengths = prompt_table(texts, self.tokenizer, self.prompt_min_len,
+                                                              self.prompt_max_len, add_bos)  # (M, P), (M,)
+
+    def _scores(self, done: np.ndarray, texts: list[str], info: dict[str, np.ndarray]) -> np.ndarray:
+        """The reward model's scores (D,) of the finished rows ``done`` (D,) whose decoded ``texts`` are given
+        (a subclass may add its own info keys)."""
+        return self.reward_fn(texts)
 
     @property
     def kl_coef(self) -> float:
@@ -266,7 +285,7 @@ class TextGenCore(TextRows):
         if scored.size:
             r = rows[scored]
             lp = response_logprobs(self.ref_lm, self.input_ids[r], self.lengths[r], self.new_tokens[r],
-                                   self.eos_token_ids, self.min_new_tokens)  # (R, K)
+                                   self.eos_token_ids, self.min_new_tokens, self.temperature)  # (R, K)
             self._passes["reference_teacher_forced"] += 1
             lp_np, K = lp.double().cpu().numpy(), lp.shape[1]
             for j, i in enumerate(scored):
@@ -306,6 +325,8 @@ class TextGenCore(TextRows):
         with torch.no_grad():
             with self.ref_lm.autocast():
                 logits = self.ref_lm.head(hidden).float()  # (N, V)
+            if self.temperature != 1.0:  # the reference at the policy's sampling temperature (as TRL)
+                logits = logits / self.temperature
             if eos_blocked.any():  # the reference under the same constraint: renormalised over allowed tokens
                 blocked_t = torch.as_tensor(eos_blocked, device=self.device)[:, None]  # (N, 1)
                 logits[:, self._eos_t] = logits[:, self._eos_t].masked_fill(blocked_t, float("-inf"))
@@ -320,7 +341,7 @@ class TextGenCore(TextRows):
         done = np.flatnonzero(terminated)
         texts = self.texts(done)
         with self.ref_lm.autocast():  # the reward model under the same autocast as the reference (None: fp32)
-            scores = self.reward_fn(texts)
+            scores = self._scores(done, texts, info)
         self._passes["reward"] += 1
         rewards[done] += scores
         if self.missing_eos_penalty is not None:
@@ -367,26 +388,3 @@ class TextGenCore(TextRows):
         seqs = [self.input_ids[r, self.seq_len - self.lengths[r] :].tolist() for r in rows]
         return self.tokenizer.batch_decode(seqs, skip_special_tokens=skip_special_tokens)
 
-
-class CoreKLCoef:
-    """``kl_coef`` (β) of an env backed by a :class:`TextGenCore`, readable and settable (the rollout collector's
-    ``set_kl_coef`` writes it), its ``ref_mode`` and its forward-pass counts."""
-
-    core: TextGenCore
-
-    @property
-    def kl_coef(self) -> float:
-        return self.core.kl_coef
-
-    @kl_coef.setter
-    def kl_coef(self, value: float) -> None:
-        self.core.kl_coef = value
-
-    @property
-    def ref_mode(self) -> str:
-        """``"per_step"`` or ``"one_pass"``: how the reference scores the tokens (fixed when the env is built)."""
-        return self.core.ref_mode
-
-    def pass_counts(self) -> dict[str, int]:
-        """The core's forward-pass counters (:meth:`TextGenCore.pass_counts`)."""
-        return self.core.pass_counts()

@@ -41,6 +41,7 @@ class TextRows:
         self.episode_max = np.full(n, self.max_new_tokens, dtype=np.int64)  # this episode's limit
         self._group_len: dict[int, int] = {}  # group id -> its episodes' limit (group_size > 1, sampled lengths)
         self.group_id = np.zeros(n, dtype=np.int64)  # id of the prompt group of each row's episode
+        self.prompt_row = np.zeros(n, dtype=np.int64)  # index into the prompt table of each row's prompt
         self._episode = np.zeros(n, dtype=np.int64)  # episodes started per row since reset
         self._group_prompts: dict[tuple[int, int], list[int]] = {}  # (group, episode) -> [pick, k, id, rows left]
         self._next_group_id = 0
@@ -86,6 +87,7 @@ class TextRows:
         else:
             pick, k = self._group_prompts_for(rows, rng)
         self._episode[rows] += 1
+        self.prompt_row[rows] = pick
         self._draw_lengths(rows, rng)
         src = np.arange(self.seq_len) - (self.seq_len - k)[:, None]  # (R, L) index into the prompt
         prompts = np.take_along_axis(self.prompt_table[pick], np.clip(src, 0, self.prompt_max_len - 1), axis=1)
@@ -106,7 +108,8 @@ class TextRows:
         live = set(self.group_id.tolist())
         self._group_len = {g: n for g, n in self._group_len.items() if g in live}
 
-    _BUFFERS = ("input_ids", "lengths", "prompt_len", "new_tokens", "episode_max", "group_id", "_episode")
+    _BUFFERS: tuple[str, ...] = (
+        "input_ids", "lengths", "prompt_len", "new_tokens", "episode_max", "group_id", "_episode")
 
     def _buffers(self) -> dict[str, Any]:
         """Copies of everything a step changes (besides the reference cache and the rng)."""

@@ -1,9 +1,10 @@
 """Argument checks and loading for ``TextGen-IMDB-v0`` (used by :class:`envs.textgen_core.TextGenCore` and both envs).
 
-- :func:`check_int`, :func:`check_kl_coef`, :func:`check_ref_mode`, :func:`check_missing_eos_penalty`,
+- :func:`check_int`, :func:`check_kl_coef`, :func:`check_ref_mode`, :func:`check_temperature`,
+  :func:`check_missing_eos_penalty`,
   :func:`check_render_mode`: the constructor arguments, with one actionable error each.
 - :func:`reference_model`: the frozen reference LM and the tokenizer; :func:`check_model` checks them against the
-  episode length.
+  episode length (:func:`model_context`: the model's context).
 - :func:`prompt_table`: the first tokens of every usable review.
 """
 
@@ -54,6 +55,15 @@ def check_ref_mode(value: Any) -> str:
     return str(value)
 
 
+def check_temperature(value: Any) -> float:
+    """A finite float > 0: the sampling temperature the policy samples at (the reference's logits are divided
+    by it too, so the KL compares the two distributions at the same temperature)."""
+    number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {value!r}.")
+    return float(value)
+
+
 def check_missing_eos_penalty(value: Any) -> float | None:
     if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
         raise ValueError(f"missing_eos_penalty must be None or a finite number, got {value!r}.")
@@ -88,10 +98,16 @@ def reference_model(
     return freeze(ref), tok
 
 
-def check_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, seq_len: int, vocab_size: int) -> None:
-    """Episodes of ``seq_len`` tokens fit the model's context, the tokenizer fits its ``vocab_size``, EOS exists."""
+def model_context(model: PreTrainedModel) -> int | None:
+    """The model's context in positions (``n_positions`` / ``max_position_embeddings``), None when unknown."""
     config = model.config
     n_ctx = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    return None if n_ctx is None else int(n_ctx)
+
+
+def check_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, seq_len: int, vocab_size: int) -> None:
+    """Episodes of ``seq_len`` tokens fit the model's context, the tokenizer fits its ``vocab_size``, EOS exists."""
+    n_ctx = model_context(model)
     if n_ctx is not None and seq_len > n_ctx:
         raise ValueError(
             f"prompt_max_len + max_new_tokens = {seq_len} exceeds the model context ({n_ctx} positions); "

@@ -15,7 +15,8 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.textgen_core import CoreKLCoef, TextGenCore, TextObs
+from envs.textgen_core import TextGenCore, TextObs
+from envs.textgen_face import CoreKLCoef
 from envs.textgen_setup import check_render_mode
 
 
@@ -39,11 +40,12 @@ class TextGenVectorEnv(CoreKLCoef, VectorEnv):
     ``kl_coef`` is shared by all rows: read/write it as an attribute or with ``get_attr``/``set_attr``.
     """
 
+    core_class: type[TextGenCore] = TextGenCore  # the engine (TextGen-v0: its general subclass)
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, num_envs: int, render_mode: str | None = None, **kwargs: Any) -> None:
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
-        self.core = TextGenCore(num_envs, **kwargs)
+        self.core = self.core_class(num_envs, **kwargs)
         self.num_envs = self.core.num_rows
         self.tokenizer = self.core.tokenizer
         self.eos_token_ids = self.core.eos_token_ids  # (E,) every id that ends an episode

@@ -166,6 +166,15 @@ MUTATIONS = [
     Mutation("export_not_reloaded", "an export is not reloaded and compared before it is put in place",
              "runners/common/export.py", "            _check_reload(net, directory, as_adapter)\n", "",
              ["tests/agents/test_lora.py"]),
+    Mutation("update_ignores_temperature", "the update evaluates the untempered policy (rollout sampled at T != 1)",
+             "agents/agent.py", "if self.config.temperature != 1.0:  # the tempered", "if False:  # the tempered",
+             ["tests/agents/test_text_agent.py"]),
+    Mutation("top_k_set_not_stored", "the rollout stores the env's mask, not the top-k/top-p kept set",
+             "agents/rollout.py", "buf.masks.append(step_mask)", "buf.masks.append(self.mask)",
+             ["tests/agents/test_text_agent.py"]),
+    Mutation("reward_columns_misaligned", "TextGen-v0 passes the dataset columns of other rows to the reward",
+             "envs/textgen_general.py", "for i in picks] for c in self.columns}", "for i in picks[::-1]] for c in self.columns}",
+             ["tests/envs/test_textgen_general.py"]),
 ]
 
 

@@ -18,7 +18,7 @@ __all__ = ["response_logprobs"]
 
 def response_logprobs(
     lm: IncrementalLM, input_ids: np.ndarray, lengths: np.ndarray, new_tokens: np.ndarray,
-    eos_token_ids: np.ndarray | int, min_new_tokens: int = 0,
+    eos_token_ids: np.ndarray | int, min_new_tokens: int = 0, temperature: float = 1.0,
 ) -> torch.Tensor:
     """(R, K) float32 ``log p(a_i | prompt, a_<i)`` of the last ``new_tokens[r]`` tokens of each row, in one pass.
 
@@ -27,7 +27,8 @@ def response_logprobs(
     its LAST ``new_tokens[r]`` columns (right aligned, like the tokens; the columns before are 0). The ``i``-th
     response token (0-based) with ``i < min_new_tokens`` is scored under the distribution renormalised without
     EOS (every id of ``eos_token_ids``: EOS was not allowed there). Runs without autograd inside ``lm.autocast()``
-    (its autocast dtype, a reference's adapter disabled) through ``lm.head``, the model's own logits path.
+    (its autocast dtype, a reference's adapter disabled) through ``lm.head``, the model's own logits path, the
+    logits divided by ``temperature`` (the policy's sampling temperature, as the per-step reference does).
     """
     device = lm.device
     width = int(lengths.max())  # crop the common left padding
@@ -40,6 +41,8 @@ def response_logprobs(
         hidden = forward_left_padded(lm.model, ids, mask)  # (R, w, D)
         # the state before each of the last K tokens predicts it: positions w-K-1 .. w-2
         logits = lm.head(hidden[:, width - K - 1: width - 1]).float()  # (R, K, V)
+    if temperature != 1.0:
+        logits = logits / temperature
     index = torch.arange(K, device=device)
     before = (index[None, :] - (K - torch.as_tensor(new_tokens, device=device))[:, None])  # (R, K) tokens before
     if min_new_tokens > 0:

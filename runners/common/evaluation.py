@@ -45,7 +45,8 @@ def evaluate(
     with seeded_sampling(seed, agent.device):  # with a seed, sampled evaluation repeats exactly
         while (done_count < quota).any():
             logits, _ = agent.policy_step(obs, start)
-            action, _ = Agent.sample(logits, greedy=greedy, mask=mask_from_info(info, n, agent.device))
+            action, _ = Agent.sample(logits, greedy=greedy, mask=mask_from_info(info, n, agent.device),
+                                     **agent.config.sampling)  # the policy as it samples (temperature, top-k, top-p)
             obs, reward, term, trunc, info = envs.step(action.cpu().numpy())
             reward = np.asarray(reward, dtype=np.float64)
             disc += np.where(valid, gamma**steps * reward, 0.0)

@@ -12,10 +12,11 @@ After training on a text env, :func:`runners.train.train` calls :func:`export_po
     model.generate(**tok(["This movie"], return_tensors="pt"))  # samples as the policy was trained
 
 and usable as ``gym.make("TextGen-IMDB-v0", model="runs/<run>/policy")`` or ``--model`` of a new run.
-``generation_config.json`` reproduces the env's sampling: plain sampling at temperature 1 (no top-k /
-top-p), ``max_new_tokens`` (the upper end of a length range) and ``min_new_tokens``. Dropout is off in
-the config, as during RL training (the policy was trained without it). :func:`load_policy` rebuilds the
-agent's network (LM + value head) from a run directory. Both files are written atomically.
+``generation_config.json`` reproduces the rollouts' sampling: the agent's temperature, top-k and top-p
+(default: plain sampling at temperature 1), ``max_new_tokens`` (the upper end of a length range) and
+``min_new_tokens``. Dropout is off in the config, as during RL training (the policy was trained without it).
+:func:`load_policy` rebuilds the agent's network (LM + value head) from a run directory. Both files are written
+atomically.
 """
 
 from __future__ import annotations
@@ -41,14 +42,15 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 
 
 def generation_config(lm: Any, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int,
-                      min_new_tokens: int = 0, eos_token_ids: Sequence[int] | None = None) -> GenerationConfig:
-    """Sampling settings equal to the env's: temperature 1, no top-k/top-p, the same length limits, and every id
+                      min_new_tokens: int = 0, eos_token_ids: Sequence[int] | None = None,
+                      temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> GenerationConfig:
+    """Sampling settings equal to the agent's (temperature, top-k, top-p), the env's length limits, and every id
     that ended an episode (``eos_token_ids``, default the tokenizer's EOS) as ``eos_token_id``."""
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     ids = [int(i) for i in eos_token_ids] if eos_token_ids is not None and len(eos_token_ids) else [eos]
     stop: int | list[int] = ids[0] if len(ids) == 1 else ([eos] if eos in ids else []) + [i for i in ids if i != eos]
-    return GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-                            min_new_tokens=min_new_tokens or None, eos_token_id=stop,
+    return GenerationConfig(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p,
+                            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, eos_token_id=stop,
                             pad_token_id=pad if pad is not None else eos,
                             bos_token_id=getattr(lm.config, "bos_token_id", None))
 
@@ -82,15 +84,16 @@ def _check_reload(net: CausalLMPolicy, directory: Path, adapter: bool) -> None:
 
 def export_policy(net: CausalLMPolicy, tokenizer: PreTrainedTokenizerBase, run_dir: str | os.PathLike,
                   max_new_tokens: int, min_new_tokens: int = 0, eos_token_ids: Sequence[int] | None = None,
-                  merged: bool = False) -> Path:
+                  merged: bool = False, sampling: dict[str, Any] | None = None) -> Path:
     """Write ``run_dir/policy/`` (the LM, or a LoRA policy's adapter as peft saves it; tokenizer, generation
     config) and ``run_dir/value_head.safetensors``; with ``merged``, a LoRA policy also gets
     ``run_dir/policy-merged/``, the adapter merged into a plain transformers model. Each directory is reloaded
-    before it is put in place and must give the trained policy's logits."""
+    before it is put in place and must give the trained policy's logits. ``sampling``: the agent's
+    ``temperature``/``top_k``/``top_p`` (:attr:`agents.config.AgentConfig.sampling`) for the generation config."""
     if not isinstance(net, CausalLMPolicy):
         raise TypeError(f"only a causal-LM policy can be exported as a transformers model, got {type(net).__name__}")
     run_dir = Path(run_dir)
-    gen = generation_config(net.lm, tokenizer, max_new_tokens, min_new_tokens, eos_token_ids)
+    gen = generation_config(net.lm, tokenizer, max_new_tokens, min_new_tokens, eos_token_ids, **(sampling or {}))
     adapter = net.peft is not None
 
     def finish(as_adapter: bool) -> Callable[[Path], None]:

@@ -5,7 +5,8 @@
 ``losses/{policy_loss,value_loss,entropy,approx_kl,clipfrac,explained_variance}``, and for text
 envs TRL's ``objective/scores`` (mean score of finished episodes), ``objective/kl`` (Σ log π_θ − log π_ref per
 episode) and ``objective/kl_coef`` (β), and a ``samples`` table. The final evaluation is one text table
-(``eval/final``); CatGrid episodes are captioned images (``eval/episode_<k>``).
+(``eval/final``); CatGrid episodes are captioned images (``eval/episode_<k>``). ``TextGen-v0`` also logs
+``rewards/<name>``: the mean unweighted score of each reward function over the episodes it applies to.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def log_update(writer: SummaryWriter, step: int, stats: dict[str, float], log: E
         writer.add_scalar("objective/scores", float(np.mean(log.scores)), step)  # TRL's tag names
     if log.kls:
         writer.add_scalar("objective/kl", float(np.mean(log.kls)), step)
+    for name, values in log.reward_parts.items():  # TextGen-v0: each reward function, unweighted
+        if values:
+            writer.add_scalar(f"rewards/{name}", float(np.mean(values)), step)
     writer.add_scalar("charts/SPS", stats.get("SPS", 0.0), step)
     if "learning_rate" in stats:
         writer.add_scalar("charts/learning_rate", stats["learning_rate"], step)

@@ -327,7 +327,7 @@ def _export(run: Run, result: dict[str, Any]) -> None:
     recover_pretrained_dir(run.run_dir / POLICY_DIR)  # leftovers of an export a crash interrupted
     result["policy_dir"] = str(export_policy(run.agent.net, env_attr(run.envs, "tokenizer"), run.run_dir, hi,
                                              cfg.min_new_tokens, env_attr(run.envs, "eos_token_ids"),
-                                             merged=cfg.export_merged))
+                                             merged=cfg.export_merged, sampling=cfg.agent.sampling))
 
 
 def _final_eval(run: Run, result: dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ from runners.common import run_dir as runs
 class TrainConfig:
     """One training run. The defaults shown are those of the chosen --env and --algo."""
 
-    env: Literal["CatGrid-v0", "TextGen-IMDB-v0"] = "CatGrid-v0"
+    env: Literal["CatGrid-v0", "TextGen-IMDB-v0", "TextGen-v0"] = "CatGrid-v0"
     algo: AlgoName = "ppo"
     seed: int = 0
     total_timesteps: int = 300_000
@@ -79,6 +79,12 @@ class TrainConfig:
     (default: the local IMDB copy, else stanfordnlp/imdb)"""
     text_field: str = "text"
     """TextGen-IMDB-v0: the dataset column holding the review text"""
+    prompt_field: str = "prompt"
+    """TextGen-v0: the dataset column holding the whole prompt (a string or chat messages)"""
+    chat_template: bool = False
+    """TextGen-v0: render string prompts as a user message through the tokenizer's chat template"""
+    max_prompt_len: int | None = None
+    """TextGen-v0: drop prompts longer than this many tokens (default: keep every prompt)"""
     max_new_tokens: int = 16
     """TextGen-IMDB-v0: response length cap (tokens)"""
     max_new_tokens_range: tuple[int, int] | None = None
@@ -159,7 +165,7 @@ class TrainConfig:
             "kl_coef": ">=0", "kl_target": ">0", "kl_horizon": ">0", "checkpoint_every": "int>=1",
             "keep_checkpoints": "int>=1", "lora_r": "int>=0", "lora_alpha": ">0", "eval_episodes": "int>=0",
             "sample_every": "int>=1", "threads": "int>=1?",
-            "stop_at_update": "int>=1?", "max_minutes": ">0?", "dist_timeout": ">0",
+            "stop_at_update": "int>=1?", "max_minutes": ">0?", "dist_timeout": ">0", "max_prompt_len": "int>=1?",
         }, extra={
             f"total_timesteps ({self.total_timesteps}) must cover at least one rollout of num_envs x num_steps = "
             f"{self.num_envs} x {self.num_steps} steps": lambda: self.total_timesteps >= self.num_envs * self.num_steps,
@@ -210,7 +216,7 @@ def preset(env: str, algo: str = "ppo") -> TrainConfig:
                                agent=AgentConfig(algo=algo, learning_rate=5e-4, update_epochs=4, num_minibatches=4,
                                                  anneal_lr=True, ent_coef=0.01))
         return TrainConfig(env=env, algo=algo)
-    if env == "TextGen-IMDB-v0":
+    if env in ("TextGen-IMDB-v0", "TextGen-v0"):
         agent = AgentConfig(algo=algo, gamma=1.0, gae_lambda=0.95, learning_rate=1.41e-5, anneal_lr=False,
                             update_epochs=4 if algo in ("ppo", "grpo") else 1, num_minibatches=4, ent_coef=0.0,
                             vf_coef=0.1, max_grad_norm=1.0, norm_adv=True,
@@ -219,7 +225,7 @@ def preset(env: str, algo: str = "ppo") -> TrainConfig:
         return TrainConfig(env=env, algo=algo, total_timesteps=64 * 17 * 100, num_envs=64, num_steps=17,
                            group_size=4 if algo in ("rloo", "grpo") else 1,
                            reward_scale=1.0, agent=agent, checkpoint_every=20, eval_episodes=0)
-    raise ValueError(f"unknown env {env!r}: choose CatGrid-v0 or TextGen-IMDB-v0")
+    raise ValueError(f"unknown env {env!r}: choose CatGrid-v0, TextGen-IMDB-v0 or TextGen-v0")
 
 
 def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
@@ -229,9 +235,15 @@ def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     kw = {"model": cfg.model, "reward_model": cfg.reward_model, "kl_coef": cfg.kl_coef, "device": cfg.device,
           "max_new_tokens": tuple(cfg.max_new_tokens_range) if cfg.max_new_tokens_range else cfg.max_new_tokens,
           "min_new_tokens": cfg.min_new_tokens, "missing_eos_penalty": cfg.missing_eos_penalty,
-          "group_size": cfg.group_size, "text_field": cfg.text_field, "ref_mode": cfg.ref_mode,
-          "autocast_dtype": cfg.autocast_dtype, "ref_dtype": cfg.ref_dtype or cfg.dtype,
-          "reward_dtype": cfg.reward_dtype}
+          "group_size": cfg.group_size, "ref_mode": cfg.ref_mode, "autocast_dtype": cfg.autocast_dtype,
+          "ref_dtype": cfg.ref_dtype or cfg.dtype, "reward_dtype": cfg.reward_dtype}
+    if cfg.agent.temperature != 1.0:  # the reference's log-probs at the policy's sampling temperature
+        kw["temperature"] = cfg.agent.temperature
+    if cfg.env == "TextGen-v0":
+        kw |= {"prompt_field": cfg.prompt_field, "chat_template": cfg.chat_template,
+               "max_prompt_len": cfg.max_prompt_len}
+    else:
+        kw["text_field"] = cfg.text_field
     if cfg.dataset:
         kw["dataset"] = cfg.dataset
     if cfg.add_bos is not None:
@@ -245,7 +257,7 @@ def with_lora(cfg: TrainConfig, overrides: dict[str, Any] | None) -> dict[str, A
     """``overrides`` with the run's LoRA policy (``--lora-r``) as ``model``: a peft ``PeftModel`` over ``--model``
     (or over a copy of the ``model`` object in ``overrides``), shared by the env (its reference: the base with
     the adapter disabled) and the agent (the policy). Unchanged without ``--lora-r``."""
-    if not cfg.lora_r or cfg.env != "TextGen-IMDB-v0":
+    if not cfg.lora_r or cfg.env == "CatGrid-v0":
         return overrides
     try:
         from peft import LoraConfig, get_peft_model

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import envs  # noqa: F401
+from agents import agent as agent_module
 from agents import losses
 from agents.agent import Agent, AgentConfig
 from agents.batch import chunk_ids, flatten_obs, make_batch
@@ -300,3 +301,32 @@ def test_bf16_autocast_option(tiny_lm, tiny_tokenizer, texts):
     assert (values[valid] - flat(ro.values[:-1])[valid]).abs().max() < 0.05
     with pytest.raises(ValueError, match="autocast_dtype"):
         make(tiny_lm, tiny_tokenizer, texts, num_envs=1, autocast_dtype="int8")
+
+
+@pytest.mark.parametrize("controls", [{"temperature": 0.7}, {"top_k": 20}, {"top_p": 0.8},
+                                      {"temperature": 1.3, "top_k": 50, "top_p": 0.9}])
+def test_sampling_controls_rollout_and_update_logprobs_agree(tiny_lm, tiny_tokenizer, texts, controls, monkeypatch):
+    """Temperature / top-k / top-p: the update evaluates the distribution the rollout sampled from (1e-4), its
+    entropy too; the env's reference is tempered alike, so the logged KL compares like with like."""
+    torch.manual_seed(0)
+    config = AgentConfig(gamma=1.0, learning_rate=0.0, update_epochs=1, num_minibatches=2, **controls)
+    venv, agent, collector = make(tiny_lm, tiny_tokenizer, texts, num_envs=4, num_steps=12, config=config,
+                                  temperature=controls.get("temperature", 1.0))
+    assert venv.unwrapped.core.temperature == controls.get("temperature", 1.0)
+    terms: list = []
+    original = agent_module.minibatch_loss
+    monkeypatch.setattr(agent_module, "minibatch_loss", lambda spec, c, m, kl: terms.append(m) or original(spec, c, m, kl))
+    ro, _ = collector.collect()
+    agent.update(ro)
+    new = torch.cat([m.logprob.detach() for m in terms])
+    old = torch.cat([m.old_logprob for m in terms])
+    assert new.numel() > 30 and (new - old).abs().max() < 1e-4
+    # the controls did change the distribution: the plain softmax gives other log-probs
+    plain = torch.log_softmax(agent.net.lm(ro.obs["input_ids"][0]).logits[:, -1].float(), -1)  # (N, V) t=0 rows
+    first = ro.logprobs[0]
+    assert (plain.gather(1, ro.actions[0][:, None]).squeeze(1) - first).abs().max() > 1e-3
+    if "top_k" in controls or "top_p" in controls:  # the kept set is stored and has fewer tokens than V
+        kept = ro.action_masks.dense()[ro.valid].sum(-1)
+        assert (kept < agent.net.policy_head.weight.shape[0]).all()
+        if "top_k" in controls:
+            assert (kept <= controls["top_k"]).all()

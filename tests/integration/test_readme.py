@@ -79,7 +79,7 @@ def fill(args: list[str], model_dir: Path) -> list[str]:
 
 
 def parse(module: str, args: list[str]):
-    from runners import compare, evaluate, rlhf, sft, train, train_reward
+    from runners import compare, evaluate, rlhf, sft, train, train_reward, verifiable
 
     parsers = {
         "runners.train": train.parse_args, "runners.evaluate": evaluate.parse_args,
@@ -88,6 +88,8 @@ def parse(module: str, args: list[str]):
         "runners.sft": lambda a: sft.cli_with_presets(sft.SFTConfig, sft.PRESETS, a, module=module),
         "runners.train_reward": lambda a: train_reward.cli_with_presets(train_reward.RewardConfig,
                                                                         train_reward.PRESETS, a, module=module),
+        "runners.verifiable": lambda a: verifiable.cli_with_presets(verifiable.VerifiableConfig, verifiable.PRESETS,
+                                                                    a, module=module),
     }
     assert module in parsers, f"the docs document {module}: add its parser to this test"
     return parsers[module](args)
@@ -275,3 +277,22 @@ def test_offline_text_snippet_runs(in_tmp, tiny_lm_dir, imdb_dir):
     exec("import gymnasium as gym\nimport envs\n" + snippet.replace("artifacts/rlhf-tiny/sft", str(tiny_lm_dir)), scope)
     obs, _ = scope["env"].reset(seed=0)
     assert obs["attention_mask"].sum() >= 2
+
+
+def test_prompts_and_rewards_snippets_run(in_tmp, tiny_lm_dir, one_thread):
+    """docs/prompts_and_rewards.md: TextGen-v0 with two reward functions, a chat template, a short GRPO run."""
+    page = [ROOT / "docs" / "prompts_and_rewards.md"]
+    snippets = [b.replace("artifacts/rlhf-tiny/sft", str(tiny_lm_dir)) for b in blocks("python", page)]
+    assert len(snippets) == 3
+    scope: dict = {}
+    exec(snippets[0], scope)
+    env, rows = scope["env"], scope["rows"]
+    assert env.unwrapped.core.prompt_max_len == max(len(env.unwrapped.tokenizer(r["question"])["input_ids"])
+                                                    for r in rows)
+    *_, info = env.step(int(env.unwrapped.core.eos_token_id))  # EOS at once: the episode ends and is scored
+    assert info["reward/correct"] == 0.0 and info["score"] == pytest.approx(info["reward/brevity"] * 0.1)
+    exec(snippets[1], scope)
+    obs, _ = scope["chat_env"].reset(seed=0)
+    assert scope["tok"].decode(obs["input_ids"][obs["attention_mask"].astype(bool)]).endswith("<assistant>:")
+    exec(snippets[2], scope)
+    assert scope["result"]["global_step"] == 160
