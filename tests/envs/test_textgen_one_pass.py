@@ -15,8 +15,9 @@ from runners.common.run_spec import env_kwargs, preset
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def play(kw: dict, ref_mode: str, actions: list[int]) -> tuple[list[float], list[dict], gym.Env]:
-    env = gym.make("TextGen-IMDB-v0", max_new_tokens=len(actions), min_new_tokens=2, ref_mode=ref_mode, **kw)
+def play(kw: dict, ref_mode: str, actions: list[int], **extra) -> tuple[list[float], list[dict], gym.Env]:
+    env = gym.make("TextGen-IMDB-v0", max_new_tokens=len(actions), min_new_tokens=2, ref_mode=ref_mode, **kw,
+                   **extra)
     env.reset(seed=3)
     rewards, infos = [], []
     for a in actions:
@@ -47,6 +48,16 @@ def test_one_pass_pays_the_kl_on_the_last_step_with_the_per_step_log_probs(kw, t
                                                "reference_teacher_forced": 2, "reward": 1}
     assert per_env.unwrapped.pass_counts() == {"reference_decode": 3, "reference_prefill": 1,
                                                "reference_teacher_forced": 0, "reward": 1}
+
+
+def test_one_pass_scores_at_the_sampling_temperature_as_the_per_step_reference(kw, tiny_tokenizer):
+    actions = [tiny_tokenizer.eos_token_id + 7, 11, 12, tiny_tokenizer.eos_token_id]
+    _, per_infos, _ = play(kw, "per_step", actions, temperature=0.7)
+    _, one_infos, _ = play(kw, "one_pass", actions, temperature=0.7)
+    _, plain_infos, _ = play(kw, "one_pass", actions)
+    per_step_ref = np.array([info["ref_logprob"] for info in per_infos])  # (4,) at temperature 0.7
+    np.testing.assert_allclose(one_infos[-1]["ref_logprobs"], per_step_ref, atol=1e-5)
+    assert np.abs(plain_infos[-1]["ref_logprobs"] - per_step_ref).max() > 1e-3  # the temperature matters here
 
 
 def test_ref_mode_is_checked_and_only_the_trainer_opts_in(kw):
