@@ -16,6 +16,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from envs.autoreset import check_autoreset_mode, refuse_finished_rows, reset_mask, same_step_info
 from envs.catgrid import render_ansi, render_rgb
 from envs.catgrid_optimum import optimal_start_value, value_iteration
 from envs.catgrid_tables import MOVES, TransitionTable, build_transition_table, make_tables
@@ -31,10 +32,12 @@ class CatGridVectorEnv(VectorEnv):
     - Observations: int64 array (N, 2) of positions ``(x, y)``.
     - Rewards (N,) float64, terminations / truncations (N,) bool; truncation follows
       ``TimeLimit`` (``True`` once an episode has lasted ``max_episode_steps`` steps).
-    - Autoreset: ``AutoresetMode.NEXT_STEP``. A row that ended on the previous step is reset on
-      this step (its action is ignored): it returns the start observation, reward 0 and
-      ``terminated = truncated = False``.
-    - Info: always ``{}`` (keeps stepping cheap); ``RecordEpisodeStatistics`` adds ``episode``.
+    - Autoreset: the ``autoreset_mode`` argument (attribute of the same name), ``NEXT_STEP`` by default. A row
+      that ended on the previous step is reset on this step (its action is ignored): it returns the start
+      observation, reward 0 and ``terminated = truncated = False``. ``SAME_STEP`` and ``DISABLED`` behave as
+      Gymnasium's own vector envs do (:mod:`envs.autoreset`).
+    - Info: ``{}`` (keeps stepping cheap), except ``final_obs`` / ``final_info`` in ``SAME_STEP`` mode;
+      ``RecordEpisodeStatistics`` adds ``episode``.
     - Randomness: one uniform draw per env per step from ``self.np_random`` decides slips.
     - ``reset(options={"reset_mask": mask})`` resets only the rows where ``mask`` (N,) is True.
     - ``render()`` returns one frame (str or (H, W, 3) uint8) per env, as ``SyncVectorEnv`` does.
@@ -55,6 +58,7 @@ class CatGridVectorEnv(VectorEnv):
         map_name: str = "5x5",
         slip: float = 0.2,
         terminal: str = "MT",
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -68,6 +72,8 @@ class CatGridVectorEnv(VectorEnv):
             raise ValueError(
                 f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
             )
+        self.autoreset_mode = check_autoreset_mode(autoreset_mode)
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.num_envs = int(num_envs)
         self.max_episode_steps = max_episode_steps
         self.render_mode = render_mode
@@ -108,14 +114,7 @@ class CatGridVectorEnv(VectorEnv):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        mask = np.ones(self.num_envs, dtype=bool)  # (N,)
-        if options is not None and "reset_mask" in options:
-            mask = np.asarray(options["reset_mask"])
-            if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
-                raise ValueError(
-                    f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), "
-                    f"got dtype {mask.dtype} shape {mask.shape}"
-                )
+        mask = reset_mask(options, self.num_envs)  # (N,)
         self.states[mask] = self.tables.start
         self.elapsed[mask] = 0
         self.prev_done[mask] = False
@@ -154,7 +153,10 @@ class CatGridVectorEnv(VectorEnv):
         if not self._started:
             raise RuntimeError("step() called before reset(); call reset() first.")
         a = self._check_actions(actions)  # (N,)
-        t, s, reset_rows = self.tables, self.states, self.prev_done
+        if self.autoreset_mode == AutoresetMode.DISABLED:
+            refuse_finished_rows(self.prev_done)
+        t, s = self.tables, self.states
+        reset_rows = self.prev_done if self.autoreset_mode == AutoresetMode.NEXT_STEP else np.zeros_like(s, bool)
         slipped = self.np_random.random(self.num_envs) < t.slip  # (N,)
         nxt = np.where(slipped, s, t.succ[s, a])  # (N,)
         nxt[reset_rows] = t.start
@@ -171,7 +173,14 @@ class CatGridVectorEnv(VectorEnv):
         self.states, self.last_actions = nxt, a.copy()
         self.last_actions[reset_rows] = -1  # no action was applied to rows being reset
         self.prev_done = terminated | truncated
-        return t.xy[nxt], reward, terminated, truncated, {}
+        obs, info = t.xy[nxt], dict[str, Any]()
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and self.prev_done.any():
+            info = same_step_info(info, self.prev_done, list(obs))
+            self.states = np.where(self.prev_done, t.start, nxt)
+            self.elapsed[self.prev_done] = 0
+            self.prev_done = np.zeros(self.num_envs, dtype=bool)
+            obs = t.xy[self.states]
+        return obs, reward, terminated, truncated, info
 
     def render(self) -> tuple[Any, ...] | None:
         if self.render_mode is None:
