@@ -17,6 +17,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.autoreset import check_autoreset_mode, refuse_finished_rows, reset_mask, same_step_info
+from envs.text_frame import text_frame
 from envs.textgen_core import TextGenCore, TextObs
 from envs.textgen_face import CoreKLCoef
 from envs.textgen_setup import check_render_mode
@@ -48,7 +49,7 @@ class TextGenVectorEnv(CoreKLCoef, VectorEnv):
     """
 
     core_class: type[TextGenCore] = TextGenCore  # the engine (TextGen-v0: its general subclass)
-    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(
         self, num_envs: int, render_mode: str | None = None,
@@ -156,7 +157,12 @@ class TextGenVectorEnv(CoreKLCoef, VectorEnv):
         truncated = np.zeros(self.num_envs, dtype=bool)
         return obs, rewards, terminated, truncated, info
 
-    def render(self) -> tuple[str, ...] | None:
-        if self.render_mode == "ansi":
-            return tuple(self.core.texts(range(self.num_envs), skip_special_tokens=False))
-        return None
+    def action_masks(self) -> np.ndarray:
+        """(N, V) bool, True = allowed next action of each row (``info["action_mask"]``, for ``MaskablePPO``)."""
+        return self.core.action_mask().astype(bool)
+
+    def render(self) -> tuple[str, ...] | tuple[np.ndarray, ...] | None:
+        if self.render_mode is None:
+            return None
+        texts = self.core.texts(range(self.num_envs), skip_special_tokens=False)
+        return tuple(texts) if self.render_mode == "ansi" else tuple(text_frame(t) for t in texts)
