@@ -36,9 +36,14 @@ class CatGridVectorEnv(VectorEnv):
       that ended on the previous step is reset on this step (its action is ignored): it returns the start
       observation, reward 0 and ``terminated = truncated = False``. ``SAME_STEP`` and ``DISABLED`` behave as
       Gymnasium's own vector envs do (:mod:`envs.autoreset`).
-    - Info: ``{}`` (keeps stepping cheap), except ``final_obs`` / ``final_info`` in ``SAME_STEP`` mode;
-      ``RecordEpisodeStatistics`` adds ``episode``.
-    - Randomness: one uniform draw per env per step from ``self.np_random`` decides slips.
+    - Info: the single env's keys as (N,) arrays with ``_key`` masks (every row): ``prob`` (float64, probability
+      of the transition that happened, 1.0 on a reset) and ``cell`` (int64 code, ``CELL_LETTERS[code]`` is the
+      letter), plus ``final_obs`` / ``final_info`` in ``SAME_STEP`` mode; ``RecordEpisodeStatistics`` adds
+      ``episode``.
+    - Randomness: one uniform draw per env per step from ``self.np_random`` decides slips: the rows share one
+      generator, so streams differ from ``SyncVectorEnv``'s (one generator per copy, seeded ``seed + i``) after
+      the first slip while the distributions are the same. ``reset(seed=s)`` takes an int or a list of N ints
+      (the generator is then seeded from the whole list).
     - ``reset(options={"reset_mask": mask})`` resets only the rows where ``mask`` (N,) is True.
     - ``render()`` returns one frame (str or (H, W, 3) uint8) per env, as ``SyncVectorEnv`` does.
     """
@@ -111,15 +116,20 @@ class CatGridVectorEnv(VectorEnv):
         return optimal_start_value(self, gamma)
 
     def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+        self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
+        one_seed = seed if seed is None or isinstance(seed, (int, np.integer)) else None
+        if isinstance(seed, (list, tuple, np.ndarray)):
+            if len(seed) != self.num_envs or not all(isinstance(x, (int, np.integer)) and x >= 0 for x in seed):
+                raise ValueError(f"seed must be an int or a list of {self.num_envs} ints >= 0, got {seed!r}")
+            one_seed = int(np.random.SeedSequence([int(x) for x in seed]).generate_state(1)[0])
+        super().reset(seed=None if one_seed is None else int(one_seed))
         mask = reset_mask(options, self.num_envs)  # (N,)
         self.states[mask] = self.tables.start
         self.elapsed[mask] = 0
         self.prev_done[mask] = False
         self._started = True
-        return self.tables.xy[self.states], {}
+        return self.tables.xy[self.states], self._info(np.ones(self.num_envs), mask)
 
     def get_state(self) -> dict[str, Any]:
         """Running episodes and RNG (copies), for exact resume; :meth:`set_state` restores them."""
@@ -136,6 +146,12 @@ class CatGridVectorEnv(VectorEnv):
         self.last_actions = None if state["last_actions"] is None else np.asarray(state["last_actions"]).copy()
         self._started = bool(state["started"])
         self.np_random.bit_generator.state = state["np_random"]
+
+    def _info(self, prob: np.ndarray, rows: np.ndarray | None = None) -> dict[str, Any]:
+        """``prob`` (N,) and the ``cell`` code of each row, reported by ``rows`` (N,) bool (default: every row)."""
+        rows = np.ones(self.num_envs, dtype=bool) if rows is None else rows
+        return {"prob": prob.astype(np.float64), "_prob": rows.copy(), "cell": self.tables.code[self.states],
+                "_cell": rows.copy()}
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         a = np.asarray(actions)
@@ -170,14 +186,19 @@ class CatGridVectorEnv(VectorEnv):
             truncated = np.zeros(self.num_envs, dtype=bool)
         else:
             truncated = self.elapsed >= self.max_episode_steps  # (N,)
+        moved = t.succ[s, a] != s  # (N,) the move leads elsewhere: it happened w.p. 1 - slip, failed w.p. slip
+        prob = np.where(moved, np.where(nxt == s, t.slip, 1.0 - t.slip), 1.0)  # (N,)
+        prob[reset_rows] = 1.0
         self.states, self.last_actions = nxt, a.copy()
         self.last_actions[reset_rows] = -1  # no action was applied to rows being reset
         self.prev_done = terminated | truncated
-        obs, info = t.xy[nxt], dict[str, Any]()
+        obs, info = t.xy[nxt], self._info(prob)
         if self.autoreset_mode == AutoresetMode.SAME_STEP and self.prev_done.any():
-            info = same_step_info(info, self.prev_done, list(obs))
+            info.update(same_step_info(info, self.prev_done, list(obs)))
             self.states = np.where(self.prev_done, t.start, nxt)
             self.elapsed[self.prev_done] = 0
+            prob[self.prev_done] = 1.0  # the rows' info is now that of their reset
+            info.update(self._info(prob))
             self.prev_done = np.zeros(self.num_envs, dtype=bool)
             obs = t.xy[self.states]
         return obs, reward, terminated, truncated, info
