@@ -3,12 +3,16 @@ SAME_STEP and DISABLED (resetting finished rows through ``reset(options={"reset_
 
 from __future__ import annotations
 
+import multiprocessing
+
 import gymnasium as gym
 import pytest
 
 import envs  # noqa: F401
 
+_START_METHOD = multiprocessing.get_start_method(allow_none=True)
 pytest.importorskip("torchrl")
+multiprocessing.set_start_method(_START_METHOD, force=True)  # importing torchrl sets "spawn" for the whole process
 from torchrl.envs import GymWrapper  # noqa: E402
 from torchrl.envs.utils import check_env_specs  # noqa: E402
 

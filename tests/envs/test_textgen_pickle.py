@@ -3,6 +3,7 @@ continues exactly as the original, and async vectorisation runs."""
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
 
 import gymnasium as gym
@@ -32,12 +33,17 @@ def test_a_pickled_env_continues_exactly_as_the_original(kw, reward):
 
 
 def test_async_vectorisation_matches_sync(kw):
-    """gym.make_vec(..., vectorization_mode="async") (worker processes) gives the sync envs' rewards."""
+    """gym.make_vec(..., vectorization_mode="async") (worker processes) gives the sync envs' rewards. Forked
+    workers keep the test cheap (spawned ones re-import torch; what spawn needs, pickling, is tested above)."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork start method on this platform")
     kwargs = {**kw, "max_new_tokens": 3}
     actions = np.array([[11, 12], [13, 14], [15, 16], [0, 0]])
     results = []
     for mode in ("sync", "async"):
-        venv = gym.make_vec("TextGen-IMDB-v0", num_envs=2, vectorization_mode=mode, **kwargs)
+        vector_kwargs = {"context": "fork"} if mode == "async" else {}
+        venv = gym.make_vec("TextGen-IMDB-v0", num_envs=2, vectorization_mode=mode, vector_kwargs=vector_kwargs,
+                            **kwargs)
         venv.reset(seed=0)
         results.append([venv.step(a)[1] for a in actions])
         venv.close()

@@ -325,9 +325,13 @@ def test_readme_complete_reward_example_runs(tiny_lm_dir, imdb_dir, one_thread):
 def test_interop_snippets_run(tiny_lm_dir, imdb_dir, one_thread):
     """docs/interop.md: the custom loop, SB3 PPO through SB3VecEnv (smaller budget), MaskablePPO on make_vec_env,
     TorchRL's GymWrapper."""
+    import multiprocessing
+
     pytest.importorskip("vaderSentiment")
     pytest.importorskip("sb3_contrib")
+    start_method = multiprocessing.get_start_method(allow_none=True)
     pytest.importorskip("torchrl")
+    multiprocessing.set_start_method(start_method, force=True)  # importing torchrl sets "spawn" process-wide
     scope = _exec_text_snippet(block_with("python", "CompleteKLReward(gym.make"), tiny_lm_dir)
     assert scope["terminated"] and np.isfinite(scope["info"]["kl"]) and "score" in scope["info"]
     sb3 = block_with("python", "SB3VecEnv(venv)")
