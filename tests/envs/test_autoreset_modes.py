@@ -103,3 +103,15 @@ def test_textgen_same_step_and_disabled_keep_the_reference_exact(kw, mode):
             pass
         with pytest.raises(RuntimeError, match="reset_mask"):
             venv.step(np.full(3, 7))
+
+
+def test_the_project_collector_refuses_other_modes():
+    """This project's rollout collector masks NEXT_STEP reset steps: another mode would be learned from wrongly."""
+    from agents import Agent, AgentConfig, RolloutCollector
+    from agents.networks import build_network
+
+    for mode in ("SameStep", "Disabled"):
+        venv = gym.make_vec("CatGrid-v0", num_envs=2, vectorization_mode="vector_entry_point", autoreset_mode=mode)
+        agent = Agent(build_network(venv.single_observation_space, venv.single_action_space), AgentConfig())
+        with pytest.raises(ValueError, match="NEXT_STEP autoreset"):
+            RolloutCollector(venv, agent, num_steps=4)
