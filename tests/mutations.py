@@ -129,11 +129,11 @@ MUTATIONS = [
              "envs/interop/kl_reward.py", "            if self._allowed is not None:", "            if False:",
              ["tests/envs/test_interop_kl.py"]),
     Mutation("partial_restart_overwrites_last_column", "a partial KV-cache restart ends on the column the next "
-             "decode writes (the prompt's last token is overwritten)", "envs/lm/kv_cache.py",
-             "            cache.col = (cache.col - 1) % cache.capacity  # the contexts end on the last written column\n"
-             "            hidden = self._restart_rows(rows, ids, mask)\n"
-             "            cache.col = (cache.col + 1) % cache.capacity\n",
-             "            hidden = self._restart_rows(rows, ids, mask)\n", ["tests/envs/test_autoreset_modes.py"]),
+             "decode writes (the prompt's last token is overwritten)", "envs/partial_restart.py",
+             "        cache.col = (cache.col - 1) % cache.capacity  # the contexts end on the last written column\n"
+             "        hidden = lm._restart_rows(rows, ids, mask)\n"
+             "        cache.col = (cache.col + 1) % cache.capacity\n",
+             "        hidden = lm._restart_rows(rows, ids, mask)\n", ["tests/envs/test_autoreset_modes.py"]),
     Mutation("float32_cdf_sampling", "sampling from a float32 CDF (tail tokens never drawn)",
              "agents/sampling.py", "cdf = logp.exp().double().cumsum_(-1)", "cdf = logp.exp().cumsum_(-1).double()",
              GRID),

@@ -32,7 +32,11 @@ __all__ = ["CompleteKLReward", "CompleteKLRewardVector", "LMPolicyKLReward"]
 
 
 def _kl_coef_of(env: Any) -> float:
-    """β of a KL-shaped env (reached through its wrappers); a clear error for an env without KL shaping."""
+    """β of a KL-shaped env (reached through its wrappers); a clear error for an env without KL shaping or with
+    the one-pass reference (which pays β·log π_ref on the last step only, not per token)."""
+    if getattr(env.unwrapped, "ref_mode", "per_step") != "per_step":
+        raise ValueError("the complete KL reward wrappers need the per-token reference: build the env with "
+                         "ref_mode='per_step' (gym.make's default), not 'one_pass'.")
     try:
         if isinstance(env, gym.vector.VectorEnv):  # vector wrappers forward no attributes: ask the base env
             return float(env.unwrapped.kl_coef)  # type: ignore[attr-defined]

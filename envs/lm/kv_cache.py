@@ -285,23 +285,6 @@ class IncrementalLM:
         with torch.no_grad():
             return hidden.clone()  # a normal tensor: heads may be applied with autograd on (e.g. in tests)
 
-    def restart_rows(self, rows: np.ndarray, input_ids: Any, attention_mask: Any) -> torch.Tensor:
-        """Start ``rows`` (indices) over from their left-padded contexts without advancing the other rows (a
-        partial reset between steps) -> their last hidden state, (R, D). The next :meth:`step` appends to them."""
-        if self._cache is None:
-            raise ValueError("The first step (and the first after reset()) must restart every row.")
-        rows = np.asarray(rows, dtype=np.int64)
-        with torch.inference_mode(), self.autocast():
-            ids, mask = self._read_restarts(rows, input_ids, attention_mask)
-            cache = self._ring()
-            if ids.shape[1] > cache.capacity:
-                self._grow(max(ids.shape[1], 2 * cache.capacity))
-            cache.col = (cache.col - 1) % cache.capacity  # the contexts end on the last written column
-            hidden = self._restart_rows(rows, ids, mask)
-            cache.col = (cache.col + 1) % cache.capacity
-        with torch.no_grad():
-            return hidden.clone()
-
     def _step(
         self, tokens: torch.Tensor | None, restart: np.ndarray | None, input_ids: Any, attention_mask: Any
     ) -> torch.Tensor:
