@@ -157,6 +157,9 @@ class RolloutCollector(OnePassReference):
         if agent.config.group_based and group_size < 2:
             raise ValueError(f"algo={agent.config.algo!r} compares the episodes of a group: pass group_size >= 2 "
                              f"(dividing num_envs={envs.num_envs}), got {group_size}")
+        if (mode := envs.metadata.get("autoreset_mode")) not in (None, gym.vector.AutoresetMode.NEXT_STEP):
+            raise ValueError(f"the rollout collector needs NEXT_STEP autoreset (the default), got {mode}: build the "
+                             "vector env without autoreset_mode= (SAME_STEP / DISABLED are for other libraries)")
         self.envs, self.agent, self.num_steps, self.reward_scale = envs, agent, num_steps, reward_scale
         self.num_envs = envs.num_envs
         self.device = agent.device

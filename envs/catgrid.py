@@ -89,8 +89,10 @@ class CatGridEnv(gym.Env[np.ndarray, np.int64]):
     - Truncation: after 50 steps, by the ``TimeLimit`` that ``gym.make("CatGrid-v0")`` adds.
 
     ## Information
-    ``reset`` and ``step`` return ``{"prob": p, "cell": letter}``: the probability of the
-    transition that happened (1.0 on reset) and the letter of the cell the cat is on.
+    ``reset`` and ``step`` return ``{"prob": p, "cell": code}``: the probability of the
+    transition that happened (1.0 on reset) and the cell the cat is on as an int code (numeric, so that batched
+    clients such as TorchRL can stack it): ``envs.catgrid_tables.CELL_LETTERS[code]`` is its letter
+    (``C`` start, ``.`` floor, ``B`` broom, ``T`` bathtub, ``M`` meat).
 
     ## Arguments
     ```python
@@ -178,14 +180,14 @@ class CatGridEnv(gym.Env[np.ndarray, np.int64]):
             reward, terminated = float(t.reward[nxt]), bool(t.done[nxt])
         prob = sum(p for p, n, _, _ in self.P[s][a] if n == nxt)
         self.s, self.last_action = nxt, a
-        return self.to_xy(nxt), reward, terminated, False, {"prob": prob, "cell": str(t.cells[nxt])}
+        return self.to_xy(nxt), reward, terminated, False, {"prob": prob, "cell": int(t.code[nxt])}
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         self.s, self.last_action = self.tables.start, None
-        return self.to_xy(self.s), {"prob": 1.0, "cell": str(self.tables.cells[self.s])}
+        return self.to_xy(self.s), {"prob": 1.0, "cell": int(self.tables.code[self.s])}
 
     def render(self) -> str | np.ndarray | None:
         if self.render_mode is None:

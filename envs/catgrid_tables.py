@@ -18,6 +18,8 @@ UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
 ACTION_NAMES = ("Up", "Down", "Left", "Right")
 MOVES = np.array([(0, -1), (0, 1), (-1, 0), (1, 0)], dtype=np.int64)  # (A, 2) as (dx, dy)
 CELL_REWARDS = {"C": 0.0, ".": 0.0, "B": -1.0, "T": -10.0, "M": 100.0}
+CELL_LETTERS = "".join(CELL_REWARDS)
+"""The cell letters in code order: ``info["cell"]`` is an index into it (``CELL_LETTERS[info["cell"]]`` = letter)."""
 
 MAPS: dict[str, list[str]] = {
     # Bathtubs flank the meat; the optimum takes a shortcut over one broom (-1) instead of a
@@ -144,6 +146,7 @@ class GridTables:
     reward: np.ndarray  # (S,) float64 reward for landing on the state
     done: np.ndarray  # (S,) bool: landing on the state ends the episode
     xy: np.ndarray  # (S, 2) int64 observation (x, y) per state
+    code: np.ndarray  # (S,) int64 index of each cell's letter in CELL_LETTERS (``info["cell"]``)
 
     @property
     def width(self) -> int:
@@ -185,6 +188,7 @@ def make_tables(
         cells=cells, succ=xy_to_state(nx, ny, w).astype(np.int64),
         reward=np.array([CELL_REWARDS[c] for c in cells], dtype=np.float64),
         done=np.isin(cells, list(terminal)), xy=np.stack([xs, ys], axis=1).astype(np.int64),
+        code=np.array([CELL_LETTERS.index(c) for c in cells], dtype=np.int64),
     )
 
 

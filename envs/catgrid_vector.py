@@ -16,6 +16,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from envs.autoreset import check_autoreset_mode, refuse_finished_rows, reset_mask, same_step_info
 from envs.catgrid import render_ansi, render_rgb
 from envs.catgrid_optimum import optimal_start_value, value_iteration
 from envs.catgrid_tables import MOVES, TransitionTable, build_transition_table, make_tables
@@ -31,11 +32,18 @@ class CatGridVectorEnv(VectorEnv):
     - Observations: int64 array (N, 2) of positions ``(x, y)``.
     - Rewards (N,) float64, terminations / truncations (N,) bool; truncation follows
       ``TimeLimit`` (``True`` once an episode has lasted ``max_episode_steps`` steps).
-    - Autoreset: ``AutoresetMode.NEXT_STEP``. A row that ended on the previous step is reset on
-      this step (its action is ignored): it returns the start observation, reward 0 and
-      ``terminated = truncated = False``.
-    - Info: always ``{}`` (keeps stepping cheap); ``RecordEpisodeStatistics`` adds ``episode``.
-    - Randomness: one uniform draw per env per step from ``self.np_random`` decides slips.
+    - Autoreset: the ``autoreset_mode`` argument (attribute of the same name), ``NEXT_STEP`` by default. A row
+      that ended on the previous step is reset on this step (its action is ignored): it returns the start
+      observation, reward 0 and ``terminated = truncated = False``. ``SAME_STEP`` and ``DISABLED`` behave as
+      Gymnasium's own vector envs do (:mod:`envs.autoreset`).
+    - Info: the single env's keys as (N,) arrays with ``_key`` masks (every row): ``prob`` (float64, probability
+      of the transition that happened, 1.0 on a reset) and ``cell`` (int64 code, ``CELL_LETTERS[code]`` is the
+      letter), plus ``final_obs`` / ``final_info`` in ``SAME_STEP`` mode; ``RecordEpisodeStatistics`` adds
+      ``episode``.
+    - Randomness: one uniform draw per env per step from ``self.np_random`` decides slips: the rows share one
+      generator, so streams differ from ``SyncVectorEnv``'s (one generator per copy, seeded ``seed + i``) after
+      the first slip while the distributions are the same. ``reset(seed=s)`` takes an int or a list of N ints
+      (the generator is then seeded from the whole list).
     - ``reset(options={"reset_mask": mask})`` resets only the rows where ``mask`` (N,) is True.
     - ``render()`` returns one frame (str or (H, W, 3) uint8) per env, as ``SyncVectorEnv`` does.
     """
@@ -55,6 +63,7 @@ class CatGridVectorEnv(VectorEnv):
         map_name: str = "5x5",
         slip: float = 0.2,
         terminal: str = "MT",
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -68,6 +77,8 @@ class CatGridVectorEnv(VectorEnv):
             raise ValueError(
                 f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
             )
+        self.autoreset_mode = check_autoreset_mode(autoreset_mode)
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.num_envs = int(num_envs)
         self.max_episode_steps = max_episode_steps
         self.render_mode = render_mode
@@ -105,22 +116,20 @@ class CatGridVectorEnv(VectorEnv):
         return optimal_start_value(self, gamma)
 
     def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+        self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        mask = np.ones(self.num_envs, dtype=bool)  # (N,)
-        if options is not None and "reset_mask" in options:
-            mask = np.asarray(options["reset_mask"])
-            if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
-                raise ValueError(
-                    f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), "
-                    f"got dtype {mask.dtype} shape {mask.shape}"
-                )
+        one_seed = seed if seed is None or isinstance(seed, (int, np.integer)) else None
+        if isinstance(seed, (list, tuple, np.ndarray)):
+            if len(seed) != self.num_envs or not all(isinstance(x, (int, np.integer)) and x >= 0 for x in seed):
+                raise ValueError(f"seed must be an int or a list of {self.num_envs} ints >= 0, got {seed!r}")
+            one_seed = int(np.random.SeedSequence([int(x) for x in seed]).generate_state(1)[0])
+        super().reset(seed=None if one_seed is None else int(one_seed))
+        mask = reset_mask(options, self.num_envs)  # (N,)
         self.states[mask] = self.tables.start
         self.elapsed[mask] = 0
         self.prev_done[mask] = False
         self._started = True
-        return self.tables.xy[self.states], {}
+        return self.tables.xy[self.states], self._info(np.ones(self.num_envs), mask)
 
     def get_state(self) -> dict[str, Any]:
         """Running episodes and RNG (copies), for exact resume; :meth:`set_state` restores them."""
@@ -138,6 +147,12 @@ class CatGridVectorEnv(VectorEnv):
         self._started = bool(state["started"])
         self.np_random.bit_generator.state = state["np_random"]
 
+    def _info(self, prob: np.ndarray, rows: np.ndarray | None = None) -> dict[str, Any]:
+        """``prob`` (N,) and the ``cell`` code of each row, reported by ``rows`` (N,) bool (default: every row)."""
+        rows = np.ones(self.num_envs, dtype=bool) if rows is None else rows
+        return {"prob": prob.astype(np.float64), "_prob": rows.copy(), "cell": self.tables.code[self.states],
+                "_cell": rows.copy()}
+
     def _check_actions(self, actions: Any) -> np.ndarray:
         a = np.asarray(actions)
         if a.shape != (self.num_envs,):
@@ -154,7 +169,10 @@ class CatGridVectorEnv(VectorEnv):
         if not self._started:
             raise RuntimeError("step() called before reset(); call reset() first.")
         a = self._check_actions(actions)  # (N,)
-        t, s, reset_rows = self.tables, self.states, self.prev_done
+        if self.autoreset_mode == AutoresetMode.DISABLED:
+            refuse_finished_rows(self.prev_done)
+        t, s = self.tables, self.states
+        reset_rows = self.prev_done if self.autoreset_mode == AutoresetMode.NEXT_STEP else np.zeros_like(s, bool)
         slipped = self.np_random.random(self.num_envs) < t.slip  # (N,)
         nxt = np.where(slipped, s, t.succ[s, a])  # (N,)
         nxt[reset_rows] = t.start
@@ -168,10 +186,22 @@ class CatGridVectorEnv(VectorEnv):
             truncated = np.zeros(self.num_envs, dtype=bool)
         else:
             truncated = self.elapsed >= self.max_episode_steps  # (N,)
+        moved = t.succ[s, a] != s  # (N,) the move leads elsewhere: it happened w.p. 1 - slip, failed w.p. slip
+        prob = np.where(moved, np.where(nxt == s, t.slip, 1.0 - t.slip), 1.0)  # (N,)
+        prob[reset_rows] = 1.0
         self.states, self.last_actions = nxt, a.copy()
         self.last_actions[reset_rows] = -1  # no action was applied to rows being reset
         self.prev_done = terminated | truncated
-        return t.xy[nxt], reward, terminated, truncated, {}
+        obs, info = t.xy[nxt], self._info(prob)
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and self.prev_done.any():
+            info.update(same_step_info(info, self.prev_done, list(obs)))
+            self.states = np.where(self.prev_done, t.start, nxt)
+            self.elapsed[self.prev_done] = 0
+            prob[self.prev_done] = 1.0  # the rows' info is now that of their reset
+            info.update(self._info(prob))
+            self.prev_done = np.zeros(self.num_envs, dtype=bool)
+            obs = t.xy[self.states]
+        return obs, reward, terminated, truncated, info
 
     def render(self) -> tuple[Any, ...] | None:
         if self.render_mode is None:

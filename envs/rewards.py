@@ -84,18 +84,27 @@ def _classifier_fn(
     n_ctx = getattr(clf.config, "max_position_embeddings", None) or getattr(clf.config, "n_positions", None) or 512
     max_length = min(int(tok.model_max_length), 512, int(n_ctx))
 
-    @torch.no_grad()
-    def score(texts: list[str]) -> np.ndarray:
-        out = []
-        for start in range(0, len(texts), batch_size):
-            batch = tok(
-                texts[start : start + batch_size], padding=True, truncation=True, max_length=max_length,
-                padding_side="right", return_tensors="pt",  # right: positions start at 0, as unpadded
-            ).to(device)
-            out.append(clf(**batch).logits[:, column].float().cpu())  # (B,)
-        return torch.cat(out).numpy()
+    return _ClassifierScore(tok, clf, column, max_length, device, batch_size)
 
-    return score
+
+class _ClassifierScore:
+    """A sequence classifier's score column of batches of texts (a class, not a closure: envs pickle)."""
+
+    def __init__(self, tok: PreTrainedTokenizerBase, clf: PreTrainedModel, column: int, max_length: int,
+                 device: torch.device, batch_size: int) -> None:
+        self.tok, self.clf, self.column, self.max_length = tok, clf, column, max_length
+        self.device, self.batch_size = device, batch_size
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tok(
+                texts[start : start + self.batch_size], padding=True, truncation=True, max_length=self.max_length,
+                padding_side="right", return_tensors="pt",  # right: positions start at 0, as unpadded
+            ).to(self.device)
+            out.append(self.clf(**batch).logits[:, self.column].float().cpu())  # (B,)
+        return torch.cat(out).numpy()
 
 
 def _vader_fn() -> RewardFn:
@@ -105,8 +114,17 @@ def _vader_fn() -> RewardFn:
         raise ImportError(
             "reward_model='vader' needs the optional package vaderSentiment: pip install 'rlhf-gym[vader]'."
         ) from err
-    analyzer = SentimentIntensityAnalyzer()
-    return lambda texts: np.array([analyzer.polarity_scores(t)["compound"] for t in texts])
+    return _VaderScore(SentimentIntensityAnalyzer())
+
+
+class _VaderScore:
+    """VADER's compound score per text (picklable)."""
+
+    def __init__(self, analyzer: Any) -> None:
+        self.analyzer = analyzer
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        return np.array([self.analyzer.polarity_scores(t)["compound"] for t in texts])
 
 
 def _scores_array(raw: Any, name: str, n: int) -> np.ndarray:
@@ -171,18 +189,26 @@ def make_reward_fn(
             f"{type(reward_model).__name__}."
         )
 
-    def checked(texts: list[str]) -> np.ndarray:
+    return CheckedReward(fn, name)
+
+
+class CheckedReward:
+    """:func:`make_reward_fn`'s result: ``fn`` with its output checked (a class, so that envs pickle)."""
+
+    def __init__(self, fn: Callable[[list[str]], Any], name: str) -> None:
+        self.fn, self.name = fn, name
+        self.__name__ = f"reward[{name}]"
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros(0)
-        scores = _scores_array(fn(list(texts)), name, len(texts))
+        name = self.name
+        scores = _scores_array(self.fn(list(texts)), name, len(texts))
         if scores.shape != (len(texts),):
             raise ValueError(f"Reward function {name!r} returned {scores.size} scores for {len(texts)} texts.")
         if not np.isfinite(scores).all():
             raise ValueError(f"Reward function {name!r} returned a NaN/inf score; make it return finite floats.")
         return scores
-
-    checked.__name__ = f"reward[{name}]"
-    return checked
 
 
 def _takes_prompts(fn: Callable[..., Any]) -> bool:

@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.text_frame import text_frame
 from envs.textgen_core import TextGenCore, TextObs
 from envs.textgen_face import CoreKLCoef
 from envs.textgen_setup import check_render_mode
@@ -42,7 +43,8 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
     ``Discrete(V)``: a token id, ``V`` = the size of the reference LM's output layer (>= ``len(tokenizer)``).
     Python ints, numpy integers and 0-d integer arrays are accepted; anything else raises ``ValueError``.
     With ``min_new_tokens > 0``, EOS is not allowed before that many tokens were generated (``info["action_mask"]``
-    is 0 there); choosing it raises ``ValueError`` and leaves the env unchanged.
+    is 0 there, and so is ``action_masks()``, the (V,) bool mask sb3-contrib's ``MaskablePPO`` reads); choosing it
+    raises ``ValueError`` and leaves the env unchanged.
 
     ## Observation Space
     ``Dict(input_ids=Box(0, V - 1, (L,), int64), attention_mask=Box(0, 1, (L,), int64))`` (:class:`TextObs`), with
@@ -124,7 +126,8 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
              kl_coef=0.2, device="auto", group_size=1, autocast_dtype=None, ref_mode="per_step",
              eos_token_ids=None, reward_tokenizer=None, ref_dtype=None, reward_dtype=None, add_bos=None)
     ```
-    - ``render_mode``: None or ``"ansi"`` (the text so far, special tokens visible).
+    - ``render_mode``: None, ``"ansi"`` (the text so far, special tokens visible) or ``"rgb_array"`` (that text
+      drawn as a (240, 640, 3) uint8 image, :func:`envs.text_frame.text_frame`; needs Pillow).
     - ``model``: the initial policy, an HF id, a local directory or a ``PreTrainedModel`` (then with
       ``tokenizer``); its frozen copy is the reference unless ``ref_model`` is given. Without the hub, one short
       error lists every default that cannot load and what to pass instead.
@@ -166,7 +169,7 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
     """
 
     core_class: type[TextGenCore] = TextGenCore  # the engine (TextGen-v0: its general subclass)
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
@@ -208,7 +211,12 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
             return np.zeros(0)
         return self.core.response_ref_logprobs([0])[0]
 
-    def render(self) -> str | None:
-        if self.render_mode == "ansi":
-            return self.core.texts([0], skip_special_tokens=False)[0]
-        return None
+    def action_masks(self) -> np.ndarray:
+        """(V,) bool, True = allowed next action (``info["action_mask"]``; what ``MaskablePPO`` asks for)."""
+        return self.core.action_mask()[0].astype(bool)
+
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode is None:
+            return None
+        text = self.core.texts([0], skip_special_tokens=False)[0]
+        return text if self.render_mode == "ansi" else text_frame(text)

@@ -30,6 +30,7 @@ from envs.lm import IncrementalLM, resolve_device
 from envs.lm.kv_cache import check_autocast_dtype
 from envs.lm.loading import unwrap
 from envs.lm.scoring import response_logprobs
+from envs.partial_restart import restart_core_rows
 from envs.prompts import DatasetArg, load_texts
 from envs.rewards import DEFAULT_REWARD_MODEL, make_reward_fn
 from envs.textgen_rows import TextRows
@@ -213,6 +214,10 @@ class TextGenCore(TextRows):
         self._ref_hidden, self._ref_behind = None, False
         if self.ref_mode == "per_step":
             self._ref_hidden = self.ref_lm.step(None, None, self.input_ids, self.attention_mask)
+
+    def restart_rows(self, rows: np.ndarray, rng: np.random.Generator) -> None:
+        """New episodes in ``rows`` now, the others keep theirs (:func:`envs.partial_restart.restart_core_rows`)."""
+        restart_core_rows(self, rows, rng)
 
     def get_state(self) -> dict[str, Any]:
         """Token buffers, prompt groups and β (copies); :meth:`set_state` rebuilds the reference cache from them."""

@@ -3,7 +3,8 @@
 ``gym.make_vec("TextGen-IMDB-v0", num_envs=N, vectorization_mode="vector_entry_point", **kwargs)`` builds
 :class:`TextGenVectorEnv`. Every step runs one batched reference-model forward over all rows (one new token per row
 from a shared KV cache, see :class:`envs.lm.IncrementalLM`) and scores all rows that finish in one reward-model
-batch. Autoreset follows Gymnasium 1.x ``NEXT_STEP`` semantics.
+batch. Autoreset follows Gymnasium 1.x ``NEXT_STEP`` semantics by default; ``autoreset_mode=`` picks ``SAME_STEP``
+or ``DISABLED`` (see :mod:`envs.autoreset`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from envs.autoreset import check_autoreset_mode, refuse_finished_rows, reset_mask, same_step_info
+from envs.text_frame import text_frame
 from envs.textgen_core import TextGenCore, TextObs
 from envs.textgen_face import CoreKLCoef
 from envs.textgen_setup import check_render_mode
@@ -23,9 +26,14 @@ from envs.textgen_setup import check_render_mode
 class TextGenVectorEnv(CoreKLCoef, VectorEnv):
     """``num_envs`` rows of :class:`envs.textgen.TextGenEnv` (same kwargs, same rewards for the same tokens).
 
-    Autoreset (``NEXT_STEP``): a row that terminates at step t returns its final observation, and at step t+1 it
-    ignores its action, starts a new prompt and returns reward 0, ``terminated=False``. Info follows the vector
-    convention: ``info[key]`` is an (N,) array and ``info["_" + key]`` marks the rows that report it (``score``,
+    Autoreset (``autoreset_mode``, attribute of the same name; default ``NEXT_STEP``): a row that terminates at
+    step t returns its final observation, and at step t+1 it ignores its action, starts a new prompt and returns
+    reward 0, ``terminated=False``. ``SAME_STEP``: the row starts its new prompt at step t (the same prompt
+    ``NEXT_STEP`` would draw at t+1); the observation is the new one, ``info["final_obs"]``/``info["final_info"]``
+    hold the ended episode's last observation and info, while ``ref_logprob``, ``score``, ``text``, ``prompt``
+    and ``response`` stay in ``info`` too and the per-row keys describe the new episode. ``DISABLED``: rows stay
+    finished until ``reset(options={"reset_mask": mask})`` restarts them (the others keep going). Info follows the
+    vector convention: ``info[key]`` is an (N,) array and ``info["_" + key]`` marks the rows that report it (``score``,
     ``text``, ``prompt`` and ``response`` only on rows that just finished; ``ref_logprob`` on rows that took an
     action, for every kl_coef including 0; the others on every row, at reset too: :meth:`TextGenCore.row_info`).
     Keys, rewards and the KL contract: :class:`envs.textgen.TextGenEnv`.
@@ -41,10 +49,15 @@ class TextGenVectorEnv(CoreKLCoef, VectorEnv):
     """
 
     core_class: type[TextGenCore] = TextGenCore  # the engine (TextGen-v0: its general subclass)
-    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
-    def __init__(self, num_envs: int, render_mode: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, num_envs: int, render_mode: str | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, **kwargs: Any,
+    ) -> None:
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
+        self.autoreset_mode = check_autoreset_mode(autoreset_mode)
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.core = self.core_class(num_envs, **kwargs)
         self.num_envs = self.core.num_rows
         self.tokenizer = self.core.tokenizer
@@ -76,8 +89,13 @@ class TextGenVectorEnv(CoreKLCoef, VectorEnv):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[TextObs, dict[str, Any]]:
         super().reset(seed=seed)
-        self.core.reset(self.np_random)
-        self._autoreset[:] = False
+        mask = reset_mask(options, self.num_envs)  # (N,)
+        if mask.all() or not self._started:
+            self.core.reset(self.np_random)
+            self._autoreset[:] = False
+        elif mask.any():
+            self.core.restart_rows(np.flatnonzero(mask), self.np_random)
+            self._autoreset[mask] = False
         self._started = True
         info = self.core.row_info()
         return self.core.observation(), info
@@ -122,13 +140,29 @@ class TextGenVectorEnv(CoreKLCoef, VectorEnv):
         if not self._started:
             raise RuntimeError("Call reset() before step().")
         actions = self._check_actions(actions)
-        restart = self._autoreset.copy()
+        if self.autoreset_mode == AutoresetMode.DISABLED:
+            refuse_finished_rows(self._autoreset)
+        restart = self._autoreset.copy()  # all False unless NEXT_STEP
         rewards, terminated, info = self.core.step(actions, restart, self.np_random)
-        self._autoreset = terminated.copy()
+        obs = self.core.observation()
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and terminated.any():
+            rows = [{"input_ids": ids, "attention_mask": mask} for ids, mask in zip(obs["input_ids"],
+                                                                                    obs["attention_mask"])]
+            info.update(same_step_info(info, terminated, rows))
+            self.core.restart_rows(np.flatnonzero(terminated), self.np_random)
+            obs = self.core.observation()
+            info.update(self.core.row_info())
+        else:
+            self._autoreset = terminated.copy()
         truncated = np.zeros(self.num_envs, dtype=bool)
-        return self.core.observation(), rewards, terminated, truncated, info
+        return obs, rewards, terminated, truncated, info
 
-    def render(self) -> tuple[str, ...] | None:
-        if self.render_mode == "ansi":
-            return tuple(self.core.texts(range(self.num_envs), skip_special_tokens=False))
-        return None
+    def action_masks(self) -> np.ndarray:
+        """(N, V) bool, True = allowed next action of each row (``info["action_mask"]``, for ``MaskablePPO``)."""
+        return self.core.action_mask().astype(bool)
+
+    def render(self) -> tuple[str, ...] | tuple[np.ndarray, ...] | None:
+        if self.render_mode is None:
+            return None
+        texts = self.core.texts(range(self.num_envs), skip_special_tokens=False)
+        return tuple(texts) if self.render_mode == "ansi" else tuple(text_frame(t) for t in texts)

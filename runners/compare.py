@@ -7,7 +7,10 @@ Every run is an ordinary ``runners.train`` run named ``<env>__<algo>__<seed>`` i
 comparison directory, so TensorBoard overlays them on one chart. ``returns.png`` shows the
 mean ± std over seeds of ``charts/episodic_return`` (undiscounted, sampled training episodes)
 against env steps next to the exact optima of that same quantity (CatGrid-v0), and ``summary.json`` holds the
-final evaluations (greedy discounted return next to the discounted ``V*(start)``).
+final evaluations (greedy discounted return next to the discounted ``V*(start)``). TensorBoard also gets the
+comparison by algorithm: runs ``by_algorithm/<algo>`` hold the mean ± std over seeds of every ``charts/`` scalar
+(the CUSTOM SCALARS tab draws one margin chart per metric, one band per algorithm) and ``by_algorithm`` holds
+``returns.png`` (IMAGES tab).
 """
 
 from __future__ import annotations
@@ -99,6 +102,41 @@ def aggregate(curves: list[tuple[np.ndarray, np.ndarray]],
     return grid, ys.mean(0), ys.std(0)
 
 
+def scalar_tags(run_dir: Path) -> set[str]:
+    """The scalar tags of a run's TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return set(acc.Tags().get("scalars", []))
+
+
+def log_by_algorithm(out: Path, cc: CompareConfig, png: Path | None) -> list[str]:
+    """TensorBoard runs ``by_algorithm/<algo>``: ``mean/<tag>`` and its ``/lower`` / ``/upper`` (mean ∓ std over
+    seeds) for every ``charts/`` tag all runs logged, a custom-scalars margin chart per tag, and ``returns.png``
+    as an image of the run ``by_algorithm``. Returns the tags logged."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    dirs = {algo: [out / f"{cc.env}__{algo}__{seed}" for seed in cc.seeds] for algo in cc.algos}
+    tags = sorted(t for t in set.intersection(*(scalar_tags(d) for ds in dirs.values() for d in ds))
+                  if t.startswith("charts/"))
+    with SummaryWriter(str(out / "by_algorithm")) as top:
+        top.add_custom_scalars({"by algorithm: mean ± std over seeds": {
+            t: ["Margin", [f"mean/{t}", f"mean/{t}/lower", f"mean/{t}/upper"]] for t in tags}})
+        if png is not None:
+            from PIL import Image
+
+            top.add_image("returns.png", np.asarray(Image.open(png).convert("RGB")), 0, dataformats="HWC")
+    for algo, runs in dirs.items():
+        with SummaryWriter(str(out / "by_algorithm" / algo)) as writer:
+            for tag in tags:
+                grid, mean, std = aggregate([read_curve(d, tag) for d in runs])
+                for step, m, sd in zip(grid, mean, std):
+                    for name, value in ((tag, m), (f"{tag}/lower", m - sd), (f"{tag}/upper", m + sd)):
+                        writer.add_scalar(f"mean/{name}", value, int(step))
+    return tags
+
+
 def require_matplotlib() -> None:
     """matplotlib is the optional ``[plot]`` extra: fail before training, with the fix, when it is missing."""
     try:
@@ -176,6 +214,7 @@ def main(cc: CompareConfig | None = None) -> dict[str, Any]:
     summary = {f"{c.algo}__{c.seed}": r.get("eval", {}) | {"wall_time": r["wall_time"], "global_step": r["global_step"]}
                for c, r in zip(cfgs, results)}
     png = plot(out, cc, reference_lines(cfgs[0], cc.tag)) if cc.plot else None
+    log_by_algorithm(out, cc, png)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     for key, res in summary.items():
         if "greedy" in res:

@@ -125,6 +125,15 @@ MUTATIONS = [
     Mutation("ref_logprob_only_with_kl", "reference log-prob reported only when kl_coef > 0 (KL logged wrong at β=0)",
              "envs/textgen_core.py", "info[\"ref_logprob\"], info[\"_ref_logprob\"] = ref_logp, active.copy()",
              "if beta > 0: info[\"ref_logprob\"], info[\"_ref_logprob\"] = ref_logp, active.copy()", TEXT),
+    Mutation("policy_kl_reward_unmasked", "the LM-policy KL wrapper's log π_θ ignores the action mask",
+             "envs/interop/kl_reward.py", "            if self._allowed is not None:", "            if False:",
+             ["tests/envs/test_interop_kl.py"]),
+    Mutation("partial_restart_overwrites_last_column", "a partial KV-cache restart ends on the column the next "
+             "decode writes (the prompt's last token is overwritten)", "envs/partial_restart.py",
+             "        cache.col = (cache.col - 1) % cache.capacity  # the contexts end on the last written column\n"
+             "        hidden = lm._restart_rows(rows, ids, mask)\n"
+             "        cache.col = (cache.col + 1) % cache.capacity\n",
+             "        hidden = lm._restart_rows(rows, ids, mask)\n", ["tests/envs/test_autoreset_modes.py"]),
     Mutation("float32_cdf_sampling", "sampling from a float32 CDF (tail tokens never drawn)",
              "agents/sampling.py", "cdf = logp.exp().double().cumsum_(-1)", "cdf = logp.exp().cumsum_(-1).double()",
              GRID),

@@ -52,6 +52,7 @@ from runners.common.evaluation import evaluate_report, format_report
 from runners.common.export import POLICY_DIR, VALUE_HEAD_FILE, export_policy
 from runners.common.pretrained import recover_pretrained_dir
 from runners.common.run_spec import TrainConfig, build_agent, env_kwargs, init_tracking, make_envs, with_lora
+from runners.common.text_eval import evaluate_text, format_text_report
 
 
 @dataclass
@@ -330,9 +331,27 @@ def _export(run: Run, result: dict[str, Any]) -> None:
                                              merged=cfg.export_merged, sampling=cfg.agent.sampling))
 
 
+def _final_text_eval(run: Run, result: dict[str, Any]) -> None:
+    """Text runs: ``runners.evaluate``'s held-out metrics on ``eval_episodes`` test prompts, logged and saved."""
+    cfg, step, overrides = run.cfg, run.collector.global_step, dict(run.env_overrides or {}, split="test")
+    hi = cfg.max_new_tokens_range[1] if cfg.max_new_tokens_range else cfg.max_new_tokens
+    envs = make_envs(cfg, num_envs=cfg.eval_episodes, eval_mode=True, overrides=overrides)
+    with torch.no_grad():
+        report = {**evaluate_text(run.agent, envs, hi, seed=10_000 + cfg.seed), "split": "test"}
+    envs.close()
+    print(text := format_text_report(report))
+    run.writer.add_text("eval/final", text, step)
+    run.writer.flush()  # the TensorBoard records are on disk before eval.json says the step is done
+    crash_point("end_eval_logged")
+    write_json_atomic(run.run_dir / "eval.json", report)
+    result["eval"] = report
+
+
 def _final_eval(run: Run, result: dict[str, Any]) -> None:
     """Greedy and sampled evaluation on fresh envs, logged, rendered and written to ``eval.json`` (rank 0)."""
     cfg, step = run.cfg, run.collector.global_step
+    if cfg.env != "CatGrid-v0":
+        return _final_text_eval(run, result)
     eval_envs = make_envs(cfg, eval_mode=True, overrides=run.env_overrides)
     with torch.no_grad():
         report = evaluate_report(run.agent, eval_envs, cfg.eval_episodes, cfg.agent.gamma, seed=10_000 + cfg.seed)

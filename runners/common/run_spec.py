@@ -52,7 +52,7 @@ class TrainConfig:
     map_name: str = "5x5"
     """CatGrid-v0 map (envs.catgrid.MAPS)"""
     slip: float = 0.2
-    """CatGrid-v0 probability that a move slips sideways"""
+    """CatGrid-v0 probability that a move fails (the cat stays in place)"""
     model: str = "lvwerra/gpt2-imdb"
     """TextGen-IMDB-v0 policy (and reference) LM: HF id or local dir"""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"

@@ -11,7 +11,7 @@ from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers CatGrid-v0)
 from envs.catgrid import CAT_COLOUR, CELL_PX, CatGridEnv
-from envs.catgrid_tables import state_to_xy, xy_to_state
+from envs.catgrid_tables import CELL_LETTERS, state_to_xy, xy_to_state
 from envs.catgrid_vector import CatGridVectorEnv
 
 UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
@@ -31,10 +31,10 @@ def test_spaces_reset_and_info() -> None:
     assert env.observation_space == gym.spaces.MultiDiscrete([5, 5], dtype=np.int64)
     assert env.action_space == gym.spaces.Discrete(4)
     obs, info = env.reset(seed=0)
-    assert obs.dtype == np.int64 and obs.tolist() == [0, 0] and info == {"prob": 1.0, "cell": "C"}
+    assert obs.dtype == np.int64 and obs.tolist() == [0, 0] and info == {"prob": 1.0, "cell": CELL_LETTERS.index("C")}
     obs[:] = 3  # returned arrays are fresh: mutating them does not move the cat
     obs2, _, _, _, info = env.step(UP)  # wall bump: stays, merged outcome has prob 1
-    assert obs2.tolist() == [0, 0] and info == {"prob": 1.0, "cell": "C"}
+    assert obs2.tolist() == [0, 0] and info == {"prob": 1.0, "cell": CELL_LETTERS.index("C")}
     u = env.unwrapped
     assert u.to_state(np.array([3, 2])) == 13 == xy_to_state(3, 2, 5)
     assert u.to_xy(13).tolist() == [3, 2] and state_to_xy(13, 5) == (3, 2)
@@ -43,8 +43,8 @@ def test_spaces_reset_and_info() -> None:
 def test_step_rewards_info_and_absorbing_terminal() -> None:
     env = gym.make("CatGrid-v0", desc=["CBTM"], slip=0.0, terminal="MT")
     env.reset(seed=0)
-    assert env.step(RIGHT)[1:] == (-1.0, False, False, {"prob": 1.0, "cell": "B"})
-    assert env.step(RIGHT)[1:] == (-10.0, True, False, {"prob": 1.0, "cell": "T"})
+    assert env.step(RIGHT)[1:] == (-1.0, False, False, {"prob": 1.0, "cell": CELL_LETTERS.index("B")})
+    assert env.step(RIGHT)[1:] == (-10.0, True, False, {"prob": 1.0, "cell": CELL_LETTERS.index("T")})
     obs, reward, term, _, _ = env.step(RIGHT)  # after the end: stays, reward 0
     assert obs.tolist() == [2, 0] and reward == 0.0 and term
     env = gym.make("CatGrid-v0", desc=["CBTM"], slip=0.0, terminal="M")

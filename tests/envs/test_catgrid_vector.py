@@ -9,7 +9,7 @@ import pytest
 
 import envs  # noqa: F401  (registers CatGrid-v0)
 from envs.catgrid import CAT_COLOUR, CELL_PX
-from envs.catgrid_tables import xy_to_state
+from envs.catgrid_tables import CELL_LETTERS, xy_to_state
 from envs.catgrid_vector import CatGridVectorEnv
 
 UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
@@ -35,7 +35,7 @@ def test_vector_next_step_autoreset() -> None:
     vec = CatGridVectorEnv(num_envs=3, desc=["C.M"], slip=0.0)
     assert vec.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
     obs, info = vec.reset(seed=0)
-    assert obs.tolist() == [[0, 0]] * 3 and info == {}
+    assert obs.tolist() == [[0, 0]] * 3 and info["prob"].tolist() == [1.0] * 3 and info["cell"].tolist() == [0] * 3
     obs[:] = 1  # fresh arrays: the env's tables are untouched
     assert vec.tables.xy[0].tolist() == [0, 0]
     right = np.array([RIGHT, RIGHT, LEFT])
@@ -120,3 +120,61 @@ def test_catgrid_vector_step_before_reset_raises():
         env.step(np.zeros(2, dtype=np.int64))
     env.reset(seed=0)
     env.step(np.zeros(2, dtype=np.int64))
+
+
+def test_native_info_has_the_sync_keys_and_their_values():
+    """Same keys as gym.make_vec(..., "sync") (prob, numeric cell, with masks); prob is the P probability of the
+    transition that happened, cell the code of the cell landed on."""
+    native = gym.make_vec("CatGrid-v0", num_envs=16, vectorization_mode="vector_entry_point", map_name="8x8")
+    sync = gym.make_vec("CatGrid-v0", num_envs=16, vectorization_mode="sync", map_name="8x8")
+    base = native.unwrapped
+    (obs, info), (_, sync_info) = native.reset(seed=0), sync.reset(seed=0)
+    assert set(info) == set(sync_info) == {"prob", "_prob", "cell", "_cell"}
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        s = xy_to_state(obs[:, 0], obs[:, 1], 8)
+        a = rng.integers(0, 4, 16)
+        obs, _, term, trunc, info = native.step(a)
+        sync_info = sync.step(a)[4]
+        assert set(info) == set(sync_info) and info["cell"].dtype.kind == sync_info["cell"].dtype.kind == "i"
+        nxt = xy_to_state(obs[:, 0], obs[:, 1], 8)
+        for i in range(16):
+            if base.elapsed[i] == 0 and not (term[i] or trunc[i]):  # a reset step
+                assert info["prob"][i] == 1.0
+            else:
+                assert info["prob"][i] == pytest.approx(sum(p for p, n, *_ in base.P[int(s[i])][int(a[i])]
+                                                             if n == nxt[i]))
+            assert CELL_LETTERS[info["cell"][i]] == base.tables.cells[nxt[i]]
+
+
+def test_native_and_sync_draw_from_the_same_distribution():
+    """The streams differ (one generator for all rows vs one per copy), the episode statistics do not."""
+    stats = {}
+    for mode in ("vector_entry_point", "sync"):
+        env = gym.wrappers.vector.RecordEpisodeStatistics(
+            gym.make_vec("CatGrid-v0", num_envs=32, vectorization_mode=mode, slip=0.5))
+        env.reset(seed=0)
+        rng, returns, lengths = np.random.default_rng(1), [], []
+        for _ in range(300):
+            info = env.step(rng.integers(0, 4, 32))[4]
+            if "episode" in info:
+                done = info["_episode"]
+                returns += info["episode"]["r"][done].tolist()
+                lengths += info["episode"]["l"][done].tolist()
+        stats[mode] = np.array(returns), np.array(lengths)
+    for k in (0, 1):
+        a, b = stats["vector_entry_point"][k], stats["sync"][k]
+        assert len(a) > 200 and len(b) > 200
+        se = np.sqrt(a.var() / len(a) + b.var() / len(b))
+        assert abs(a.mean() - b.mean()) < 4 * se
+
+
+def test_native_reset_takes_a_list_of_seeds():
+    env = CatGridVectorEnv(num_envs=3, slip=0.5)
+    draws = []
+    for seed in ([0, 1, 2], [0, 1, 2], [0, 1, 3]):
+        env.reset(seed=seed)
+        draws.append(np.stack([env.step(np.full(3, RIGHT))[0] for _ in range(8)]))
+    assert (draws[0] == draws[1]).all() and not (draws[0] == draws[2]).all()
+    with pytest.raises(ValueError, match="list of 3 ints"):
+        env.reset(seed=[0, 1])

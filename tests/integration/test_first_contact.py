@@ -31,6 +31,18 @@ def test_installed_versions_are_within_the_declared_bounds():
     assert any(r.startswith("matplotlib") for r in extras["plot"]) and any(r.startswith("matplotlib") for r in extras["dev"])
 
 
+def test_interop_and_video_extras_are_in_dev_with_lower_bounds_only():
+    """CI installs .[dev]: the optional libraries of docs/interop.md come with it, and a `>=` bound never pulls
+    another torch over the one installed first."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    dev = {Requirement(r).name for r in extras["dev"]}
+    for extra in ("interop", "video"):
+        for r in map(Requirement, extras[extra]):
+            assert r.name in dev and {s.operator for s in r.specifier} == {">="}, (extra, str(r))
+    assert {"stable-baselines3", "sb3-contrib", "torchrl"} <= {Requirement(r).name for r in extras["interop"]}
+    assert "moviepy" in {Requirement(r).name for r in extras["video"]}
+
+
 def test_shadowing_envs_package_gives_a_clear_error(tmp_path):
     (tmp_path / "envs").mkdir()
     (tmp_path / "envs" / "__init__.py").write_text("")  # a user's own envs package

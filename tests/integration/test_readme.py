@@ -296,3 +296,50 @@ def test_prompts_and_rewards_snippets_run(in_tmp, tiny_lm_dir, one_thread):
     assert scope["tok"].decode(obs["input_ids"][obs["attention_mask"].astype(bool)]).endswith("<assistant>:")
     exec(snippets[2], scope)
     assert scope["result"]["global_step"] == 160
+
+
+def _exec_text_snippet(snippet: str, model_dir: Path) -> dict:
+    """Run a text-env snippet with the tiny model and, to save tokenising all of IMDB, 100 of its reviews."""
+    from envs.imdb import load_imdb
+
+    scope: dict = {"_TEXTS": [r["text"] for r in load_imdb("train", limit=100, seed=0)]}
+    patched = snippet.replace("artifacts/rlhf-tiny/sft", str(model_dir))
+    patched = patched.replace('reward_model="vader"', 'reward_model="vader", dataset=_TEXTS')
+    patched = patched.replace('"reward_model": "vader"', '"reward_model": "vader", "dataset": _TEXTS')
+    assert "_TEXTS" in patched, "the snippet's env uses reward_model='vader' (the test gives it a small dataset)"
+    exec(patched, scope)
+    return scope
+
+
+def test_readme_complete_reward_example_runs(tiny_lm_dir, imdb_dir, one_thread):
+    pytest.importorskip("vaderSentiment")
+    snippet = block_with("python", "LMPolicyKLReward(gym.make")
+    assert snippet in readme_blocks("python")
+    scope = _exec_text_snippet(snippet, tiny_lm_dir)
+    info = scope["info"]
+    beta = scope["env"].kl_coef
+    assert scope["reward"] == pytest.approx(info.get("score", 0.0) - beta * info["kl"], abs=1e-6)
+    assert info["kl"] != 0.0 or beta == 0.0  # a real log π_θ (policy loaded separately, same weights here)
+
+
+def test_interop_snippets_run(tiny_lm_dir, imdb_dir, one_thread):
+    """docs/interop.md: the custom loop, SB3 PPO through SB3VecEnv (smaller budget), MaskablePPO on make_vec_env,
+    TorchRL's GymWrapper."""
+    import multiprocessing
+
+    pytest.importorskip("vaderSentiment")
+    pytest.importorskip("sb3_contrib")
+    start_method = multiprocessing.get_start_method(allow_none=True)
+    pytest.importorskip("torchrl")
+    multiprocessing.set_start_method(start_method, force=True)  # importing torchrl sets "spawn" process-wide
+    scope = _exec_text_snippet(block_with("python", "CompleteKLReward(gym.make"), tiny_lm_dir)
+    assert scope["terminated"] and np.isfinite(scope["info"]["kl"]) and "score" in scope["info"]
+    sb3 = block_with("python", "SB3VecEnv(venv)")
+    scope = {}
+    exec(sb3.replace("total_timesteps=20_000", "total_timesteps=512"), scope)
+    assert scope["action"].shape == (25,) and scope["model"].num_timesteps >= 512
+    scope = _exec_text_snippet(block_with("python", "MaskablePPO("), tiny_lm_dir)
+    assert scope["model"].num_timesteps == 128
+    scope = {}
+    exec(block_with("python", "GymWrapper("), scope)
+    assert scope["rollout"].shape == (4, 100) and int(scope["rollout"]["next", "done"].sum()) >= 4

@@ -14,9 +14,23 @@ def test_compare_overlays_algorithms_and_plots(tmp_path):
                                              eval_episodes=8, jobs=1))
     cmp = tmp_path / "cmp"
     algos = ("ppo", "reinforce", "rloo", "grpo")  # the default: all four on one chart
-    assert {p.name for p in cmp.iterdir() if p.is_dir()} == {f"CatGrid-v0__{a}__{s}" for a in algos for s in (0, 1)}
+    assert {p.name for p in cmp.iterdir() if p.is_dir()} == {f"CatGrid-v0__{a}__{s}" for a in algos for s in (0, 1)} \
+        | {"by_algorithm"}
     assert (cmp / "returns.png").stat().st_size > 1000
     assert set(out["summary"]) == {f"{a}__{s}" for a in algos for s in (0, 1)}
+    # TensorBoard by algorithm: the mean ± std over seeds of each chart, one run per algorithm, and the plot
+    tag = "charts/episodic_return"
+    grid, mean, std = compare.aggregate([compare.read_curve(cmp / f"CatGrid-v0__ppo__{s}", tag) for s in (0, 1)])
+    by_algo = cmp / "by_algorithm" / "ppo"
+    steps, logged = compare.read_curve(by_algo, f"mean/{tag}")
+    np.testing.assert_allclose(logged, mean, rtol=1e-5)
+    np.testing.assert_allclose(compare.read_curve(by_algo, f"mean/{tag}/upper")[1], mean + std, rtol=1e-5, atol=1e-4)
+    assert std.max() > 0 and {p.name for p in (cmp / "by_algorithm").iterdir() if p.is_dir()} == set(algos)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(cmp / "by_algorithm"))
+    acc.Reload()
+    assert acc.Tags()["images"] == ["returns.png"]
 
 
 def test_compare_refuses_an_existing_comparison_before_training(tmp_path):

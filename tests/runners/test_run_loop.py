@@ -56,3 +56,23 @@ def test_ppo_stage_same_seed_bit_identical(tmp_path: Path, tiny_lm, tiny_tokeniz
     # the exported policy (what a user takes away) is bit-identical, file for file; length controls on
     assert _bytes(a.parent / "policy") == _bytes(b.parent / "policy") != _bytes(c.parent / "policy")
     assert _bytes(a.parent, "value_head.safetensors") == _bytes(b.parent, "value_head.safetensors")
+
+
+def test_text_run_ends_with_held_out_text_metrics(tmp_path: Path, tiny_lm, tiny_tokenizer, capsys, one_thread):
+    """With --eval-episodes N a text run ends as runners.evaluate does (score ± s.e., KL, length, distinct-n), not
+    with CatGrid's greedy-return report."""
+    import json
+
+    texts = [r["text"] for r in load_imdb("train", limit=200, seed=0)]
+    cfg = preset("TextGen-IMDB-v0", "ppo")
+    assert cfg.eval_episodes == 0  # text presets do not evaluate unless asked (docs/textgen.md)
+    cfg = dataclasses.replace(cfg, num_envs=4, num_steps=4, max_new_tokens=4, total_timesteps=16, eval_episodes=6,
+                              log_dir=str(tmp_path), run_name="text", threads=1, progress=False)
+    result = train.train(cfg, env_overrides={"model": tiny_lm, "tokenizer": tiny_tokenizer, "reward_model": "vader",
+                                             "dataset": texts, "device": "cpu"})
+    report = json.loads((tmp_path / "text" / "eval.json").read_text())
+    assert report["episodes"] == 6 == len(report["samples"]) and report["split"] == "test"
+    assert report["score_mean"] == result["eval"]["score_mean"] and report["tokens_mean"] <= 4
+    assert report["score_mean"] == sum(s["score"] for s in report["samples"]) / 6
+    out = capsys.readouterr().out
+    assert "Held-out prompts: 6" in out and "greedy" not in out
