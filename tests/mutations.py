@@ -61,10 +61,11 @@ MUTATIONS = [
              "agents/objective.py", "loss = pg_loss - c.ent_coef * m.entropy", "loss = pg_loss + c.ent_coef * m.entropy",
              GRID),
     Mutation("baseline_grad_in_policy_loss", "REINFORCE baseline's gradient flowing into the policy loss",
-             "agents/objective.py", "pg_loss = losses.reinforce_loss(m.logprob, m.adv)",
+             "agents/objective.py", "pg_loss = losses.reinforce_loss(m.logprob, m.adv, m.weights)",
              "pg_loss = -(m.logprob * (m.targets - m.values)).mean()", GRID),
     Mutation("reinforce_loss_not_detached", "reinforce_loss lets gradient into its weights Ψ (e.g. a baseline)",
-             "agents/losses.py", "-(logprob * advantages.detach()).mean()", "-(logprob * advantages).mean()", GRID),
+             "agents/losses.py", "-aggregate(logprob * advantages.detach(), weights)",
+             "-aggregate(logprob * advantages, weights)", GRID),
     Mutation("kl_penalty_on_last_token", "all per-token KL penalty moved to the last token (episode sum unchanged)",
              "agents/rollout.py", "reward = reward - beta * logp * self.valid",
              "self._kl_sum = getattr(self, '_kl_sum', 0.0) + beta * logp * self.valid; "
