@@ -216,12 +216,17 @@ def any_rank(flag: bool) -> bool:
 
 
 @contextmanager
-def waiting_for_peers(where: str) -> Iterator[None]:
+def waiting_for_peers(where: str, timeouts_only: bool = False) -> Iterator[None]:
     """A collective that gives up waiting (the process-group timeout) raises :class:`PeerFailure` naming this
-    rank, where it waited and ``--dist-timeout``, instead of the backend's bare "Timed out waiting ...ms"."""
+    rank, where it waited and ``--dist-timeout``, instead of the backend's bare "Timed out waiting ...ms".
+    ``timeouts_only``: for a block that does more than collectives (the agent's update and its gradient
+    all-reduce), only a backend error or a "timed out" message is converted; other errors pass unchanged."""
     try:
         yield
     except RuntimeError as e:  # DistBackendError included: gloo/NCCL gave up waiting
+        timeout = isinstance(e, dist.DistBackendError) or "timed out" in str(e).lower()
+        if not is_distributed() or (timeouts_only and not timeout):
+            raise
         raise PeerFailure(
             f"rank {dist.get_rank()} waited in vain for the other ranks {where} ({type(e).__name__}: {e}): "
             "another rank is frozen or dead (its output says which). If a step legitimately takes longer, raise "

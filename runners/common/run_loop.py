@@ -306,8 +306,8 @@ def iteration(run: Run, update: int) -> None:
     if run.world > 1:
         collector.global_step += (run.world - 1) * cfg.num_steps * cfg.num_envs  # global_step counts all ranks
         log = distributed.gather_lists(log)  # logs and the KL controller see the episodes of all ranks
-    with _finite(run, update, check_after=True):  # NaN losses or gradients leave NaN weights
-        stats = run.agent.update(rollout)
+    with _finite(run, update, check_after=True), distributed.waiting_for_peers("in the update", timeouts_only=True):
+        stats = run.agent.update(rollout)  # NaN losses or gradients leave NaN weights; a frozen rank is named
     step = collector.global_step
     stats["SPS"] = (step - run.steps0) / max(time.time() - run.t0, 1e-9)
     logging_utils.log_update(run.writer, step, stats, log)

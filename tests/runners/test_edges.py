@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import inspect
 import json
 import shutil
 import threading
@@ -18,7 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from agents.agent import Agent
 from runners import evaluate, load_agent, train
-from runners.common import checkpoint, distributed
+from runners.common import checkpoint, distributed, run_loop
 from runners.common import run_dir as runs
 from runners.common.atomic import CorruptCheckpointError, write_manifest
 from runners.common.checkpoint import load_checkpoint, read_state, save_checkpoint
@@ -273,6 +274,20 @@ def test_a_frozen_rank_names_the_waiting_rank_and_dist_timeout(monkeypatch):
     with pytest.raises(distributed.PeerFailure, match=waited):
         with distributed.agree_on_errors("the rollout"):
             pass
+
+
+def test_a_rank_frozen_during_the_gradient_all_reduce_is_named_other_update_errors_pass(monkeypatch):
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 0)
+    waited = r"rank 0 waited in vain for the other ranks in the update.*--dist-timeout"
+    with pytest.raises(distributed.PeerFailure, match=waited):
+        with distributed.waiting_for_peers("in the update", timeouts_only=True):
+            raise RuntimeError("[gloo/transport/tcp/pair.cc:534] Timed out waiting 30000ms for recv operation")
+    with pytest.raises(RuntimeError, match="shape mismatch") as err:  # a bug in the update is not a peer failure
+        with distributed.waiting_for_peers("in the update", timeouts_only=True):
+            raise RuntimeError("shape mismatch")
+    assert not isinstance(err.value, distributed.PeerFailure)
+    assert 'waiting_for_peers("in the update", timeouts_only=True)' in inspect.getsource(run_loop.iteration)
 
 
 def test_an_altered_state_json_is_named_before_its_config_is_read_as_options(grid_run, tmp_path):
