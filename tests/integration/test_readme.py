@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = "runs/CatGrid-v0__ppo__0__123"
-CI_TEST_COMMAND = "python -m pytest -q -ra"
+CI_TEST_COMMAND = "OMP_NUM_THREADS=1 python -m pytest -q -ra -n 2"
 
 
 def doc_files() -> list[Path]:
