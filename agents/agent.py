@@ -66,9 +66,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents import losses, parallel
+from agents import batch, losses, parallel
 from agents.algos import ALGOS, AlgoSpec
-from agents.batch import FlatBatch, make_batch
+from agents.batch import FlatBatch
 from agents.carry import prepend, unfinished_tail
 from agents.config import AgentConfig, Rollout
 from agents.estimators import Advantages
@@ -273,28 +273,48 @@ class Agent:
         self, fb: FlatBatch, in_group: Tensor, adv: Tensor | None, denom: Tensor | float | None,
         kl_coef: float | None,
     ) -> tuple[Tensor, Tensor, Tensor | float]:
-        """Forward, loss and backward of one minibatch; returns its learned-step count, loss parts and the
-        weight of its gradient among the ranks' (what its loss was divided by)."""
+        """Forward, loss and backward of one minibatch (in micro-batches of ``micro_batch_size`` chunks, their
+        gradients accumulated); returns its learned-step count, loss parts and the weight of its gradient among
+        the ranks' (what its loss was divided by)."""
         idx = torch.nonzero(in_group).squeeze(1)  # (B,) steps, chunk-contiguous
-        logits, values = self.net.evaluate(make_batch(fb.obs, fb.actions, fb.chunk, idx))  # (B, A), (B,)
+        m = fb.mask[idx]  # (B,)
+        n_group = m.sum()
+        weights, scale, weight = self._aggregation(fb.chunk[idx][m], n_group, denom)
+        adv = fb.adv[idx][m] if adv is None else adv  # (n,) over the learned steps
+        size = self.config.micro_batch_size
+        if size is None:
+            return n_group, self._backward(fb, idx, adv, weights, 1.0, scale, kl_coef), weight
+        if weights is None:  # the mean over the minibatch as a sum over its micro-batches
+            weights = torch.full_like(adv, 1.0) / n_group
+        pos = torch.cumsum(m, 0) - 1  # (B,) index of each learned step among the minibatch's
+        parts = torch.zeros(len(STAT_KEYS), device=self.device)
+        for a, b in batch.micro_slices(fb.chunk[idx], size):
+            j = pos[a:b][m[a:b]]  # (n_j,) the micro-batch's learned steps
+            parts = parts + self._backward(fb, idx[a:b], adv[j], weights[j], j.numel() / n_group, scale, kl_coef)
+        return n_group, parts, weight
+
+    def _backward(
+        self, fb: FlatBatch, idx: Tensor, adv: Tensor, weights: Tensor | None, share: Tensor | float,
+        scale: Tensor | float, kl_coef: float | None,
+    ) -> Tensor:
+        """Forward, loss and backward of the steps ``idx`` (whole chunks); returns the loss parts."""
+        logits, values = self.net.evaluate(batch.make_batch(fb.obs, fb.actions, fb.chunk, idx))  # (B, A), (B,)
         if self.config.temperature != 1.0:  # the tempered distribution the rollout sampled from
             logits = logits.float() / self.config.temperature
         if fb.action_table is not None and fb.action_rows is not None:  # the masked distribution sampled from
             logits = apply_mask(logits.float(), fb.action_table[fb.action_rows[idx]])
         m = fb.mask[idx]
-        n_group = m.sum()
-        weights, scale, weight = self._aggregation(fb.chunk[idx][m], n_group, denom)
         dist = torch.distributions.Categorical(logits=logits[m])
         logprob = dist.log_prob(fb.actions[idx][m])
         terms = MinibatchTerms(
-            logprob=logprob, old_logprob=fb.old_logprob[idx][m], adv=fb.adv[idx][m] if adv is None else adv,
+            logprob=logprob, old_logprob=fb.old_logprob[idx][m], adv=adv,
             values=values[m], old_values=fb.old_values[idx][m], targets=fb.targets[idx][m],
-            entropy=losses.aggregate(dist.entropy(), weights), weights=weights,
+            entropy=losses.aggregate(dist.entropy(), weights), weights=weights, share=share,
             ref_logprob=None if kl_coef is None or fb.ref_logprob is None else fb.ref_logprob[idx][m],
         )
         loss, parts = minibatch_loss(self.spec, self.config, terms, kl_coef or 0.0)
         (loss * scale).backward()
-        return n_group, parts, weight
+        return parts
 
     def _aggregation(
         self, chunk: Tensor, n_group: Tensor, denom: Tensor | float | None

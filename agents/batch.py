@@ -103,3 +103,14 @@ class FlatBatch:
     def learn_chunks(self) -> Tensor:
         """(K,) ids of the chunks with at least one learned step."""
         return torch.unique(self.chunk[self.mask])
+
+
+def micro_slices(chunk: Tensor, size: int) -> list[tuple[int, int]]:
+    """``(start, end)`` step ranges that split a minibatch (``chunk`` (B,) its non-decreasing chunk ids) into
+    consecutive micro-batches of at most ``size`` whole chunks (gradient accumulation; one host sync)."""
+    _, counts = torch.unique_consecutive(chunk, return_counts=True)  # (C,) steps per chunk
+    ends = counts.cumsum(0)  # (C,) end of each chunk
+    cuts = ends[size - 1::size].tolist()
+    if not cuts or cuts[-1] != chunk.numel():
+        cuts.append(chunk.numel())
+    return list(zip([0, *cuts[:-1]], cuts))

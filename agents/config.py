@@ -30,6 +30,10 @@ class AgentConfig:
     update_epochs: int = 4
     """PPO/GRPO epochs over each rollout (REINFORCE and RLOO always use 1)."""
     num_minibatches: int = 4
+    micro_batch_size: int | None = None
+    """gradient accumulation: evaluate each minibatch in passes of at most this many chunks (text: sequences),
+    backpropagating each before the next, so a minibatch that does not fit in memory is split without changing
+    the update (None: the whole minibatch in one pass)"""
     norm_adv: bool = True
     """PPO: whiten the advantages (zero mean, unit std); REINFORCE/RLOO: divide their weights by
     their std; GRPO: nothing (its group advantages are already normalised)."""
@@ -107,7 +111,8 @@ class AgentConfig:
     def __post_init__(self) -> None:
         check_fields(self, {
             "gamma": "[0,1]", "gae_lambda": "[0,1]", "learning_rate": ">=0", "adam_eps": ">0",
-            "update_epochs": "int>=1", "num_minibatches": "int>=1", "clip_coef": ">0", "ent_coef": ">=0",
+            "update_epochs": "int>=1", "num_minibatches": "int>=1", "micro_batch_size": "int>=1?",
+            "clip_coef": ">0", "ent_coef": ">=0",
             "vf_coef": ">=0", "max_grad_norm": ">0", "target_kl": ">0?", "group_eps": ">0", "temperature": ">0",
             "top_k": "int>=0", "top_p": "(0,1]", "reward_clip": ">0?",
         }, extra={

@@ -6,7 +6,8 @@ advantage statistics it needs over all ranks.
 ``H`` the entropy, ``L_V`` the (optionally clipped) value loss when the algorithm trains its value
 head, and ``β·KL`` the KL-to-reference loss term of ``kl_mode="loss"`` (the ``kl_estimator``, k1/k2/k3).
 Per-step terms are averaged over the minibatch, or summed with ``MinibatchTerms.weights``
-(``loss_aggregation``, see :mod:`agents.algos`).
+(``loss_aggregation``, see :mod:`agents.algos`). A micro-batch (``micro_batch_size``) gets explicit weights and
+its ``share`` of the minibatch's steps, so the sum of its micro-batches' losses is the minibatch's loss.
 """
 
 from __future__ import annotations
@@ -37,19 +38,22 @@ class MinibatchTerms:
     entropy: Tensor  # () aggregated entropy, with gradient
     ref_logprob: Tensor | None = None  # log π_ref(a|s) when the KL is a loss term
     weights: Tensor | None = None  # per-step weights of the sum (None: the mean over the steps)
+    share: Tensor | float = 1.0
+    """a micro-batch's fraction of its minibatch's learned steps: the mean terms (value loss, approx KL, clip
+    fraction) are scaled by it so that the micro-batches' losses and statistics add up to the minibatch's"""
 
 
 def minibatch_loss(spec: AlgoSpec, c: AgentConfig, m: MinibatchTerms, kl_coef: float) -> tuple[Tensor, Tensor]:
     """The loss to minimise and its parts ``(len(STAT_KEYS),)`` (detached, NaN where not computed)."""
     clip_v = c.clip_coef if (spec.clip_value_loss and c.clip_vloss) else None
-    v_loss = losses.value_loss(m.values, m.old_values, m.targets, clip_v)
+    v_loss = losses.value_loss(m.values, m.old_values, m.targets, clip_v) * m.share
     use_value = spec.trains_value(c)
     kl = clipfrac = kl_loss = torch.full((), float("nan"), device=m.logprob.device)
     if spec.clipped:
         pg_loss, ratio = losses.ppo_clip_loss(m.logprob, m.old_logprob, m.adv, c.clip_coef, m.weights)
         with torch.no_grad():
-            kl = losses.approx_kl(m.logprob, m.old_logprob)
-            clipfrac = losses.clip_fraction(ratio, c.clip_coef)
+            kl = losses.approx_kl(m.logprob, m.old_logprob) * m.share
+            clipfrac = losses.clip_fraction(ratio, c.clip_coef) * m.share
     else:
         pg_loss = losses.reinforce_loss(m.logprob, m.adv, m.weights)
     loss = pg_loss - c.ent_coef * m.entropy + (c.vf_coef * v_loss if use_value else 0.0)

@@ -184,6 +184,7 @@ class TrainConfig:
             "--lora-r needs the policy and the env's reference in one process (they share the weights): use "
             "--vectorization-mode vector_entry_point or sync":
                 lambda: not self.lora_r or self.vectorization_mode != "async",
+            micro_batch_problem(self) or "": lambda: micro_batch_problem(self) is None,
             "--dtype float16 would train float16 weights without a gradient scaler; use --dtype bfloat16 (or "
             "float32); float16 is fine for the frozen --ref-dtype and --reward-dtype": lambda: self.dtype != "float16",
         })
@@ -199,6 +200,17 @@ class TrainConfig:
         """The config as stored in a checkpoint (one-shot resume options cleared)."""
         return dataclasses.asdict(self) | {"resume": None, "reset_optimizer": False, "reset_schedule": False,
                                            "stop_at_update": None}
+
+
+def micro_batch_problem(cfg: TrainConfig) -> str | None:
+    """Text envs: ``--agent.micro-batch-size`` must split a minibatch (``num_envs / num_minibatches`` sequences
+    when each row holds one episode per rollout) into equal micro-batches; None when it does."""
+    size, n, k = cfg.agent.micro_batch_size, cfg.num_envs, cfg.agent.num_minibatches
+    if size is None or cfg.env == "CatGrid-v0" or (n % k == 0 and (n // k) % size == 0):
+        return None
+    return (f"--agent.micro-batch-size ({size}) must divide the sequences of a minibatch, num_envs / num_minibatches "
+            f"= {n} / {k}: pick a divisor of {n // k}" if n % k == 0 else
+            f"--agent.micro-batch-size needs num_minibatches ({k}) to divide num_envs ({n})")
 
 
 def preset(env: str, algo: str = "ppo") -> TrainConfig:

@@ -88,3 +88,16 @@ def test_bfloat16_run_end_to_end(tmp_path, tiny_lm_dir, texts) -> None:
     assert all(torch.equal(v, trained[k]) for k, v in exported.state_dict().items())  # the trained bf16 weights
     with torch.no_grad():
         assert (exported(input_ids=ids).logits - initial(input_ids=ids).logits).abs().max() > 1e-2  # it trained
+
+
+def test_micro_batch_size_parses_and_must_divide_a_minibatch() -> None:
+    cfg = cli.parse(TrainConfig, "runners.train", None, ["--env", "TextGen-IMDB-v0", "--agent.micro-batch-size", "4"])
+    assert cfg.agent.micro_batch_size == 4  # the preset's 64 rows in 4 minibatches of 16 sequences: 4 passes each
+    with pytest.raises(ValueError, match=r"micro-batch-size \(3\) must divide .* = 64 / 4: pick a divisor of 16"):
+        dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, micro_batch_size=3))
+    with pytest.raises(ValueError, match=r"needs num_minibatches \(3\) to divide num_envs \(64\)"):
+        dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, num_minibatches=3))
+    with pytest.raises(ValueError, match="micro_batch_size must be an integer >= 1, got 0"):
+        dataclasses.replace(cfg.agent, micro_batch_size=0)
+    grid = preset("CatGrid-v0", "ppo")  # a grid minibatch's chunk count varies: any size >= 1 splits it exactly
+    assert dataclasses.replace(grid, agent=dataclasses.replace(grid.agent, micro_batch_size=3)).agent.micro_batch_size == 3
