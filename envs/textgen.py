@@ -124,7 +124,8 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
              reward_model="lvwerra/distilbert-imdb", dataset=None, text_field="text", split="train",
              max_new_tokens=16, min_new_tokens=0, missing_eos_penalty=None, prompt_min_len=2, prompt_max_len=8,
              kl_coef=0.2, device="auto", group_size=1, autocast_dtype=None, ref_mode="per_step",
-             eos_token_ids=None, reward_tokenizer=None, ref_dtype=None, reward_dtype=None, add_bos=None)
+             eos_token_ids=None, reward_tokenizer=None, ref_dtype=None, reward_dtype=None, add_bos=None,
+             ref_device=None, reward_device=None)
     ```
     - ``render_mode``: None, ``"ansi"`` (the text so far, special tokens visible) or ``"rgb_array"`` (that text
       drawn as a (240, 640, 3) uint8 image, :func:`envs.text_frame.text_frame`; needs Pillow).
@@ -153,6 +154,9 @@ class TextGenEnv(CoreKLCoef, gym.Env[TextObs, np.int64]):
       or ``"bfloat16"``/``"float16"``: the reference (either ``ref_mode``) and the reward model run under
       ``torch.autocast`` (faster on GPUs and bf16 CPUs; log-probs and scores then bf16/fp16-accurate). Opt-in
       only: no hardware switches it on, so the same command gives the same numbers on any machine.
+    - ``ref_device``, ``reward_device``: where the reference and the reward model run (None: ``device``; same
+      forms), e.g. a second GPU for a big model's reference; only token ids, log-probs and scores cross devices
+      (a PeftModel policy's reference is the policy itself: it stays on ``device``).
     - ``ref_mode``: ``"per_step"`` (the reference decodes one cached step per env step; reward ``β·log π_ref``
       per token) or ``"one_pass"`` (one teacher-forced pass per finished response; the KL part on the last step),
       see Rewards. Both modes are deterministic; they agree to float rounding.

@@ -26,7 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from envs.hub import check_sources
 from envs.length import LengthSampler, action_mask, check_min_new_tokens, eos_mask_rows
-from envs.lm import IncrementalLM, resolve_device
+from envs.lm import IncrementalLM
 from envs.lm.kv_cache import check_autocast_dtype
 from envs.lm.loading import unwrap
 from envs.lm.scoring import response_logprobs
@@ -44,6 +44,7 @@ from envs.textgen_setup import (
     check_ref_mode,
     check_temperature,
     episode_eos_ids,
+    model_devices,
     prompt_table,
     reference_model,
 )
@@ -102,19 +103,20 @@ class TextGenCore(TextRows):
         reward_dtype: str | None = None,
         add_bos: bool | None = None,
         temperature: float = 1.0,
+        ref_device: str | torch.device | None = None, reward_device: str | torch.device | None = None,
     ) -> None:
         self._check_rows(num_rows, group_size, autocast_dtype)
         self.ref_mode = check_ref_mode(ref_mode)
         self.temperature = check_temperature(temperature)
         self._check_lengths(max_new_tokens, min_new_tokens, missing_eos_penalty, prompt_min_len, prompt_max_len)
         self.kl_coef = kl_coef
-        self.device = resolve_device(device)
+        self.device, self.ref_device, self.reward_device = model_devices(device, ref_device, reward_device, model)
         check_sources(model=model, tokenizer=tokenizer, ref_model=ref_model, reward_model=reward_model,
                       dataset=dataset)  # one short error for every default that needs an unreachable hub
         self._load_models(model, tokenizer, ref_model, reward_model,
                           {"reward_tokenizer": reward_tokenizer, "ref_dtype": ref_dtype, "reward_dtype": reward_dtype})
         self.eos_token_ids = episode_eos_ids(unwrap(self.ref_model), self.tokenizer, eos_token_ids)  # (E,)
-        self._eos_t = torch.as_tensor(self.eos_token_ids, device=self.device)  # (E,)
+        self._eos_t = torch.as_tensor(self.eos_token_ids, device=self.ref_device)  # (E,)
         self._load_prompts(dataset, split, text_field, add_bos)  # may set prompt_max_len (whole prompts: longest)
         self.seq_len = self.prompt_max_len + self.max_new_tokens  # L
         check_model(unwrap(self.ref_model), self.tokenizer, self.seq_len, self.vocab_size)
@@ -158,14 +160,15 @@ class TextGenCore(TextRows):
     ) -> None:
         """The frozen reference LM, its tokenizer and the reward function (``opts``: the reward model's tokenizer,
         the reference's and the reward model's dtypes)."""
-        self.ref_model, self.tokenizer = reference_model(model, tokenizer, ref_model, self.device, opts["ref_dtype"])
+        self.ref_model, self.tokenizer = reference_model(model, tokenizer, ref_model, self.ref_device,
+                                                         opts["ref_dtype"])
         self.vocab_size = int(unwrap(self.ref_model).get_output_embeddings().weight.shape[0])  # V
         self.pad_token_id, self.eos_token_id = int(self.tokenizer.pad_token_id), int(self.tokenizer.eos_token_id)
         self._load_reward(reward_model, opts)
 
     def _load_reward(self, reward_model: Any, opts: dict[str, Any]) -> None:
         """The checked reward function ``list[str] -> scores`` (see :func:`envs.rewards.make_reward_fn`)."""
-        self.reward_fn = make_reward_fn(reward_model, device=self.device, batch_size=max(64, self.num_rows),
+        self.reward_fn = make_reward_fn(reward_model, device=self.reward_device, batch_size=max(64, self.num_rows),
                                         tokenizer=opts["reward_tokenizer"], dtype=opts["reward_dtype"])
 
     def _load_prompts(self, dataset: DatasetArg, split: str, text_field: str, add_bos: bool | None) -> None:
@@ -249,7 +252,7 @@ class TextGenCore(TextRows):
         saved = self._buffers()
         rng_state, ref_behind, cache_touched = rng.bit_generator.state, self._ref_behind, False
         try:
-            actions_t = torch.as_tensor(actions, device=self.device)
+            actions_t = torch.as_tensor(actions, device=self.ref_device)  # (N,) for the reference
             ref_logp = self._reference_logprobs(actions_t, active, eos_blocked) if per_step else None  # (N,) f64
             terminated, ended_eos = self._advance_rows(actions, active, restart, rng)  # (N,), (N,) bool
             info = self.row_info()
@@ -333,7 +336,7 @@ class TextGenCore(TextRows):
             if self.temperature != 1.0:  # the reference at the policy's sampling temperature (as TRL)
                 logits = logits / self.temperature
             if eos_blocked.any():  # the reference under the same constraint: renormalised over allowed tokens
-                blocked_t = torch.as_tensor(eos_blocked, device=self.device)[:, None]  # (N, 1)
+                blocked_t = torch.as_tensor(eos_blocked, device=self.ref_device)[:, None]  # (N, 1)
                 logits[:, self._eos_t] = logits[:, self._eos_t].masked_fill(blocked_t, float("-inf"))
             ref_logp_t = -F.cross_entropy(logits, actions_t, reduction="none")  # (N,) log π_ref(a|s), fused
         return np.where(active, ref_logp_t.double().cpu().numpy(), 0.0)
@@ -345,7 +348,8 @@ class TextGenCore(TextRows):
         in place, and their ``score``, ``text``, ``prompt`` and ``response`` to ``info``."""
         done = np.flatnonzero(terminated)
         texts = self.texts(done)
-        with self.ref_lm.autocast():  # the reward model under the same autocast as the reference (None: fp32)
+        dtype = self.autocast_dtype  # the reward model under the reference's autocast (None: float32)
+        with torch.autocast(self.reward_device.type, dtype=dtype, enabled=dtype is not None):
             scores = self._scores(done, texts, info)
         self._passes["reward"] += 1
         rewards[done] += scores

@@ -48,7 +48,7 @@ class GeneralTextGenCore(TextGenCore):
         super().__init__(num_rows, reward_model=reward_model, prompt_min_len=1, prompt_max_len=1, **kwargs)
 
     def _load_reward(self, reward_model: Any, opts: dict[str, Any]) -> None:
-        self.reward_set = RewardSet(reward_model, self._reward_weights, device=self.device,
+        self.reward_set = RewardSet(reward_model, self._reward_weights, device=self.reward_device,
                                     batch_size=max(64, self.num_rows), tokenizer=opts["reward_tokenizer"],
                                     dtype=opts["reward_dtype"])
 
@@ -142,8 +142,9 @@ class TextGenGeneralEnv(TextGenEnv):
       names), a callable ``list[str] -> scores`` of the finished texts (prompt + completion), a classifier or
       ``"vader"``. ``reward_weights``: one weight per function (default 1 each).
     - Everything else as ``TextGen-IMDB-v0`` (``model``, ``tokenizer``, ``ref_model``, ``max_new_tokens``,
-      ``min_new_tokens``, ``missing_eos_penalty``, ``kl_coef``, ``temperature``, ``device``, ``autocast_dtype``,
-      ``group_size``); its ``prompt_min_len``, ``prompt_max_len``, ``text_field`` and ``split`` are rejected.
+      ``min_new_tokens``, ``missing_eos_penalty``, ``kl_coef``, ``temperature``, ``device``, ``ref_device``,
+      ``reward_device``, ``autocast_dtype``, ``group_size``); its ``prompt_min_len``, ``prompt_max_len``,
+      ``text_field`` and ``split`` are rejected.
 
     ## Version History
     - v0: Initial version.

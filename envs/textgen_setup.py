@@ -3,8 +3,9 @@
 - :func:`check_int`, :func:`check_kl_coef`, :func:`check_ref_mode`, :func:`check_temperature`,
   :func:`check_missing_eos_penalty`,
   :func:`check_render_mode`: the constructor arguments, with one actionable error each.
-- :func:`reference_model`: the frozen reference LM and the tokenizer; :func:`check_model` checks them against the
-  episode length (:func:`model_context`: the model's context).
+- :func:`model_devices`: where the reference and the reward model run; :func:`reference_model`: the frozen
+  reference LM and the tokenizer; :func:`check_model` checks them against the episode length
+  (:func:`model_context`: the model's context).
 - :func:`prompt_table`: the first tokens of every usable review.
 """
 
@@ -22,7 +23,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from envs.lm import freeze, load_causal_lm
-from envs.lm.loading import DtypeArg, check_dtype, is_peft
+from envs.lm.loading import DtypeArg, check_dtype, is_peft, resolve_device
 from envs.prompts import adds_bos, tokenize_prompts
 
 DEFAULT_MODEL = "lvwerra/gpt2-imdb"
@@ -74,6 +75,20 @@ def check_render_mode(render_mode: str | None, allowed: Sequence[str]) -> str | 
     if render_mode is not None and render_mode not in allowed:
         raise ValueError(f"render_mode must be None or one of {list(allowed)}, got {render_mode!r}.")
     return render_mode
+
+
+def model_devices(
+    device: str | torch.device, ref_device: str | torch.device | None, reward_device: str | torch.device | None,
+    model: Any,
+) -> tuple[torch.device, torch.device, torch.device]:
+    """The env's device and those of the reference and the reward model (None: ``device``). A PeftModel policy's
+    reference is the policy itself (adapter disabled), so it stays on the policy's ``device``."""
+    dev = resolve_device(device)
+    ref = dev if ref_device is None else resolve_device(ref_device)
+    if is_peft(model) and ref != dev:
+        raise ValueError(f"ref_device={str(ref_device)!r}: a PeftModel policy's reference is the policy itself with "
+                         f"the adapter disabled, on the policy's device {str(dev)!r}; leave ref_device=None.")
+    return dev, ref, dev if reward_device is None else resolve_device(reward_device)
 
 
 def reference_model(

@@ -131,22 +131,29 @@ def init_distributed(device: str | torch.device = "auto", timeout_s: float = DEF
     return info()
 
 
-def check_device(device: str) -> None:
-    """ValueError naming ``--device`` when it names no device of this machine ("auto" always works)."""
+def check_device(device: str, flag: str = "--device") -> None:
+    """ValueError naming ``flag`` when ``device`` names no device of this machine ("auto" always works)."""
     if device == "auto":
         return
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
-        raise ValueError(f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+        raise ValueError(f"{flag} {device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
     if dev.type != "cuda":
         return
     if not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}, "
-                         "torch.cuda.is_available() is False); use --device auto or --device cpu")
+        raise ValueError(f"{flag} {device}: CUDA is not available on this machine (torch {torch.__version__}, "
+                         f"torch.cuda.is_available() is False); use {flag} auto or {flag} cpu")
     if dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+        raise ValueError(f"{flag} {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+
+
+def check_devices(**devices: str | None) -> None:
+    """:func:`check_device` of each given option (``ref_device="cuda:1"`` is named ``--ref-device``; None: unset)."""
+    for name, device in devices.items():
+        if device is not None:
+            check_device(device, "--" + name.replace("_", "-"))
 
 
 def require_single_process(command: str) -> None:

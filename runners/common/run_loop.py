@@ -120,7 +120,7 @@ def _start_process(cfg: TrainConfig, env_overrides: dict[str, Any] | None) -> di
     """Process-wide settings: threads, the process group (a no-op without torchrun), the initial-weight seeds."""
     cli.quiet_transformers()
     runs.check_reloadable(cfg, env_overrides)
-    distributed.check_device(cfg.device)
+    distributed.check_devices(device=cfg.device, ref_device=cfg.ref_device, reward_device=cfg.reward_device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dist_info = distributed.init_distributed(cfg.device, cfg.dist_timeout)

@@ -61,6 +61,10 @@ class TrainConfig:
     """TextGen-IMDB-v0: the reference's weight dtype (default: --dtype)"""
     reward_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """TextGen-IMDB-v0: the reward model's weight dtype"""
+    ref_device: str | None = None
+    """TextGen-IMDB-v0: the device of the env's reference model (default: --device), e.g. cuda:1"""
+    reward_device: str | None = None
+    """TextGen-IMDB-v0: the device of the reward model (default: --device)"""
     lora_r: int = 0
     """TextGen-IMDB-v0: train a LoRA adapter of this rank instead of every weight (0: off; needs peft,
     pip install 'rlhf-gym[lora]'); the reference is the base model with the adapter disabled"""
@@ -185,6 +189,9 @@ class TrainConfig:
             "--vectorization-mode vector_entry_point or sync":
                 lambda: not self.lora_r or self.vectorization_mode != "async",
             micro_batch_problem(self) or "": lambda: micro_batch_problem(self) is None,
+            "--ref-device: with --lora-r the reference is the policy itself (its base, adapter disabled), on --device; "
+            "leave --ref-device unset": lambda: not self.lora_r or self.ref_device is None
+                or resolve_device(self.ref_device) == resolve_device(self.device),
             "--dtype float16 would train float16 weights without a gradient scaler; use --dtype bfloat16 (or "
             "float32); float16 is fine for the frozen --ref-dtype and --reward-dtype": lambda: self.dtype != "float16",
         })
@@ -262,6 +269,9 @@ def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
         kw["add_bos"] = cfg.add_bos
     if cfg.eos_token_ids:
         kw["eos_token_ids"] = list(cfg.eos_token_ids)
+    for name in ("ref_device", "reward_device"):
+        if getattr(cfg, name) is not None:
+            kw[name] = getattr(cfg, name)
     return kw
 
 

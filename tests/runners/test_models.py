@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from envs.imdb import load_imdb
-from runners.common import cli
+from runners.common import cli, distributed
 from runners.common.export import MERGED_DIR, POLICY_DIR, load_policy
+from runners.common.run_spec import env_kwargs
 from runners.train import TrainConfig, preset, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -101,3 +102,19 @@ def test_micro_batch_size_parses_and_must_divide_a_minibatch() -> None:
         dataclasses.replace(cfg.agent, micro_batch_size=0)
     grid = preset("CatGrid-v0", "ppo")  # a grid minibatch's chunk count varies: any size >= 1 splits it exactly
     assert dataclasses.replace(grid, agent=dataclasses.replace(grid.agent, micro_batch_size=3)).agent.micro_batch_size == 3
+
+
+def test_ref_and_reward_device_options_reach_the_env_and_are_checked() -> None:
+    cfg = cli.parse(TrainConfig, "runners.train", None, ["--env", "TextGen-IMDB-v0", "--ref-device", "cpu",
+                                                        "--reward-device", "auto"])
+    kw = env_kwargs(cfg)
+    assert (kw["device"], kw["ref_device"], kw["reward_device"]) == ("auto", "cpu", "auto")
+    assert "ref_device" not in env_kwargs(preset("TextGen-IMDB-v0", "ppo"))  # unset: the env's device
+    with pytest.raises(ValueError, match="--ref-device: with --lora-r the reference is the policy itself"):
+        dataclasses.replace(cfg, lora_r=4, ref_device="cuda:1")
+    assert dataclasses.replace(cfg, lora_r=4, device="cpu", ref_device="cpu").ref_device == "cpu"  # the same device
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--reward-device cuda:1: CUDA is not available"):
+            distributed.check_devices(device="cpu", ref_device=None, reward_device="cuda:1")
+    with pytest.raises(ValueError, match="--ref-device 'gpu' is not a device"):
+        distributed.check_devices(device="cpu", ref_device="gpu")
