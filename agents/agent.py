@@ -89,6 +89,10 @@ class Agent:
         self.config = config
         fused = net.device.type in ("cpu", "cuda")  # one fused kernel per step (CPU: ~3x faster than the default)
         trainable = [p for p in net.parameters() if p.requires_grad]  # a LoRA policy: adapter + value head only
+        self.scaler = grad_scaler(net, trainable)
+        """float16 compute (weights or ``autocast_dtype``): the loss is scaled before each backward pass and a step
+        whose gradients overflow is skipped (counted in ``skipped_steps``, not a failure); else disabled."""
+        self.skipped_steps = 0
         self.optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, eps=config.adam_eps, fused=fused)
         self.total_updates = total_updates
         self.num_updates = 0
@@ -313,7 +317,7 @@ class Agent:
             ref_logprob=None if kl_coef is None or fb.ref_logprob is None else fb.ref_logprob[idx][m],
         )
         loss, parts = minibatch_loss(self.spec, self.config, terms, kl_coef or 0.0)
-        (loss * scale).backward()
+        self.scaler.scale(loss * scale).backward()  # unchanged unless float16 (see grad_scaler)
         return parts
 
     def _aggregation(
@@ -329,10 +333,18 @@ class Agent:
         return None, n_group / denom, denom  # Σ over the steps / denom
 
     def _step(self, weight: Tensor | float) -> None:
-        """Combine gradients over ranks (weighted by their steps), clip the global norm, step Adam."""
+        """Combine gradients over ranks (weighted by their steps), clip the global norm, step Adam (float16: the
+        unscaled gradients, the step skipped when they overflowed; every rank sees the same combined ones)."""
         parallel.all_reduce_grads(self.net.parameters(), weight=weight)
+        self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.max_grad_norm)
-        self.optimizer.step()
+        if not self.scaler.is_enabled():
+            self.optimizer.step()
+            return
+        before = self.scaler.get_scale()  # one host sync per optimizer step
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.skipped_steps += int(self.scaler.get_scale() < before)  # an overflow halves the scale
 
     def _global_stats(self, stats: dict[str, float]) -> dict[str, float]:
         """The estimator's counts summed over all ranks."""
@@ -355,4 +367,18 @@ class Agent:
         else:
             out["explained_variance"] = explained_variance(fb.old_values[fb.mask], fb.targets[fb.mask])
         out["learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        if self.scaler.is_enabled():
+            out |= {"grad_scale": self.scaler.get_scale(), "skipped_steps": float(self.skipped_steps)}
         return out
+
+
+def grad_scaler(net: PolicyValueNet, trainable: list[torch.nn.Parameter]) -> torch.amp.GradScaler:
+    """A gradient scaler, enabled when ``net`` computes in float16 (float16 weights, e.g. a LoRA adapter's base, or
+    ``autocast_dtype``); float16 trainable weights are refused (their gradients cannot be unscaled)."""
+    if any(p.dtype == torch.float16 for p in trainable):
+        raise ValueError("float16 trainable weights: a gradient scaler cannot unscale float16 gradients. Train a "
+                         "float32 LoRA adapter over the float16 base (--lora-r), float32 weights under "
+                         "--autocast-dtype float16, or bfloat16 weights.")
+    fp16 = getattr(net, "autocast_dtype", None) == torch.float16 or any(p.dtype == torch.float16 for p in
+                                                                        net.parameters())
+    return torch.amp.GradScaler(net.device.type, enabled=fp16)

@@ -187,6 +187,8 @@ MUTATIONS = [
     Mutation("micro_batch_mean_per_pass", "micro-batches sum their steps instead of averaging over the minibatch",
              "agents/agent.py", "weights = torch.full_like(adv, 1.0) / n_group", "weights = torch.full_like(adv, 1.0)",
              ["tests/agents/test_micro_batch.py"]),
+    Mutation("grad_scaler_clips_scaled_gradients", "float16: the scaled gradients are clipped (not unscaled first)",
+             "agents/agent.py", "        self.scaler.unscale_(self.optimizer)\n", "", ["tests/agents/test_grad_scaler.py"]),
     Mutation("reward_columns_misaligned", "TextGen-v0 passes the dataset columns of other rows to the reward",
              "envs/textgen_general.py", "for i in picks] for c in self.columns}", "for i in picks[::-1]] for c in self.columns}",
              ["tests/envs/test_textgen_general.py"]),

@@ -188,6 +188,8 @@ def save_checkpoint(
             torch.save(_to_safe(resume_state), tmp / RESUME_FILE)
         state = {"config": config, "global_step": int(global_step), "num_updates": int(agent.num_updates),
                  "network": type(agent.net).__name__, **extra}
+        if agent.scaler.is_enabled():  # float16: the gradient scale and its growth counter resume too
+            state["grad_scaler"] = agent.scaler.state_dict() | {"skipped_steps": agent.skipped_steps}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, default=str))
         crash_point("ckpt_files_written")
         write_manifest(tmp)  # fsyncs every file and the directory
@@ -295,6 +297,10 @@ def load_checkpoint(
             agent.optimizer.load_state_dict(opt_state)
         except Exception as e:  # noqa: BLE001  (pickle/zip/shape errors all mean the same to the user)
             raise CorruptCheckpointError(f"{opt_file} cannot be loaded ({type(e).__name__}: {e}). {hint}") from None
+    if use_optimizer and agent.scaler.is_enabled() and isinstance(state.get("grad_scaler"), dict):
+        scaler = dict(state["grad_scaler"])
+        agent.skipped_steps = int(scaler.pop("skipped_steps", 0))
+        agent.scaler.load_state_dict(scaler)
     agent.num_updates = int(state["num_updates"])
     return state
 

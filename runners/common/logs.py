@@ -23,7 +23,8 @@ from agents.agent import Agent
 from agents.rollout import EpisodeLog
 from runners.common.episode_image import episode_image
 
-LOSS_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance", "kl_loss")
+LOSS_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance", "kl_loss",
+             "grad_scale", "skipped_steps")  # the last two: float16 training's gradient scaler
 
 
 def config_table(cfg: dict[str, Any], prefix: str = "") -> str:

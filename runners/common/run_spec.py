@@ -192,8 +192,10 @@ class TrainConfig:
             "--ref-device: with --lora-r the reference is the policy itself (its base, adapter disabled), on --device; "
             "leave --ref-device unset": lambda: not self.lora_r or self.ref_device is None
                 or resolve_device(self.ref_device) == resolve_device(self.device),
-            "--dtype float16 would train float16 weights without a gradient scaler; use --dtype bfloat16 (or "
-            "float32); float16 is fine for the frozen --ref-dtype and --reward-dtype": lambda: self.dtype != "float16",
+            "--dtype float16 would train float16 weights, whose gradients a gradient scaler cannot unscale: add "
+            "--lora-r (a float32 adapter over the float16 base, trained with a gradient scaler), or use --dtype "
+            "bfloat16, or float32 weights with --autocast-dtype float16; float16 is fine for the frozen --ref-dtype "
+            "and --reward-dtype": lambda: self.dtype != "float16" or self.lora_r > 0,
         })
         if self.agent.algo != self.algo:  # --algo is the one switch: the agent's config follows it
             object.__setattr__(self, "agent", dataclasses.replace(self.agent, algo=self.algo))

@@ -4,6 +4,8 @@ with peft and, merged, with plain transformers) and bfloat16 weights end to end.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from envs.imdb import load_imdb
 from runners.common import cli, distributed
+from runners.common.checkpoint import load_checkpoint
 from runners.common.export import MERGED_DIR, POLICY_DIR, load_policy
 from runners.common.run_spec import env_kwargs
 from runners.train import TrainConfig, preset, train
@@ -41,8 +44,9 @@ def test_lora_cli_options_parse() -> None:
                                                                                   "bfloat16", True)
     with pytest.raises(ValueError, match="--lora-r needs"):
         dataclasses.replace(cfg, vectorization_mode="async")
-    with pytest.raises(ValueError, match="float16 would train"):
-        dataclasses.replace(cfg, dtype="float16")
+    assert dataclasses.replace(cfg, dtype="float16").dtype == "float16"  # a float32 adapter over a float16 base
+    with pytest.raises(ValueError, match="float16 would train float16 weights.*add --lora-r"):
+        dataclasses.replace(cfg, dtype="float16", lora_r=0)
 
 
 def test_lora_run_resumes_exactly_and_exports(tmp_path, tiny_lm_dir, texts) -> None:
@@ -118,3 +122,24 @@ def test_ref_and_reward_device_options_reach_the_env_and_are_checked() -> None:
             distributed.check_devices(device="cpu", ref_device=None, reward_device="cuda:1")
     with pytest.raises(ValueError, match="--ref-device 'gpu' is not a device"):
         distributed.check_devices(device="cpu", ref_device="gpu")
+
+
+def test_float16_lora_run_trains_and_skipped_steps_are_not_failures(tmp_path, tiny_lm_dir, texts, monkeypatch) -> None:
+    """A float32 adapter over a float16 base trains through the gradient scaler (its state checkpointed); a run
+    whose every step overflows finishes (no non-finite failure) with its weights untouched."""
+    pytest.importorskip("peft")
+    lora = {"lora_r": 4, "lora_target_modules": ("c_attn",), "dtype": "float16"}
+    agent = train(text_cfg(tmp_path, tiny_lm_dir, "fp16", **lora), env_overrides={"dataset": texts})["agent"]
+    lora_b = {n: p for n, p in agent.net.named_parameters() if "lora_B" in n}
+    assert agent.scaler.is_enabled() and lora_b and all(p.dtype == torch.float32 for p in lora_b.values())
+    assert agent.net.lm.get_input_embeddings().weight.dtype == torch.float16
+    assert max(float(p.detach().abs().max()) for p in lora_b.values()) > 0  # B starts at 0: the adapter trained
+    state = json.loads((tmp_path / "fp16" / "checkpoint" / "state.json").read_text())
+    assert state["grad_scaler"]["scale"] == agent.scaler.get_scale() == 65536.0 and agent.skipped_steps == 0
+    agent.scaler, agent.skipped_steps = torch.amp.GradScaler("cpu", init_scale=8.0), 5
+    load_checkpoint(tmp_path / "fp16" / "checkpoint", agent)  # a resume restores the scale and the count
+    assert (agent.scaler.get_scale(), agent.skipped_steps) == (65536.0, 0)
+    monkeypatch.setattr(torch.amp, "GradScaler", functools.partial(torch.amp.GradScaler, init_scale=2.0**100))
+    agent = train(text_cfg(tmp_path, tiny_lm_dir, "skip", **lora), env_overrides={"dataset": texts})["agent"]
+    assert agent.skipped_steps == 3  # 3 updates of one minibatch, every scaled backward overflows
+    assert all(float(p.detach().abs().max()) == 0 for n, p in agent.net.named_parameters() if "lora_B" in n)
