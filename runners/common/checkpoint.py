@@ -3,7 +3,8 @@
 A run directory holds versioned checkpoints and a pointer to the newest one::
 
     checkpoint-000040/      a complete checkpoint (the last ``keep`` are kept)
-        model.safetensors   the policy/value network
+        model.safetensors   the policy/value network (a LoRA policy: its trainable weights only, adapter and
+                            value head; the frozen base is rebuilt from --model)
         optimizer.pt        Adam state (for --resume)
         resume.pt           RNG states, env and rollout-collector state (exact resume; optional)
         state.json          {"config": ..., "global_step": ..., "num_updates": ..., "network": ...}
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file, save_model
 
 from agents.agent import Agent
 from runners.common import checkpoint_schema as schema
@@ -181,13 +182,13 @@ def save_checkpoint(
     parent = pointer.parent
     tmp = new_temp_dir(parent, pointer.name)
     try:
-        save_model(agent.net, str(tmp / "model.safetensors"))
+        weights = _save_weights(agent, tmp / "model.safetensors")
         crash_point("ckpt_model_written")
         torch.save(agent.optimizer.state_dict(), tmp / "optimizer.pt")
         if resume_state is not None:
             torch.save(_to_safe(resume_state), tmp / RESUME_FILE)
         state = {"config": config, "global_step": int(global_step), "num_updates": int(agent.num_updates),
-                 "network": type(agent.net).__name__, **extra}
+                 "network": type(agent.net).__name__, "weights": weights, **extra}
         if agent.scaler.is_enabled():  # float16: the gradient scale and its growth counter resume too
             state["grad_scaler"] = agent.scaler.state_dict() | {"skipped_steps": agent.skipped_steps}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, default=str))
@@ -216,6 +217,31 @@ def save_checkpoint(
             remove_tree(old)
     crash_point("ckpt_pruned")
     return final
+
+
+def _save_weights(agent: Agent, file: Path) -> str:
+    """Write the network's weights: all of them ("all"), or a LoRA policy's trainable ones only ("trainable": the
+    adapter and the value head, a small fraction of the model; the frozen base is the run's --model)."""
+    if getattr(agent.net, "peft", None) is None:
+        save_model(agent.net, str(file))
+        return "all"
+    save_file({n: p.detach().contiguous() for n, p in agent.net.named_parameters() if p.requires_grad}, str(file))
+    return "trainable"
+
+
+def _load_weights(agent: Agent, file: Path, weights: str) -> None:
+    """Load :func:`_save_weights`' file into ``agent.net``; a "trainable" file must hold exactly its trainable
+    weights (the frozen base is already in place)."""
+    if weights != "trainable":
+        load_model(agent.net, str(file), device=str(agent.device))
+        return
+    trainable = {n for n, p in agent.net.named_parameters() if p.requires_grad}
+    missing, unexpected = load_model(agent.net, str(file), strict=False, device=str(agent.device))
+    absent = trainable & set(missing)
+    if absent or unexpected:
+        raise RuntimeError(f"it holds trainable weights of another network (missing {sorted(absent)[:3]}, "
+                           f"unexpected {sorted(unexpected)[:3]}): resume with the run's --lora-r and "
+                           "--lora-target-modules")
 
 
 def _disk_full(e: BaseException) -> bool:
@@ -282,7 +308,7 @@ def load_checkpoint(
     if state["network"] != type(agent.net).__name__:
         raise ValueError(f"checkpoint holds a {state['network']}, the agent has a {type(agent.net).__name__}")
     try:
-        load_model(agent.net, str(path / "model.safetensors"), device=str(agent.device))
+        _load_weights(agent, path / "model.safetensors", state.get("weights", "all"))
     except (SafetensorError, OSError, RuntimeError) as e:
         raise CorruptCheckpointError(f"{path / 'model.safetensors'} cannot be loaded ({e}). {hint}") from None
     bad = schema.non_finite(agent.net)

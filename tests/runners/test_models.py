@@ -16,6 +16,7 @@ from envs.imdb import load_imdb
 from runners.common import cli, distributed
 from runners.common.checkpoint import load_checkpoint
 from runners.common.export import MERGED_DIR, POLICY_DIR, load_policy
+from runners.common.load import load_agent
 from runners.common.run_spec import env_kwargs
 from runners.train import TrainConfig, preset, train
 
@@ -58,14 +59,17 @@ def test_lora_run_resumes_exactly_and_exports(tmp_path, tiny_lm_dir, texts) -> N
     train(text_cfg(tmp_path, tiny_lm_dir, "part", resume=str(tmp_path / "part"), **lora), env_overrides=over)
     a, b = (load_file(str(tmp_path / n / "checkpoint" / "model.safetensors")) for n in ("full", "part"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the resume is exact
+    net = full["agent"].net
+    trained = {n: p for n, p in net.named_parameters() if p.requires_grad}
+    assert a.keys() == trained.keys() and all(torch.equal(a[k], trained[k]) for k in a)  # adapter + value head only
+    assert any("lora_" in k for k in a) and any(k.startswith("value_head") for k in a)
+    size = (tmp_path / "full" / "checkpoint" / "model.safetensors").stat().st_size
+    assert size < 0.02 * sum(p.numel() * p.element_size() for p in net.parameters())  # far below the full model
     base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval()
     base_sd = base.state_dict()
-    for key, value in a.items():  # only the adapter and the value head moved
-        name = key.removeprefix("lm.").replace(".base_layer", "")
-        if "lora_" not in key and not key.startswith("value_head"):
-            assert torch.equal(value, base_sd[name]), key
-    assert any("lora_" in k for k in a)
-    net = full["agent"].net
+    for key, value in net.lm.state_dict().items():  # nothing else moved: the rebuilt base is the run's --model
+        if "lora_" not in key:
+            assert torch.equal(value, base_sd[key.replace(".base_layer", "")]), key
     ids = torch.tensor([[5, 17, 300, 42, 9, 1000]])
     with torch.no_grad():
         want = net.lm(input_ids=ids).logits
@@ -75,6 +79,8 @@ def test_lora_run_resumes_exactly_and_exports(tmp_path, tiny_lm_dir, texts) -> N
         torch.testing.assert_close(merged(input_ids=ids).logits, want, atol=1e-4, rtol=0)
         loaded = load_policy(tmp_path / "full")
         torch.testing.assert_close(loaded.lm(input_ids=ids).logits, want, atol=1e-5, rtol=0)
+        agent = load_agent(tmp_path / "full", device="cpu", env_overrides=over)  # the base rebuilt + the adapter
+        torch.testing.assert_close(agent.net.lm(input_ids=ids).logits, want, atol=1e-6, rtol=0)
 
 
 def test_bfloat16_run_end_to_end(tmp_path, tiny_lm_dir, texts) -> None:
