@@ -42,7 +42,7 @@ def restart_core_rows(core: Any, rows: np.ndarray, rng: np.random.Generator) -> 
         core._ref_hidden = core.ref_lm.step(None, None, core.input_ids, core.attention_mask)
     else:
         hidden = core._ref_hidden.clone()  # (N, D)
-        hidden[torch.as_tensor(rows, device=core.device)] = restart_lm_rows(core.ref_lm, rows, core.input_ids,
+        hidden[torch.as_tensor(rows, device=core.ref_device)] = restart_lm_rows(core.ref_lm, rows, core.input_ids,
                                                                             core.attention_mask)
         core._ref_hidden = hidden
     core._ref_behind = False  # rows the cache is behind on (all ended) must be reset before they step
