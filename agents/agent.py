@@ -75,7 +75,7 @@ from agents.estimators import Advantages
 from agents.masking import apply_mask
 from agents.networks import EnvObs, PolicyValueNet, disable_dropout
 from agents.objective import STAT_KEYS, MinibatchTerms, explained_variance, minibatch_loss, normalize
-from agents.reward_scaling import whiten_and_clip
+from agents.reward_scaling import RunningMoments, whiten_and_clip
 from agents.sampling import sample, sample_processed
 
 
@@ -96,6 +96,8 @@ class Agent:
         self.optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, eps=config.adam_eps, fused=fused)
         self.total_updates = total_updates
         self.num_updates = 0
+        self.reward_moments = RunningMoments() if config.reward_norm != "off" else None
+        """reward_norm: the running moments of the learning rewards (saved in checkpoints)"""
         self.carry: Rollout | None = None
         """Monte-Carlo algorithms: steps of unfinished episodes, prepended to the next rollout (saved with
         exact-resume checkpoints)."""
@@ -181,8 +183,7 @@ class Agent:
         c, spec = self.config, self.spec
         self._set_lr()
         rollout_steps = ro.valid.numel()  # T * N of the new rollout: the "constant" loss denominator
-        if c.whiten_rewards or c.reward_clip is not None:  # of the new steps (carried ones were, with theirs)
-            ro = dataclasses.replace(ro, rewards=whiten_and_clip(ro.rewards, ro.valid, c.whiten_rewards, c.reward_clip))
+        ro = self._scaled_rewards(ro)  # of the new steps (carried ones were, with theirs)
         ro, est = self._learnable(ro)
         fb = FlatBatch.from_rollout(ro, est)
         learn_chunks = fb.learn_chunks()
@@ -204,6 +205,17 @@ class Agent:
         self.num_updates += 1
         self.net.eval()
         return self._summary(history, fb, est)
+
+    def _scaled_rewards(self, ro: Rollout) -> Rollout:
+        """``ro`` with its learning rewards normalised (running moments), whitened and/or clipped, as configured."""
+        c = self.config
+        if self.reward_moments is not None:
+            rewards = self.reward_moments.normalize(ro.rewards, ro.valid, c.reward_norm == "center", c.reward_clip)
+        elif c.whiten_rewards or c.reward_clip is not None:
+            rewards = whiten_and_clip(ro.rewards, ro.valid, c.whiten_rewards, c.reward_clip)
+        else:
+            return ro
+        return dataclasses.replace(ro, rewards=rewards)
 
     def _learnable(self, ro: Rollout) -> tuple[Rollout, Advantages]:
         """The rollout to learn from (Monte-Carlo: the carry prepended) and its advantages; updates the carry."""

@@ -69,7 +69,11 @@ class AgentConfig:
     whiten_rewards: bool = False
     """TRL's whiten_rewards: per rollout, the learning rewards of the valid steps get spread 1 (mean kept)"""
     reward_clip: float | None = None
-    """clip every learning reward to [-reward_clip, reward_clip] (after whitening; None: off)"""
+    """clip every learning reward to [-reward_clip, reward_clip] (after whitening or normalising; None: off)"""
+    reward_norm: Literal["off", "scale", "center"] = "off"
+    """running reward normalisation over all rollouts so far (agents.reward_scaling.RunningMoments, saved in
+    checkpoints): "scale" divides the learning rewards by their running std (SB3's VecNormalize, TRL's
+    use_score_scaling), "center" also subtracts the running mean first (TRL's use_score_norm)"""
     temperature: float = 1.0
     """sampling temperature of rollouts and predict; the update evaluates the same tempered distribution"""
     top_k: int = 0
@@ -129,6 +133,10 @@ class AgentConfig:
                 lambda: self.kl_estimator in ("k1", "k2", "k3"),
             f"scale_rewards must be None, True or False, got {self.scale_rewards!r}":
                 lambda: self.scale_rewards in (None, True, False),
+            f"reward_norm must be 'off', 'scale' or 'center', got {self.reward_norm!r}":
+                lambda: self.reward_norm in ("off", "scale", "center"),
+            "whiten_rewards and reward_norm both rescale the rewards: choose one (reward_norm='off' or "
+            "whiten_rewards=False)": lambda: not (self.whiten_rewards and self.reward_norm != "off"),
         })
 
 

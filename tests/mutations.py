@@ -198,6 +198,12 @@ MUTATIONS = [
     Mutation("reward_columns_misaligned", "TextGen-v0 passes the dataset columns of other rows to the reward",
              "envs/textgen_general.py", "for i in picks] for c in self.columns}", "for i in picks[::-1]] for c in self.columns}",
              ["tests/envs/test_textgen_general.py"]),
+    Mutation("reward_moments_not_resumed", "a resumed reward_norm run restarts its running reward moments",
+             "runners/common/checkpoint.py", 'if agent.reward_moments is None or "reward_moments" not in state:',
+             "if True:", ["tests/runners/test_checkpoint.py::test_running_reward_norm_resumes_exactly_from_its_saved_moments"]),
+    Mutation("reward_moments_updated_after_scaling", "the running reward moments leave out the rollout they scale",
+             "agents/reward_scaling.py", "        self.update(rewards, valid)\n        out = rewards.clone()",
+             "        out = rewards.clone()", ["tests/agents/test_reward_scaling.py"]),
 ]
 
 

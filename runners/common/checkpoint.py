@@ -191,6 +191,8 @@ def save_checkpoint(
                  "network": type(agent.net).__name__, "weights": weights, **extra}
         if agent.scaler.is_enabled():  # float16: the gradient scale and its growth counter resume too
             state["grad_scaler"] = agent.scaler.state_dict() | {"skipped_steps": agent.skipped_steps}
+        if agent.reward_moments is not None:  # --agent.reward-norm: the running moments, for an exact resume
+            state["reward_moments"] = agent.reward_moments.state_dict()
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, default=str))
         crash_point("ckpt_files_written")
         write_manifest(tmp)  # fsyncs every file and the directory
@@ -328,7 +330,19 @@ def load_checkpoint(
         agent.skipped_steps = int(scaler.pop("skipped_steps", 0))
         agent.scaler.load_state_dict(scaler)
     agent.num_updates = int(state["num_updates"])
+    _load_reward_moments(agent, state, hint)
     return state
+
+
+def _load_reward_moments(agent: Agent, state: dict[str, Any], hint: str) -> None:
+    """The running reward moments of a ``reward_norm`` run into ``agent`` (a checkpoint without them is one of a
+    run that did not normalise: the agent starts its moments afresh, as the config it was built from says)."""
+    if agent.reward_moments is None or "reward_moments" not in state:
+        return
+    try:
+        agent.reward_moments.load_state_dict(state["reward_moments"])
+    except ValueError as e:
+        raise CorruptCheckpointError(f"{STATE_FILE}: {e}. {hint}") from None
 
 
 def load_resume_state(path: str | Path) -> dict[str, Any] | None:

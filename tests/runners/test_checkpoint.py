@@ -96,6 +96,19 @@ def test_reinforce_stop_and_resume_keeps_the_carried_episode_steps(tmp_path, one
     assert_same_weights(tmp_path / "split", tmp_path / "straight")
 
 
+def test_running_reward_norm_resumes_exactly_from_its_saved_moments(tmp_path, one_thread):
+    args = [*GRID, "--agent.reward-norm", "center", "--log-dir", str(tmp_path)]
+    straight = train.main([*args, "--run-name", "straight"])
+    moments = straight["agent"].reward_moments.state_dict()
+    assert 4 * 8 * 16 - 40 < moments["count"] < 4 * 8 * 16  # every step of the 4 rollouts but their resets
+    train.main([*args, "--run-name", "split", "--stop-at-update", "2"])
+    assert read_state(tmp_path / "split")["reward_moments"]["count"] < moments["count"]  # the moments of 2 updates
+    resumed = train.main(["--resume", str(tmp_path / "split")])
+    assert resumed["agent"].reward_moments.state_dict() == moments
+    assert read_state(tmp_path / "split")["reward_moments"] == moments
+    assert_same_weights(tmp_path / "split", tmp_path / "straight")
+
+
 def test_resume_with_larger_total_follows_the_original_schedule_rule(tmp_path, one_thread):
     train.main([*GRID, "--log-dir", str(tmp_path), "--run-name", "r"])
     run = tmp_path / "r"
