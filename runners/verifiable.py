@@ -35,6 +35,8 @@ from runners.common.run_spec import TrainConfig, preset
 from runners.sft import run_sft, tiny_config
 
 SUFFIX = " Answer:"
+MODES = (("greedy", True), ("sampled", False))
+"""the held-out accuracies measured: greedy decoding, and one sample at temperature 1 (what GRPO maximises)"""
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class VerifiableConfig:
     preset: Literal["none", "tiny"] = "none"
     out_dir: str = "runs/verifiable"
     train_problems: int = 2000
-    eval_problems: int = 400
+    eval_problems: int = 2000
     operators: tuple[str, ...] = ("+", "-")
     """reasoning-gym operators (two one-digit terms, no parentheses or negation)"""
     seed: int = 0
@@ -76,20 +78,25 @@ def problems(size: int, seed: int, operators: tuple[str, ...] = ("+", "-")) -> l
 
 
 def exact_match(prompts: list[str], completions: list[str], answer: list[str], metadata: list[dict]) -> list[float]:
-    """reasoning-gym's own scorer: 1.0 for the exact answer (partial credit for near misses such as padding)."""
+    """1.0 where reasoning-gym's scorer finds the exact answer, else 0.0.
+
+    ``score_answer`` also gives partial credit ``len(answer) / len(completion)`` to any completion that contains
+    the answer, so "15" and "-5" earn 0.5 for the answer "5": a reward for wrong answers, which GRPO learns.
+    """
     import reasoning_gym
 
     score = reasoning_gym.get_score_answer_fn("basic_arithmetic")
-    return [float(score(c.strip(), {"answer": a, "metadata": m})) for c, a, m in zip(completions, answer, metadata)]
+    return [float(score(c.strip(), {"answer": a, "metadata": m}) == 1.0)
+            for c, a, m in zip(completions, answer, metadata)]
 
 
 @torch.no_grad()
-def accuracy(model: PreTrainedModel, tok: PreTrainedTokenizerBase, rows: list[dict[str, Any]], greedy: bool,
-             max_new_tokens: int, seed: int = 0) -> tuple[float, float]:
-    """Exact-answer rate of ``model`` on ``rows`` and its standard error (sampling: at temperature 1)."""
+def correct(model: PreTrainedModel, tok: PreTrainedTokenizerBase, rows: list[dict[str, Any]], greedy: bool,
+            max_new_tokens: int, seed: int = 0) -> list[bool]:
+    """Whether ``model`` answers each of ``rows`` exactly (greedy, or one sample at temperature 1)."""
     model.eval()
     torch.manual_seed(seed)
-    hits = []
+    hits: list[bool] = []
     for start in range(0, len(rows), 128):
         batch = rows[start:start + 128]
         enc = tok([r["prompt"] for r in batch], return_tensors="pt", padding=True, padding_side="left")
@@ -99,8 +106,21 @@ def accuracy(model: PreTrainedModel, tok: PreTrainedTokenizerBase, rows: list[di
         scores = exact_match([r["prompt"] for r in batch], texts, [r["answer"] for r in batch],
                              [r["metadata"] for r in batch])
         hits += [s == 1.0 for s in scores]
+    return hits
+
+
+def accuracy(hits: list[bool]) -> tuple[float, float]:
+    """The exact-answer rate and its standard error ``sqrt(p(1-p)/n)``."""
     p = sum(hits) / len(hits)
     return p, math.sqrt(p * (1 - p) / len(hits))
+
+
+def gain(before: list[bool], after: list[bool]) -> tuple[float, float]:
+    """The accuracy gain on the same rows and its paired standard error ``std(after_i - before_i) / sqrt(n)``."""
+    d = [float(b) - float(a) for a, b in zip(before, after, strict=True)]
+    mean = sum(d) / len(d)
+    var = sum((x - mean) ** 2 for x in d) / max(len(d) - 1, 1)
+    return mean, math.sqrt(var / len(d))
 
 
 def _sft(cfg: VerifiableConfig, rows: list[dict[str, Any]], out: Path) -> dict[str, Any]:
@@ -138,13 +158,14 @@ def run(cfg: VerifiableConfig) -> dict[str, Any]:
     tok = AutoTokenizer.from_pretrained(out / "sft")
     before = AutoModelForCausalLM.from_pretrained(out / "sft")
     figures: dict[str, Any] = {"sft_minutes": (time.time() - t0) / 60}
-    for name, greedy in (("greedy", True), ("sampled", False)):
-        figures[f"before_{name}"] = accuracy(before, tok, held_out, greedy, cfg.max_new_tokens, cfg.seed)
+    hits = {name: correct(before, tok, held_out, greedy, cfg.max_new_tokens, cfg.seed) for name, greedy in MODES}
     t1 = time.time()
     result = train(_rl_config(cfg, out), env_overrides={"dataset": train_rows, "reward_model": exact_match})
     after = result["agent"].net.lm
-    for name, greedy in (("greedy", True), ("sampled", False)):
-        figures[f"after_{name}"] = accuracy(after, tok, held_out, greedy, cfg.max_new_tokens, cfg.seed)
+    for name, greedy in MODES:
+        hits_after = correct(after, tok, held_out, greedy, cfg.max_new_tokens, cfg.seed)
+        figures |= {f"before_{name}": accuracy(hits[name]), f"after_{name}": accuracy(hits_after),
+                    f"gain_{name}": gain(hits[name], hits_after)}
     figures |= {"rl_minutes": (time.time() - t1) / 60, "minutes": (time.time() - t0) / 60,
                 "kl": result.get("recent_kl"), "rl_env_steps": result["global_step"],
                 "held_out": cfg.eval_problems, "config": dataclasses.asdict(cfg)}
@@ -159,8 +180,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = cli_with_presets(VerifiableConfig, PRESETS, argv, description=__doc__, module="runners.verifiable")
     f = run(cfg)
     for name in ("greedy", "sampled"):
-        (b, sb), (a, sa) = f[f"before_{name}"], f[f"after_{name}"]
-        print(f"held-out accuracy ({name}): {b:.3f} ± {sb:.3f} after SFT -> {a:.3f} ± {sa:.3f} after {cfg.algo}")
+        (b, sb), (a, sa), (d, sd) = f[f"before_{name}"], f[f"after_{name}"], f[f"gain_{name}"]
+        print(f"held-out accuracy ({name}): {b:.3f} ± {sb:.3f} after SFT -> {a:.3f} ± {sa:.3f} after {cfg.algo}"
+              f" (gain {d:+.3f} ± {sd:.3f}, {d / max(sd, 1e-12):.1f} standard errors)")
     print(f"KL {f['kl']:.3f}, {f['rl_env_steps']} RL env steps, {f['minutes']:.1f} min -> {cfg.out_dir}")
     return f
 
