@@ -1,6 +1,6 @@
 """A verifiable-reward task learned on CPU: reasoning-gym's ``basic_arithmetic``, SFT then GRPO on ``TextGen-v0``.
 
-    python -m runners.verifiable --preset tiny            # -> runs/verifiable/metrics.json (~8 min on 1 core)
+    python -m runners.verifiable --preset tiny            # -> runs/verifiable/metrics.json (~11 min on 1 core)
 
 1. Problems from a real task library (``reasoning_gym.create_dataset("basic_arithmetic", ...)``, offline):
    questions such as "Calculate 5 - 3." with an exact scorer (``score_answer``). Training and held-out problems
@@ -9,8 +9,10 @@
    scratch) on solved training problems, ``"<question> Answer: <answer>"`` + EOS; deliberately short, so that the
    model answers some problems and RL has something to improve.
 3. GRPO (or RLOO) with :func:`runners.train.train` on ``TextGen-v0``: prompts ``"<question> Answer:"``, reward
-   ``score_answer(completion, entry)`` (1 for the exact answer), the SFT model as the frozen reference (KL).
-4. Held-out accuracy (greedy and sampled at temperature 1) before and after RL, with standard errors.
+   1 where ``score_answer(completion, entry)`` finds the exact answer, else 0 (:func:`exact_match`), the SFT
+   model as the frozen reference (KL).
+4. Held-out accuracy (sampled at temperature 1, and greedy) before and after RL, with standard errors, and the
+   gains with their paired standard errors (docs/prompts_and_rewards.md has the measured figures).
 
 Needs the optional ``reasoning-gym`` package: ``pip install 'rlhf-gym[reasoning]'``.
 """
