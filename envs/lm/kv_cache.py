@@ -6,7 +6,7 @@
 - :func:`forward_left_padded`: one teacher-forced trunk pass (the update's evaluation, and prefills).
 - :class:`IncrementalLM`: batched decoding over ``N`` rows that restart independently, with a preallocated
   ring-buffer KV cache (:class:`RingCache`): one token per row per step, nothing copied or concatenated per step.
-- :func:`fuse_gelu`: GPT-2's tanh-GELU as one PyTorch kernel instead of five (same function).
+- :func:`fuse_gelu` and the autocast dtypes, re-exported from :mod:`envs.lm.compute`.
 """
 
 from __future__ import annotations
@@ -14,20 +14,17 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
-from torch import nn
 from transformers import PreTrainedModel
-from transformers.activations import GELUTanh, NewGELUActivation
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from envs.lm.compute import AUTOCAST_DTYPES, check_autocast_dtype, fuse_gelu, length_groups  # noqa: F401
 from envs.lm.loading import adapter_off, unwrap
 from envs.lm.logits import LogitsHead, check_logits_path, layer_masks
 from envs.lm.logits import additive as attention_mask_for  # noqa: F401  (re-exported by envs.lm)
-
-ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def _as_numpy(x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
@@ -36,29 +33,6 @@ def _as_numpy(x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}.")
-
-
-def fuse_gelu(model: ModuleT) -> ModuleT:
-    """Swap every ``NewGELUActivation`` (GPT-2's ``gelu_new``: 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))) written
-    as five elementwise kernels) for ``GELUTanh`` (the same formula, ``F.gelu(approximate="tanh")``, one kernel;
-    outputs differ by float rounding, ~2e-7) in place. Weights, config and ``state_dict`` are unchanged."""
-    for module in list(model.modules()):
-        for name, child in module.named_children():
-            if type(child) is NewGELUActivation:
-                setattr(module, name, GELUTanh())
-    return model
-
-
-AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def check_autocast_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    """None, or a float16/bfloat16 dtype (given as a dtype or by name) for ``torch.autocast``."""
-    if dtype is None or (isinstance(dtype, torch.dtype) and dtype in AUTOCAST_DTYPES.values()):
-        return dtype
-    if isinstance(dtype, str) and dtype in AUTOCAST_DTYPES:
-        return AUTOCAST_DTYPES[dtype]
-    raise ValueError(f"autocast_dtype must be None, 'bfloat16' or 'float16' (or the torch dtypes), got {dtype!r}.")
 
 
 def padded_causal_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -342,7 +316,7 @@ class IncrementalLM:
         key_mask.zero_()
         key_mask[:, :width] = mask_t
         self._positions()[:, :width] = (mask_t.long().cumsum(1) - 1).clamp_(min=0)
-        hidden = self._prefill(torch.as_tensor(ids, device=self.device), mask_t, slice(None), slice(0, width))
+        hidden = self._prefill_groups(torch.as_tensor(ids, device=self.device), mask_t, mask.sum(1))
         cache.col = width % cache.capacity
         self._pos = mask_t.sum(1)
         self.lengths = mask.sum(1)
@@ -357,6 +331,21 @@ class IncrementalLM:
             return forward_left_padded(self.model, ids, mask, cache=cache, cache_kw=self._cache_kw)[:, -1]
         finally:
             cache.rows = cache.cols = None
+
+    def _prefill_groups(self, ids: torch.Tensor, mask: torch.Tensor, lengths: np.ndarray) -> torch.Tensor:
+        """Every row's context (N, w) into columns [0, w) of the ring, in one forward per group of rows of similar
+        length (:func:`length_groups`: short rows do not pay for the longest one's padding) -> hidden (N, D)."""
+        groups, width = length_groups(lengths), ids.shape[1]
+        if len(groups) == 1:
+            return self._prefill(ids, mask, slice(None), slice(0, width))
+        hidden = torch.empty(0)
+        for rows in groups:
+            w, rows_t = int(lengths[rows].max()), torch.as_tensor(rows, device=self.device)
+            h = self._prefill(ids[rows_t, -w:], mask[rows_t, -w:], rows_t, torch.arange(width - w, width,
+                                                                                        device=self.device))
+            hidden = h.new_empty(self.num_rows, h.shape[-1]) if hidden.numel() == 0 else hidden
+            hidden[rows_t] = h
+        return hidden
 
     def _decode(self, tokens: torch.Tensor, restart_rows: np.ndarray) -> torch.Tensor:
         """Append one token to every row at the ring's current column (restarting rows get a dummy token whose

@@ -1,5 +1,5 @@
 """Tests of envs.lm.kv_cache: the incremental ring-buffer KV-cached decoder against teacher forcing, its
-preallocated cache and errors, and the fused GELU."""
+preallocated cache and errors, its prefills grouped by length (envs.lm.compute), and the fused GELU."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.activations import GELUTanh, NewGELUActivation
 
 from envs.lm import IncrementalLM, fuse_gelu
+from envs.lm.compute import length_groups
 
 VOCAB = 64
 
@@ -118,6 +119,32 @@ def test_incremental_restart_longer_than_cache() -> None:
     hidden = lm.step(torch.tensor([7, 0, 8]), np.array([False, True, False]), ids, mask)
     assert lm.cache_length >= 10 and lm.lengths.tolist() == [2, 10, 2]
     torch.testing.assert_close(hidden, full_hidden(model, [[3, 7], long_prompt, [5, 8]]), atol=1e-5, rtol=0)
+
+
+def test_length_groups_minimise_padded_tokens_plus_pass_cost() -> None:
+    # 63 rows of 8 tokens and one of 19: one pass 64·19 + 64 = 1280 padded tokens, two 63·8 + 64 + 19 + 64 = 651
+    assert [g.tolist() for g in length_groups(np.array([19] + [8] * 63))] == [list(range(1, 64)), [0]]
+    assert [g.tolist() for g in length_groups(np.array([100, 3]), pass_cost=10)] == [[1], [0]]  # 123 < 210
+    assert [g.tolist() for g in length_groups(np.array([3, 2, 3]), pass_cost=10)] == [[0, 1, 2]]  # 19 < 28
+    # pass cost 2: {2,2} {5} {9,9}: 4+5+18 + 3·2 = 33 < {2,2} {5,9,9}: 35 < {2,2,5} {9,9}: 37 < all: 47
+    assert [g.tolist() for g in length_groups(np.array([9, 2, 5, 9, 2]), pass_cost=2)] == [[1, 4], [2], [0, 3]]
+
+
+def test_prefill_of_mixed_lengths_is_one_pass_per_group_and_exact() -> None:
+    """Six 2-token prompts and two 40-token ones restart together: two prefills (one per length group, the short
+    rows never padded to 40), the same hidden states as plain forwards, and decoding continues exactly."""
+    model = small_gpt2("sdpa")
+    rng = np.random.default_rng(4)
+    seqs = [[int(x) for x in rng.integers(0, VOCAB, 40 if n in (2, 5) else 2)] for n in range(8)]
+    ids, mask = left_pad(seqs, 40, rng)
+    lm = IncrementalLM(model, 8, max_len=48)
+    torch.testing.assert_close(lm.step(None, None, ids, mask), full_hidden(model, seqs), atol=1e-5, rtol=0)
+    assert lm.passes == {"decode": 0, "prefill": 2}
+    for _ in range(3):
+        tokens = rng.integers(0, VOCAB, 8)
+        seqs = [s + [int(t)] for s, t in zip(seqs, tokens)]
+        hidden = lm.step(torch.as_tensor(tokens), np.zeros(8, bool))
+        torch.testing.assert_close(hidden, full_hidden(model, seqs), atol=1e-5, rtol=0)
 
 
 def test_incremental_errors() -> None:
