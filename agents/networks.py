@@ -233,13 +233,12 @@ class CausalLMPolicy(PolicyValueNet):
 
     def act(self, obs: EnvObs, episode_start: np.ndarray) -> tuple[Tensor, Tensor]:
         input_ids, attention_mask = obs["input_ids"], obs["attention_mask"]  # (N, L)
-        n = input_ids.shape[0]
-        if self._decoder is None or self._decoder.num_rows != n:  # rows never outgrow the observation
-            self._decoder = decoder = IncrementalLM(self.lm, n, max_len=int(input_ids.shape[1]),
-                                                    autocast_dtype=self.autocast_dtype)
+        n, dtype, decoder = input_ids.shape[0], check_autocast_dtype(self.autocast_dtype), self._decoder
+        if decoder is None or (decoder.num_rows, decoder.device, decoder.autocast_dtype) != (n, self.device, dtype):
+            self._decoder = decoder = IncrementalLM(self.lm, n, max_len=int(input_ids.shape[1]),  # rows never
+                                                    autocast_dtype=dtype)  # outgrow the observation
+        if decoder.cache_length == 0:  # new, or reset by reset_state(): every row starts from its observation
             episode_start = np.ones(n, dtype=bool)
-        else:
-            decoder = self._decoder
         restart = np.asarray(episode_start, dtype=bool)
         tokens = None
         if not restart.all():
@@ -251,8 +250,10 @@ class CausalLMPolicy(PolicyValueNet):
         return logits.float(), values.float()  # (N, V), (N,)
 
     def reset_state(self) -> None:
-        """Forget the rollout KV cache (after weights change it is stale)."""
-        self._decoder = None
+        """Forget the rollout KV cache (after weights change it is stale); the decoder itself (its logits-path
+        probe, one forward, already run) is kept for the next rollout."""
+        if self._decoder is not None:
+            self._decoder.reset()
 
     def evaluate(self, batch: StepBatch) -> tuple[Tensor, Tensor]:
         obs = cast(dict[str, Tensor], batch.obs)

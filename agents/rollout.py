@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from agents.agent import Agent, Rollout
+from agents.bootstrap import last_step_output
 from agents.env_access import get_kl_coef, set_env_attr
 from agents.group_ids import BlockGroups
 from agents.masking import ActionMasks, mask_from_info
@@ -118,11 +119,8 @@ class _Buffers:
     def rollout(self, N: int, kl_coef: float, group_size: int) -> Rollout:
         dev = self.actions.device
         as_t = lambda a: torch.as_tensor(a, device=dev)
-        obs = (
-            {k: torch.stack([o[k] for o in self.obs]) for k in self.obs[0]}
-            if isinstance(self.obs[0], dict)
-            else torch.stack(self.obs)
-        )
+        stack, first = torch.stack, self.obs[0]
+        obs = {k: stack([o[k] for o in self.obs]) for k in first} if isinstance(first, dict) else stack(self.obs)
         return Rollout(
             obs=obs, actions=self.actions, logprobs=self.logprobs, values=self.values,
             rewards=as_t(self.rewards.astype(np.float32)),
@@ -330,12 +328,14 @@ class RolloutCollector(OnePassReference):
           env ignores and whose ``V(final obs)`` GAE never reads after a termination -> :data:`_RESET_STEP`.
         - After the last step, when every row starts an episode: the last step was a reset step for every row, so
           ``values[T]`` is never read, and the next rollout's :meth:`refresh` must recompute the output with the
-          updated weights anyway -> None (computed there, once).
+          updated weights anyway -> None (computed there, once); some rows: :func:`agents.bootstrap.last_step_output`.
         """
         if not self.valid.any() and not np.any(trunc):
             return _RESET_STEP
         if last and self.episode_start.all():
             return None
+        if last and hasattr(self.agent.net, "reset_state"):
+            return last_step_output(self.agent.policy_step, obs, self.episode_start)
         return self.agent.policy_step(obs, self.episode_start)
 
     def _track_kl(

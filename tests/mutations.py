@@ -204,6 +204,11 @@ MUTATIONS = [
     Mutation("reward_moments_updated_after_scaling", "the running reward moments leave out the rollout they scale",
              "agents/reward_scaling.py", "        self.update(rewards, valid)\n        out = rewards.clone()",
              "        out = rewards.clone()", ["tests/agents/test_reward_scaling.py"]),
+    Mutation("grouped_prefill_wrong_columns", "a length group's prefill written to the first columns of the ring",
+             "envs/lm/kv_cache.py", "torch.arange(width - w, width,", "torch.arange(0, w,", ["tests/envs/test_kv_cache.py"]),
+    Mutation("last_step_bootstrap_values_kept", "rows starting an episode after the last step keep a garbage value",
+             "agents/bootstrap.py", "return logits, values.masked_fill(starts, 0.0)", "return logits, values",
+             ["tests/agents/test_text_agent.py"]),
 ]
 
 

@@ -155,6 +155,30 @@ def test_rows_ending_at_different_steps_stay_exact(tiny_lm, tiny_tokenizer, text
     check_reward_decomposition(venv, agent, collector, tiny_tokenizer, BETA)
 
 
+def test_last_step_reads_running_rows_only_and_keeps_the_decoder(tiny_lm, tiny_tokenizer, texts):
+    """Rows out of step (EOS): after a rollout's last step only the values of the rows not starting an episode
+    are read. They equal a fresh prefill's; the starting rows get 0 and no prefill of their new prompts (the next
+    rollout's refresh() prefills every row anyway). The decoder (its logits-path probe) outlives a rollout."""
+    torch.manual_seed(3)
+    _, agent, collector = make(tiny_lm, tiny_tokenizer, texts, num_envs=5, num_steps=20)
+    eos_biased(agent, tiny_tokenizer.eos_token_id)
+    decoder, before, partial = None, 0, 0
+    for _ in range(4):
+        ro, _ = collector.collect()
+        assert decoder is None or agent.net._decoder is decoder
+        decoder = agent.net._decoder
+        # one prefill for refresh(), one per later step where some row starts, none for the final observation
+        assert decoder.passes["prefill"] - before == 1 + int(ro.episode_start[1:].any(1).sum())
+        start = torch.as_tensor(collector.episode_start)
+        partial += bool(start.any() and not start.all())
+        agent.net.reset_state()
+        _, fresh = agent.policy_step(collector.obs, np.ones(5, dtype=bool))  # (N,) values by a plain prefill
+        torch.testing.assert_close(ro.values[-1][~start], fresh[~start], atol=1e-5, rtol=0)
+        assert (ro.values[-1][start] == 0).all()
+        before = decoder.passes["prefill"]
+    assert partial >= 2  # rollouts that ended with some rows, not all, starting an episode
+
+
 def test_one_policy_and_one_reference_forward_per_token(tiny_lm, tiny_tokenizer, texts):
     """All rows start together and end together (fixed length, no EOS): a rollout of max_new_tokens + 1 steps
     costs the policy one forward per new token (a prefill, then decodes), like generate(); the reference the
