@@ -19,6 +19,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from envs.lm.compute import fuse_gelu
 from envs.lm.loading import DtypeArg, _from_pretrained, check_dtype, freeze, model_in_dtype, resolve_device
 
 RewardFn = Callable[[list[str]], np.ndarray]
@@ -79,7 +80,7 @@ def _classifier_fn(
         clf.config.pad_token_id = tok.pad_token_id
     # transformers decorates PreTrainedModel.to with functools.wraps(nn.Module.to), which mypy then reads
     # as unbound (the device taken for self): the ignore is for that wrong library type
-    clf = freeze(clf.to(device))  # type: ignore[arg-type]
+    clf = fuse_gelu(freeze(clf.to(device)))  # type: ignore[arg-type]  # and GPT-2's GELU in one kernel, in place
     column = 0 if clf.config.num_labels == 1 else _positive_index(clf)
     n_ctx = getattr(clf.config, "max_position_embeddings", None) or getattr(clf.config, "n_positions", None) or 512
     max_length = min(int(tok.model_max_length), 512, int(n_ctx))
