@@ -96,18 +96,24 @@ clock: Callable[[], float] = time.perf_counter  # set by main() from --clock
 
 
 class Timers:
-    """Accumulated seconds (of :data:`clock`) per name; :meth:`wrap` times every call of a callable."""
+    """Accumulated seconds (of :data:`clock`) per name; :meth:`wrap` times every call of a callable. A call
+    inside a call timed under the same name (the reference's head inside its one-pass scoring) counts once."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self._running: set[str] = set()
 
     def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
+            if name in self._running:
+                return fn(*args, **kwargs)
+            self._running.add(name)
             t0 = clock()
             try:
                 return fn(*args, **kwargs)
             finally:
                 self.seconds[name] += clock() - t0
+                self._running.discard(name)
 
         return timed
 
@@ -175,11 +181,17 @@ def make_collector(args: Args, tok, lm, rm, cfg: AgentConfig, timers: Timers) ->
     return agent, collector
 
 
-def rollout_passes(agent: Agent, core: Any, before: dict[str, int]) -> dict[str, dict[str, int]]:
-    """Forward passes of each model in the rollout that just ended (the policy's decoder is new per rollout)."""
-    env = diff_counts(core.pass_counts(), before)
+def policy_passes(agent: Agent) -> dict[str, int]:
+    """The policy decoder's forward passes so far (it outlives a rollout; none before the first)."""
     decoder = agent.net._decoder
-    policy = dict(decoder.passes) if decoder is not None else {"decode": 0, "prefill": 0}
+    return dict(decoder.passes) if decoder is not None else {"decode": 0, "prefill": 0}
+
+
+def rollout_passes(agent: Agent, core: Any, before: dict[str, int], policy_before: dict[str, int]
+                   ) -> dict[str, dict[str, int]]:
+    """Forward passes of each model in the rollout that just ended."""
+    env = diff_counts(core.pass_counts(), before)
+    policy = diff_counts(policy_passes(agent), policy_before)
     return {"policy": policy,
             "reference": {"decode": env["reference_decode"], "prefill": env["reference_prefill"],
                           "teacher-forced": env["reference_teacher_forced"]},
@@ -197,11 +209,11 @@ def make_iteration(
 
     def iteration() -> int:
         t0 = clock()
-        before = core.pass_counts()
+        before, policy_before = core.pass_counts(), policy_passes(agent)
         ro, _ = collector.collect()
         timers.seconds["rollout"] += clock() - t0
         if passes is not None:
-            passes.update(rollout_passes(agent, core, before))
+            passes.update(rollout_passes(agent, core, before, policy_before))
         if update:
             t0 = clock()
             agent.update(ro)

@@ -142,6 +142,7 @@ def main() -> None:
                       n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, seed=args.seed,
                       reward_model_shape=args.reward_model_shape, autocast_dtype=args.autocast_dtype)
     tok, lm, rm = setup(speed)
+    trl_rm = copy.deepcopy(rm)  # as TRL gets it: this project's reward function fuses its GELU in place
     timers, passes = Timers(), {}
     ours_step = make_iteration(speed, tok, lm, rm, update=True, timers=timers, passes=passes)
     ours_s, theirs_s, trl_parts, our_parts = [], [], [], []
@@ -161,7 +162,7 @@ def main() -> None:
             mark[0] = clock()
 
     with tempfile.TemporaryDirectory() as out_dir:
-        trainer = build_trl(args, tok, lm, rm, phases, Interleave(), out_dir)
+        trainer = build_trl(args, tok, lm, trl_rm, phases, Interleave(), out_dir)
         mark[0] = clock()
         trainer.train()
     report(args, lm, rm, ours_s, theirs_s, trl_parts, our_parts, passes)
