@@ -3,7 +3,8 @@
     pip install -e ".[bench]"        # trl==1.12.0, the last TRL with PPO
     python benchmarks/vs_trl.py --threads 2 --iterations 4                                       # tiny 2x4x128
     python benchmarks/vs_trl.py --threads 2 --n-layer 6 --n-head 8 --n-embd 512 --iterations 5   # 23M
-    python benchmarks/vs_trl.py --threads 2 --n-layer 12 --n-head 12 --n-embd 768 --batch 32     # 124M
+    python benchmarks/vs_trl.py --threads 2 --n-layer 12 --n-head 12 --n-embd 768 --batch 32 \\
+        --vocab-size 50257                                                                       # 124M
 
 Workload (both systems): a randomly initialised GPT-2 policy of the given shape (vocab 8192, the tokenizer
 ``textgen_speed.py`` trains), a reward model OF THE SAME SHAPE (a GPT-2 sequence classifier, as the full
@@ -54,6 +55,9 @@ class Args:
     n_layer: int = 2
     n_head: int = 4
     n_embd: int = 128
+    vocab_size: int | None = None
+    """The policy's vocabulary (default: the tokenizer's 8192), e.g. GPT-2's 50257; TRL's reward and value models
+    read the policy's ids, so they get as many embedding rows (this project's reward model reads the text)."""
     reward_model_shape: str = "same"
     """"same" (the policy's shape) or LAYERSxHEADSxWIDTH."""
     num_minibatches: int = 4
@@ -118,12 +122,15 @@ def build_trl(args: Args, tok, lm, rm, phases: PhaseClock, callback: Any, out_di
     rng = np.random.default_rng(args.seed)
     prompts = rng.integers(3, len(tok), size=(args.batch * args.iterations, args.prompt_len)).tolist()
     data = Dataset.from_dict({"input_ids": prompts})
+    rm = copy.deepcopy(rm)
+    if rm.config.vocab_size < lm.config.vocab_size:  # TRL scores the policy's ids, not re-tokenized text
+        rm.resize_token_embeddings(lm.config.vocab_size)
     value = GPT2ForSequenceClassification(copy.deepcopy(rm.config)).eval()  # the policy-sized critic
     value.config.num_labels = 1
     cfg = PPOConfig(output_dir=out_dir, seed=args.seed,
                     **trl_config_kwargs(args.batch, args.num_minibatches, args.new_tokens, args.iterations))
     return PPOTrainer(args=cfg, processing_class=tok, model=copy.deepcopy(lm), ref_model=copy.deepcopy(lm),
-                      reward_model=copy.deepcopy(rm), value_model=value, train_dataset=data, callbacks=[callback])
+                      reward_model=rm, value_model=value, train_dataset=data, callbacks=[callback])
 
 
 def main() -> None:
@@ -139,8 +146,8 @@ def main() -> None:
     args.clock = clock_name
     torch.set_num_threads(args.threads)
     speed = SpeedArgs(threads=args.threads, batch=args.batch, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
-                      n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, seed=args.seed,
-                      reward_model_shape=args.reward_model_shape, autocast_dtype=args.autocast_dtype)
+                      n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, vocab_size=args.vocab_size,
+                      seed=args.seed, reward_model_shape=args.reward_model_shape, autocast_dtype=args.autocast_dtype)
     tok, lm, rm = setup(speed)
     trl_rm = copy.deepcopy(rm)  # as TRL gets it: this project's reward function fuses its GELU in place
     timers, passes = Timers(), {}
