@@ -187,19 +187,19 @@ class Agent:
         ro, est = self._learnable(ro)
         fb = FlatBatch.from_rollout(ro, est)
         learn_chunks = fb.learn_chunks()
-        # every rank agrees on the minibatch count (ranks short of chunks get empty minibatches)
-        max_chunks = int(parallel.all_reduce(torch.tensor([learn_chunks.numel()], device=self.device), "max").item())
-        if max_chunks == 0:  # e.g. every group still waiting for a member: the update still counts (resume, LR)
+        # the ranks' learnable chunks in rank order, one global list (ranks short of chunks get empty minibatches)
+        counts = parallel.rank_counts(learn_chunks.numel(), self.device).tolist()
+        if sum(counts) == 0:  # e.g. every group still waiting for a member: the update still counts (resume, LR)
             self.num_updates += 1
             return {"skipped": 1.0, **self._global_stats(est.stats)}
         kl_coef = self._kl_loss_coef(ro)
         per_minibatch = self._normalize_advantages(fb)
         denom = self._denominator(fb, learn_chunks, rollout_steps)
-        num_groups = min(c.num_minibatches, max_chunks)
+        split = (sum(counts[:parallel.rank()]), sum(counts), min(c.num_minibatches, sum(counts)))
         history: list[Tensor] = []  # per epoch: (groups, 1 + len(STAT_KEYS)) global [n, means...]
         self.net.train()
         for _ in range(c.update_epochs if spec.clipped else 1):
-            history.append(self._epoch(fb, learn_chunks, num_groups, denom, per_minibatch, kl_coef))
+            history.append(self._epoch(fb, self._split(learn_chunks, *split), denom, per_minibatch, kl_coef))
             if c.target_kl is not None and spec.clipped and self._mean_stat(history[-1], "approx_kl") > c.target_kl:
                 break
         self.num_updates += 1
@@ -255,35 +255,49 @@ class Agent:
         fb.adv[fb.mask] = normalize(fb.adv[fb.mask], center=how == "whiten")
         return False
 
+    def _split(self, learn_chunks: Tensor, offset: int, total: int, num_groups: int) -> list[Tensor]:
+        """This rank's chunks of each of ``num_groups`` shuffled minibatches of the global chunk list.
+
+        The ranks' ``learn_chunks`` in rank order are one list of ``total`` chunks (this rank's start at
+        ``offset``); rank 0 draws its permutation and broadcasts it, so the minibatches are the ones one
+        process holding every rank's envs (with rank 0's RNG) would draw, and equal in count on every rank.
+        """
+        order = parallel.broadcast(torch.randperm(total, device=self.device))  # (total,) global chunk order
+        mine = [seg[(seg >= offset) & (seg < offset + learn_chunks.numel())] - offset
+                for seg in torch.tensor_split(order, num_groups)]
+        return [learn_chunks[i] for i in mine]
+
     def _epoch(
-        self, fb: FlatBatch, learn_chunks: Tensor, num_groups: int, denom: Tensor | float | None, per_minibatch: bool,
+        self, fb: FlatBatch, minibatches: list[Tensor], denom: Tensor | float | None, per_minibatch: bool,
         kl_coef: float | None,
     ) -> Tensor:
-        """One pass over shuffled chunk-aligned minibatches; returns their global ``[n, means...]`` rows."""
+        """One pass over chunk-aligned minibatches; returns their global ``[n, means...]`` rows."""
         clipped = self.spec.clipped
-        perm = learn_chunks[torch.randperm(learn_chunks.numel(), device=self.device)]
         if not clipped:
             self.optimizer.zero_grad(set_to_none=True)
-        sums = torch.zeros(num_groups, 1 + len(STAT_KEYS), dtype=torch.float64, device=self.device)
-        for g, group in enumerate(torch.tensor_split(perm, num_groups)):
+        sums = torch.zeros(len(minibatches), 2 + len(STAT_KEYS), dtype=torch.float64, device=self.device)
+        for g, group in enumerate(minibatches):
             if clipped:
                 self.optimizer.zero_grad(set_to_none=True)
             in_group = torch.isin(fb.chunk, group)  # (S,) all False for an empty group
             adv = None
             if per_minibatch:  # before the branch: every rank joins the statistics' collective
                 adv = normalize(fb.adv[in_group & fb.mask], center=self.spec.normalize == "whiten")
-            n_group = torch.zeros((), device=self.device)
-            weight: Tensor | float = n_group
-            if group.numel() > 0:  # empty only on a rank with fewer chunks than minibatches
+            # a rank without steps in this minibatch: no gradient, but a constant denominator still counts
+            weight: Tensor | float = torch.zeros((), device=self.device) if denom is None else denom
+            if group.numel() > 0:
                 n_group, parts, weight = self._minibatch(fb, in_group, adv, denom, kl_coef)
-                sums[g] = torch.cat([n_group[None], n_group * parts])
+                # the parts are means over steps, or over sequences (sequence_mean: weighted by their count)
+                w = torch.as_tensor(weight if self.config.aggregation == "sequence_mean" else n_group,
+                                    device=sums.device)
+                sums[g] = torch.cat([n_group[None], w[None], w * parts])
             if clipped:
                 self._step(weight)
         if not clipped:
             assert denom is not None
             self._step(denom)
         parallel.all_reduce(sums)  # one collective per epoch: global per-minibatch means
-        return torch.cat([sums[:, :1], sums[:, 1:] / sums[:, :1]], dim=1)
+        return torch.cat([sums[:, :1], sums[:, 2:] / sums[:, 1:2]], dim=1)
 
     def _minibatch(
         self, fb: FlatBatch, in_group: Tensor, adv: Tensor | None, denom: Tensor | float | None,

@@ -53,6 +53,20 @@ def all_reduce(t: Tensor, op: str = "sum") -> Tensor:
     return t
 
 
+def broadcast(t: Tensor, src: int = 0) -> Tensor:
+    """In-place broadcast of rank ``src``'s ``t`` to every rank; returns ``t``. No-op in one process."""
+    if is_distributed():
+        dist.broadcast(t, src=src)
+    return t
+
+
+def rank_counts(n: int, device: torch.device) -> Tensor:
+    """Every rank's ``n`` in rank order, ``(world_size,)`` int64 on ``device``, in one collective."""
+    counts = torch.zeros(world_size(), dtype=torch.int64, device=device)
+    counts[rank()] = n
+    return all_reduce(counts)
+
+
 def global_sum(*values: float | Tensor, device: torch.device | None = None) -> Tensor:
     """Sums over all ranks of scalars, in one collective: a float64 tensor ``(len(values),)``
     on ``device`` (default: the communication device). Plain values in one process."""

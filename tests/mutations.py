@@ -35,6 +35,8 @@ GROUP = ["tests/agents/test_estimators.py", "tests/agents/test_update_gradients.
          "tests/agents/test_group_agent.py::test_every_finished_episode_enters_the_loss_once_with_its_complete_group",
          "tests/agents/test_group_agent.py::test_collector_group_ids_are_the_eth_episode_of_each_row_of_a_block_on_catgrid"]
 
+DDP_EQUIVALENCE = "tests/runners/test_distributed.py::test_two_ranks_on_two_halves_take_the_step_of_one_process_on_the_whole_batch"
+
 
 @dataclass
 class Mutation:
@@ -121,6 +123,14 @@ MUTATIONS = [
              "agents/objective.py", "losses.kl_estimate(m.logprob, m.ref_logprob, c.kl_estimator)",
              "losses.kl_estimate(m.old_logprob, m.ref_logprob, c.kl_estimator)",
              ["tests/agents/test_update_gradients.py::test_grpo_gradient_matches_a_step_by_step_loss"]),
+    Mutation("minibatch_split_per_rank", "each rank draws its own minibatch split (two processes of N/2 envs then "
+             "take another step than one of N envs)", "agents/agent.py",
+             "order = parallel.broadcast(torch.randperm(total, device=self.device))",
+             "order = torch.randperm(total, device=self.device)", [DDP_EQUIVALENCE]),
+    Mutation("empty_minibatch_drops_constant_denominator", "a rank without steps in a minibatch weighs its "
+             "(constant-denominator) gradient 0 in the all-reduce", "agents/agent.py",
+             "torch.zeros((), device=self.device) if denom is None else denom", "torch.zeros((), device=self.device)",
+             [DDP_EQUIVALENCE]),
     Mutation("dropout_left_on", "dropout left on in the policy (PPO ratio ≠ 1 at θ = θ_old)",
              "agents/networks.py", "    configs: list[Any] = []\n", "    return module\n    configs: list[Any] = []\n", TEXT),
     Mutation("ref_logprob_only_with_kl", "reference log-prob reported only when kl_coef > 0 (KL logged wrong at β=0)",

@@ -147,18 +147,28 @@ def _columns(ro, cols: slice):
 CASES = {
     # plain SGD without clipping where the test is on the gradient itself (Adam's first steps are
     # nearly sign(g), which would hide a wrongly weighted gradient; clipping would hide its scale)
-    # PPO: several epochs of one minibatch (the minibatch is the same on 1 and 2 ranks)
+    # PPO: several epochs of one minibatch, and of 3 shuffled minibatches (rank 0 draws the split for every rank)
     "ppo": dict(algo="ppo", update_epochs=3, num_minibatches=1, learning_rate=0.05, max_grad_norm=1e9, sgd=True),
+    "ppo_minibatches": dict(algo="ppo", update_epochs=2, num_minibatches=3, learning_rate=0.05, max_grad_norm=1e9,
+                            sgd=True),
     # PPO with Adam, clipping and an early stop at target_kl after the first epoch
     "ppo_target_kl": dict(algo="ppo", update_epochs=4, num_minibatches=1, learning_rate=3e-2, target_kl=1e-3),
     # REINFORCE: one step from gradients accumulated over minibatches; ranks have unequal step counts
     "reinforce": dict(algo="reinforce", num_minibatches=2, learning_rate=0.05, max_grad_norm=1e9, sgd=True),
     # RLOO: groups of 2 (whole blocks on each rank), gradients accumulated over 3 minibatches, constant denominator
     "rloo": dict(algo="rloo", num_minibatches=3, learning_rate=0.05, max_grad_norm=1e9, sgd=True),
-    # GRPO: epochs of one minibatch (its split into several differs between 1 and 2 processes, as PPO's)
+    "rloo_episode_token_mean": dict(algo="rloo", num_minibatches=2, learning_rate=0.05, max_grad_norm=1e9, sgd=True,
+                                    reinforce_return="episode", loss_aggregation="token_mean"),
+    # GRPO: epochs of one minibatch, and of several shuffled minibatches with each loss aggregation
     "grpo": dict(algo="grpo", update_epochs=3, num_minibatches=1, learning_rate=0.05, max_grad_norm=1e9, sgd=True),
+    "grpo_minibatches": dict(algo="grpo", update_epochs=2, num_minibatches=3, learning_rate=0.05, max_grad_norm=1e9,
+                             sgd=True),
+    "grpo_sequence_mean": dict(algo="grpo", update_epochs=2, num_minibatches=2, learning_rate=0.05, max_grad_norm=1e9,
+                               sgd=True, loss_aggregation="sequence_mean"),
+    "grpo_dr_constant": dict(algo="grpo", update_epochs=2, num_minibatches=3, learning_rate=0.05, max_grad_norm=1e9,
+                             sgd=True, loss_aggregation="constant", scale_rewards=False),
 }
-GROUP_CASES = ("rloo", "grpo")
+GROUP_CASES = tuple(case for case in CASES if CASES[case]["algo"] in ("rloo", "grpo"))
 
 
 def _grouped(ro, k: int = 2):
@@ -193,7 +203,8 @@ def _rank_updates(rank: int, state, spaces, splits: dict) -> dict:
     out = {}
     for case, (config, ro, cuts) in splits.items():
         lo, hi = cuts[rank]
-        out[case] = _update(config, _columns(ro, slice(lo, hi)), state, spaces, seed=100 + rank)
+        # rank 0 seeded as the single process (it draws the minibatch split for all), rank 1 otherwise
+        out[case] = _update(config, _columns(ro, slice(lo, hi)), state, spaces, seed=1 if rank == 0 else 100 + rank)
     return out
 
 
@@ -248,7 +259,9 @@ def test_a_rank_without_learnable_steps_still_takes_the_global_step(updates):
 
 
 def test_uneven_minibatch_counts_do_not_deadlock_and_ranks_stay_identical(updates):
-    results = updates[0]
+    results, ro, _, state, spaces = updates
     (w0, s0), (w1, s1) = results[0]["uneven"], results[1]["uneven"]
-    assert _identical(w0, w1) and _max_diff(w0, updates[3]) > 1e-4
+    assert _identical(w0, w1) and _max_diff(w0, state) > 1e-4
+    # the minibatches are drawn from the global chunk list, so even this split is the one process's step
+    assert _max_diff(w0, _update(UNEVEN_PPO, ro, state, spaces)[0]) < 1e-5
     assert s0 == s1
