@@ -135,7 +135,8 @@ class RolloutCollector(OnePassReference):
     """Collects :class:`~agents.config.Rollout` batches of ``num_steps`` steps from ``envs``.
 
     ``envs`` should be wrapped in ``gymnasium.wrappers.vector.RecordEpisodeStatistics`` for
-    episode returns/lengths. ``reward_scale`` multiplies the (shaped) learning reward only.
+    episode returns/lengths. ``reward_scale`` multiplies the (shaped) learning reward only. ``evaluation=True``:
+    rollouts no update learns from, so a group-based agent may collect with ``group_size=1``.
     """
 
     def __init__(
@@ -147,20 +148,20 @@ class RolloutCollector(OnePassReference):
         seed: int | None = None,
         group_size: int = 1,
         kl_coef: float | None = None,
+        evaluation: bool = False,
     ) -> None:
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         if not group_size_fits(envs.num_envs, group_size):
             raise ValueError(f"group_size must be >= 1 and divide num_envs={envs.num_envs}, got {group_size}")
-        if agent.config.group_based and group_size < 2:
+        if agent.config.group_based and group_size < 2 and not evaluation:
             raise ValueError(f"algo={agent.config.algo!r} compares the episodes of a group: pass group_size >= 2 "
                              f"(dividing num_envs={envs.num_envs}), got {group_size}")
         if (mode := envs.metadata.get("autoreset_mode")) not in (None, gym.vector.AutoresetMode.NEXT_STEP):
             raise ValueError(f"the rollout collector needs NEXT_STEP autoreset (the default), got {mode}: build the "
                              "vector env without autoreset_mode= (SAME_STEP / DISABLED are for other libraries)")
         self.envs, self.agent, self.num_steps, self.reward_scale = envs, agent, num_steps, reward_scale
-        self.num_envs = envs.num_envs
-        self.device = agent.device
+        self.num_envs, self.device = envs.num_envs, agent.device
         self.global_step = 0
         obs, info = envs.reset(seed=seed)
         self.obs = obs
@@ -172,7 +173,7 @@ class RolloutCollector(OnePassReference):
         if not self._env_groups:
             self.group = self._blocks.group.copy()
         self._update_group(info)
-        if agent.config.group_based:
+        if agent.config.group_based and not evaluation:
             self._check_env_groups()
         self.episode_start = np.ones(self.num_envs, dtype=bool)
         self.valid = np.ones(self.num_envs, dtype=bool)  # False: next step is a reset step

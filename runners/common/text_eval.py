@@ -75,7 +75,7 @@ def evaluate_text(agent: Agent, envs: gym.vector.VectorEnv, max_new_tokens: int,
             eos_token = env_attr(envs, "tokenizer").eos_token
         except AttributeError:
             eos_token = None
-    collector = RolloutCollector(envs, agent, num_steps=max_new_tokens, seed=seed)
+    collector = RolloutCollector(envs, agent, num_steps=max_new_tokens, seed=seed, evaluation=True)  # any algo
     with seeded_sampling(seed, agent.device):  # the policy's samples too: same seed, same responses, same report
         _, log = collector.collect()
     kls = log.kls if len(log.kls) == len(log.scores) else [math.nan] * len(log.scores)

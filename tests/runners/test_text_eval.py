@@ -55,6 +55,8 @@ def test_reference_policy_has_zero_kl_and_exact_lengths(tiny_lm, tiny_tokenizer)
     assert torch.equal(torch.get_rng_state(), state)  # left as it was
     assert [s["prompt"] for s in again["samples"]] == [s["prompt"] for s in res["samples"]]  # paired by seed
     assert [s["response"] for s in again["samples"]] == [s["response"] for s in res["samples"]]  # same samples
+    # a group-based agent (an RLOO/GRPO run: the collector refuses group_size 1 for learning) is evaluated alike
+    assert evaluate_text(Agent(agent.net, AgentConfig(algo="grpo")), vec, 5, seed=3)["samples"] == res["samples"]
     other = evaluate_text(agent, vec, 5, seed=4)
     assert [s["response"] for s in other["samples"]] != [s["response"] for s in res["samples"]]
     md = format_text_report(res)
