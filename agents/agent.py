@@ -68,7 +68,7 @@ from torch import Tensor
 
 from agents import batch, losses, parallel
 from agents.algos import ALGOS, AlgoSpec
-from agents.batch import FlatBatch
+from agents.batch import FlatBatch, split_minibatches
 from agents.carry import prepend, unfinished_tail
 from agents.config import AgentConfig, Rollout
 from agents.estimators import Advantages
@@ -199,7 +199,7 @@ class Agent:
         history: list[Tensor] = []  # per epoch: (groups, 1 + len(STAT_KEYS)) global [n, means...]
         self.net.train()
         for _ in range(c.update_epochs if spec.clipped else 1):
-            history.append(self._epoch(fb, self._split(learn_chunks, *split), denom, per_minibatch, kl_coef))
+            history.append(self._epoch(fb, split_minibatches(learn_chunks, *split), denom, per_minibatch, kl_coef))
             if c.target_kl is not None and spec.clipped and self._mean_stat(history[-1], "approx_kl") > c.target_kl:
                 break
         self.num_updates += 1
@@ -254,18 +254,6 @@ class Agent:
             return True
         fb.adv[fb.mask] = normalize(fb.adv[fb.mask], center=how == "whiten")
         return False
-
-    def _split(self, learn_chunks: Tensor, offset: int, total: int, num_groups: int) -> list[Tensor]:
-        """This rank's chunks of each of ``num_groups`` shuffled minibatches of the global chunk list.
-
-        The ranks' ``learn_chunks`` in rank order are one list of ``total`` chunks (this rank's start at
-        ``offset``); rank 0 draws its permutation and broadcasts it, so the minibatches are the ones one
-        process holding every rank's envs (with rank 0's RNG) would draw, and equal in count on every rank.
-        """
-        order = parallel.broadcast(torch.randperm(total, device=self.device))  # (total,) global chunk order
-        mine = [seg[(seg >= offset) & (seg < offset + learn_chunks.numel())] - offset
-                for seg in torch.tensor_split(order, num_groups)]
-        return [learn_chunks[i] for i in mine]
 
     def _epoch(
         self, fb: FlatBatch, minibatches: list[Tensor], denom: Tensor | float | None, per_minibatch: bool,

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from agents import parallel
 from agents.networks import Obs, StepBatch
 
 if TYPE_CHECKING:
@@ -114,3 +115,17 @@ def micro_slices(chunk: Tensor, size: int) -> list[tuple[int, int]]:
     if not cuts or cuts[-1] != chunk.numel():
         cuts.append(chunk.numel())
     return list(zip([0, *cuts[:-1]], cuts))
+
+
+def split_minibatches(learn_chunks: Tensor, offset: int, total: int, num_groups: int) -> list[Tensor]:
+    """This rank's chunks of each of ``num_groups`` shuffled minibatches of the ranks' global chunk list.
+
+    The ranks' ``learn_chunks`` (K,) in rank order are one list of ``total`` chunks (this rank's start at
+    ``offset``); rank 0 draws the permutation and broadcasts it, so the minibatches are the ones one process
+    holding every rank's envs (with rank 0's RNG) would draw, and their count is the same on every rank
+    (a rank may hold none of a minibatch's chunks). In one process: ``tensor_split(learn_chunks[randperm(K)])``.
+    """
+    order = parallel.broadcast(torch.randperm(total, device=learn_chunks.device))  # (total,) global chunk order
+    mine = [seg[(seg >= offset) & (seg < offset + learn_chunks.numel())] - offset
+            for seg in torch.tensor_split(order, num_groups)]
+    return [learn_chunks[i] for i in mine]

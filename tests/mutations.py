@@ -124,9 +124,9 @@ MUTATIONS = [
              "losses.kl_estimate(m.old_logprob, m.ref_logprob, c.kl_estimator)",
              ["tests/agents/test_update_gradients.py::test_grpo_gradient_matches_a_step_by_step_loss"]),
     Mutation("minibatch_split_per_rank", "each rank draws its own minibatch split (two processes of N/2 envs then "
-             "take another step than one of N envs)", "agents/agent.py",
-             "order = parallel.broadcast(torch.randperm(total, device=self.device))",
-             "order = torch.randperm(total, device=self.device)", [DDP_EQUIVALENCE]),
+             "take another step than one of N envs)", "agents/batch.py",
+             "order = parallel.broadcast(torch.randperm(total, device=learn_chunks.device))",
+             "order = torch.randperm(total, device=learn_chunks.device)", [DDP_EQUIVALENCE]),
     Mutation("empty_minibatch_drops_constant_denominator", "a rank without steps in a minibatch weighs its "
              "(constant-denominator) gradient 0 in the all-reduce", "agents/agent.py",
              "torch.zeros((), device=self.device) if denom is None else denom", "torch.zeros((), device=self.device)",
