@@ -163,8 +163,7 @@ class RolloutCollector(OnePassReference):
         self.envs, self.agent, self.num_steps, self.reward_scale = envs, agent, num_steps, reward_scale
         self.num_envs, self.device = envs.num_envs, agent.device
         self.global_step = 0
-        obs, info = envs.reset(seed=seed)
-        self.obs = obs
+        self.obs, info = envs.reset(seed=seed)
         self.mask = mask_from_info(info, self.num_envs, self.device)  # allowed actions at self.obs, or None
         self.group_size = group_size
         self.group = np.arange(self.num_envs, dtype=np.int64) // group_size  # (N,) group of each row's episode
