@@ -9,5 +9,6 @@ from agents.agent import Agent
 from agents.algos import ALGOS, AlgoSpec
 from agents.config import AgentConfig, Rollout
 from agents.rollout import EpisodeLog, RolloutCollector
+from agents.turn_policy import TurnLMPolicy
 
-__all__ = ["ALGOS", "Agent", "AgentConfig", "AlgoSpec", "EpisodeLog", "Rollout", "RolloutCollector"]
+__all__ = ["ALGOS", "Agent", "AgentConfig", "AlgoSpec", "EpisodeLog", "Rollout", "RolloutCollector", "TurnLMPolicy"]

@@ -272,6 +272,10 @@ class CausalLMPolicy(PolicyValueNet):
         return logits.float(), values.float()  # (B, V), (B,)
 
 
+LM_POLICY_FOR_KEY: dict[str, type[CausalLMPolicy]] = {}
+"""Token observations holding one of these keys get that LM policy (:mod:`agents.turn_policy`: ``agent_mask``)."""
+
+
 def build_network(
     observation_space: gym.Space,
     action_space: gym.Space,
@@ -283,5 +287,6 @@ def build_network(
     if isinstance(observation_space, gym.spaces.Dict) and "input_ids" in observation_space.spaces:
         if lm is None:
             raise ValueError("token-sequence observations need a causal LM: pass lm=<PreTrainedModel>")
-        return CausalLMPolicy(lm)
+        keys = observation_space.spaces
+        return next((cls for key, cls in LM_POLICY_FOR_KEY.items() if key in keys), CausalLMPolicy)(lm)
     return GridTransformer.from_spaces(observation_space, action_space, **grid_kwargs)
