@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from envs.lm import freeze, load_causal_lm, resolve_device
+from envs.lm import resolve_device
 from envs.lm.append_cache import AppendLM, right_padded
+from envs.textgen_setup import reference_model
 from envs.turns import TurnEnv
 
 __all__ = ["TurnTokenCore", "end_of_turn_ids"]
@@ -66,15 +67,10 @@ class TurnTokenCore:
         if not callable(env_fn):
             raise TypeError(f"env_fn must be a zero-argument callable returning a TurnEnv, got {env_fn!r}.")
         self.device = resolve_device(device)
-        if isinstance(model, PreTrainedModel):
-            if tokenizer is None:
-                raise ValueError("a model object needs its tokenizer: pass tokenizer=.")
-            ref = model
-        else:
-            ref, loaded = load_causal_lm(model, tokenizer, device=self.device)
-            tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else loaded
-        assert isinstance(tokenizer, PreTrainedTokenizerBase)
-        self.tokenizer, self.ref_model = tokenizer, freeze(ref.to(self.device))  # type: ignore[arg-type]
+        if isinstance(model, PreTrainedModel) and tokenizer is None:
+            raise ValueError("a model object needs its tokenizer: pass tokenizer=.")
+        ref, tokenizer = reference_model(model, tokenizer, None, self.device)  # a frozen copy (peft: adapter off)
+        self.tokenizer, self.ref_model = tokenizer, ref
         self.num_rows, self.max_turn_tokens, self.max_context = num_rows, max_turn_tokens, max_context
         self.kl_coef = float(kl_coef)
         self.eot_ids = end_of_turn_ids(tokenizer, end_of_turn)

@@ -219,6 +219,15 @@ MUTATIONS = [
     Mutation("last_step_bootstrap_values_kept", "rows starting an episode after the last step keep a garbage value",
              "agents/bootstrap.py", "return logits, values.masked_fill(starts, 0.0)", "return logits, values",
              ["tests/agents/test_text_agent.py"]),
+    Mutation("turn_step_reads_action_position", "the update reads a multi-turn step at its action's position, not before it",
+             "agents/turn_policy.py", "before = desc[chunk, k.clamp(max=W - 1)] - 1", "before = desc[chunk, k.clamp(max=W - 1)]",
+             ["tests/agents/test_turn_policy.py"]),
+    Mutation("turn_act_feeds_last_token_only", "the multi-turn policy feeds only the last id, not the env turn before it",
+             "agents/turn_policy.py", "counts = np.where(restart, real, real - cached)", "counts = np.where(restart, real, 1)",
+             ["tests/agents/test_turn_policy.py"]),
+    Mutation("turn_ref_skips_env_tokens", "the reference's KV cache is not fed the env's turn",
+             "envs/turn_core.py", "False, False, True, False, new + ids", "False, False, True, False, new",
+             ["tests/envs/test_turn_env.py"]),
 ]
 
 
