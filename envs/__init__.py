@@ -6,6 +6,8 @@
   rewarded by a sentiment score with per-token KL shaping toward a frozen reference LM.
 - ``TextGen-v0``: the same with your own prompts (whole dataset rows, chat templates) and reward functions
   that see the prompt, the completion and the row's other columns.
+- ``CatGrid-Text-v0``: CatGrid-v0 played in words, multi-turn, one token per step; ``MultiTurn-v0``: any
+  string-level turn env factory (``env_fn=``) at the token level.
 """
 
 from gymnasium.envs.registration import register, registry
@@ -35,4 +37,18 @@ if "TextGen-v0" not in registry:
         id="TextGen-v0",
         entry_point="envs.textgen_general:TextGenGeneralEnv",
         vector_entry_point="envs.textgen_general:TextGenGeneralVectorEnv",
+    )
+
+if "CatGrid-Text-v0" not in registry:
+    register(
+        id="CatGrid-Text-v0",
+        entry_point="envs.catgrid_text:CatGridTextEnv",
+        vector_entry_point="envs.catgrid_text:CatGridTextVectorEnv",
+    )
+
+if "MultiTurn-v0" not in registry:
+    register(
+        id="MultiTurn-v0",
+        entry_point="envs.turn_env:TurnTokenEnv",
+        vector_entry_point="envs.turn_env:TurnTokenVectorEnv",
     )

@@ -59,7 +59,7 @@ class TurnTokenCore:
         self, num_rows: int, env_fn: Callable[[], TurnEnv], model: str | PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase | str | None = None, max_turn_tokens: int = 8,
         end_of_turn: str | int | Sequence[int] | None = None, max_context: int = 256, kl_coef: float = 0.05,
-        device: str | torch.device = "auto",
+        device: str | torch.device = "auto", env_suffix: str = "",
     ) -> None:
         if num_rows < 1 or max_turn_tokens < 1 or max_context < 2:
             raise ValueError(f"num_envs, max_turn_tokens must be >= 1 and max_context >= 2; got {num_rows}, "
@@ -72,7 +72,7 @@ class TurnTokenCore:
         ref, tokenizer = reference_model(model, tokenizer, None, self.device)  # a frozen copy (peft: adapter off)
         self.tokenizer, self.ref_model = tokenizer, ref
         self.num_rows, self.max_turn_tokens, self.max_context = num_rows, max_turn_tokens, max_context
-        self.kl_coef = float(kl_coef)
+        self.kl_coef, self.env_suffix = float(kl_coef), str(env_suffix)
         self.eot_ids = end_of_turn_ids(tokenizer, end_of_turn)
         self.vocab_size = int(ref.get_output_embeddings().weight.shape[0])
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eot_ids[0])
@@ -91,10 +91,10 @@ class TurnTokenCore:
         self._ref_hidden: torch.Tensor | None = None  # (N, D) reference state at each transcript's end
 
     def encode(self, text: str) -> list[int]:
-        """The token ids of an env text (no special tokens added)."""
+        """The token ids of an env text followed by ``env_suffix`` (no special tokens added)."""
         if not isinstance(text, str):
             raise TypeError(f"a TurnEnv must return str texts, got {type(text).__name__}: {text!r}")
-        return [int(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"]]
+        return [int(i) for i in self.tokenizer(text + self.env_suffix, add_special_tokens=False)["input_ids"]]
 
     def _put(self, row: int, ids: list[int], agent: bool) -> None:
         n = int(self.lengths[row])

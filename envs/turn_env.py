@@ -87,7 +87,9 @@ class TurnTokenEnv(_Face, gym.Env):
     ## Arguments
     ``env_fn`` (a zero-argument factory of TurnEnvs), ``model`` (the frozen reference: a causal LM or a path),
     ``tokenizer``, ``max_turn_tokens`` (8), ``end_of_turn`` (a one-token string, id(s), or None = EOS),
-    ``max_context`` (256), ``kl_coef`` (0.05), ``device`` ("auto"). The vector env takes ``num_envs`` besides.
+    ``max_context`` (256), ``kl_coef`` (0.05), ``device`` ("auto"), ``env_suffix`` ("": text appended to every env
+    text before it is tokenized, e.g. ``"\\n"`` so that the agent's turn starts a new word). The vector env takes
+    ``num_envs`` besides.
     """
 
     metadata = {"render_modes": ["ansi"]}

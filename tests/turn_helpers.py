@@ -49,3 +49,20 @@ def env_kwargs(**kw: Any) -> dict[str, Any]:
     """Keyword arguments of ``TurnTokenEnv`` / ``TurnTokenVectorEnv`` over :class:`GuessDigit`."""
     return {"env_fn": GuessDigit, "model": tiny_lm(), "tokenizer": tokenizer(), "max_turn_tokens": 3,
             "end_of_turn": EOT, "max_context": 64, "kl_coef": 0.1, "device": "cpu"} | kw
+
+
+@functools.lru_cache(maxsize=1)
+def catgrid_texts() -> tuple[str, ...]:
+    """Transcripts of random legal CatGrid-Text play (12 turns at most), laid out as the token env lays them."""
+    from envs.catgrid_turns import CatGridTurnEnv, catgrid_move_policy
+    from envs.transcripts import play_transcripts, transcript_text
+
+    played = play_transcripts(lambda: CatGridTurnEnv(max_turns=12), lambda e: catgrid_move_policy(e), 60, seed=0)
+    return tuple(transcript_text(t, "\n", "\n") for t in played)
+
+
+@functools.lru_cache(maxsize=1)
+def catgrid_lm() -> tuple[Any, Any]:
+    """A tokenizer trained on :func:`catgrid_texts` and a random tiny GPT-2 of 256 positions over it."""
+    tok = train_tokenizer(list(catgrid_texts()), vocab_size=400, min_frequency=2)
+    return make_tiny_lm(tok, seed=0, n_layer=1, n_head=2, n_embd=32, n_positions=256).eval(), tok
