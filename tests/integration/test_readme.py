@@ -343,3 +343,17 @@ def test_interop_snippets_run(tiny_lm_dir, imdb_dir, one_thread):
     scope = {}
     exec(block_with("python", "GymWrapper("), scope)
     assert scope["rollout"].shape == (4, 100) and int(scope["rollout"]["next", "done"].sum()) >= 4
+
+
+def test_multiturn_snippet_runs(tmp_path, one_thread):
+    """docs/multiturn.md: CatGrid-Text-v0 from a model directory (a tiny random LM with a transcript tokenizer)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from turn_helpers import catgrid_lm
+
+    from runners.common.pretrained import save_pretrained_atomic
+
+    model_dir = save_pretrained_atomic(*catgrid_lm(), tmp_path / "sft")
+    scope: dict = {}
+    exec(block_with("python", "CatGrid-Text-v0").replace("artifacts/catgrid-text/sft", str(model_dir)), scope)
+    assert scope["env"].core.texts()[0] == "at 0,0 up # down . left # right .\n"
+    assert scope["env"].optimal_start_return() > 90
