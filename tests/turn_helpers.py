@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from envs.catgrid_turns import CatGridTurnEnv, catgrid_move_policy
+from envs.transcripts import play_transcripts, transcript_text
 from runners.common.tiny_lm import make_tiny_lm, train_tokenizer
 
 EOT = "\n"
@@ -54,11 +56,8 @@ def env_kwargs(**kw: Any) -> dict[str, Any]:
 @functools.lru_cache(maxsize=1)
 def catgrid_texts() -> tuple[str, ...]:
     """Transcripts of random legal CatGrid-Text play (12 turns at most), laid out as the token env lays them."""
-    from envs.catgrid_turns import CatGridTurnEnv, catgrid_move_policy
-    from envs.transcripts import play_transcripts, transcript_text
-
     played = play_transcripts(lambda: CatGridTurnEnv(max_turns=12), lambda e: catgrid_move_policy(e), 60, seed=0)
-    return tuple(transcript_text(t, "\n", "\n") for t in played)
+    return tuple(transcript_text(t, "\n", "\n>") for t in played)
 
 
 @functools.lru_cache(maxsize=1)

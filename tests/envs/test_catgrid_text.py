@@ -56,5 +56,5 @@ def test_token_transcript_is_the_sft_transcript() -> None:
     t = Transcript(tuple(texts), tuple(words), tuple(rewards), bool(term), bool(trunc))
     k = int(obs["attention_mask"].sum())
     context = obs["input_ids"][-k:].tolist()  # the final observation holds the last action too
-    assert context == tok(transcript_text(t, "\n", "\n"), add_special_tokens=False)["input_ids"]
+    assert context == tok(transcript_text(t, "\n", "\n>"), add_special_tokens=False)["input_ids"]
     assert -1.0 in [r for r, w in zip(rewards, words) if w == "x"]
