@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from envs.lm import resolve_device
 from envs.lm.append_cache import AppendLM, right_padded
+from envs.prompt_rows import render_prompts
 from envs.textgen_setup import reference_model
 from envs.turns import TurnEnv
 
@@ -59,7 +60,7 @@ class TurnTokenCore:
         self, num_rows: int, env_fn: Callable[[], TurnEnv], model: str | PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase | str | None = None, max_turn_tokens: int = 8,
         end_of_turn: str | int | Sequence[int] | None = None, max_context: int = 256, kl_coef: float = 0.05,
-        device: str | torch.device = "auto", env_suffix: str = "",
+        device: str | torch.device = "auto", env_suffix: str = "", chat_template: bool = False,
     ) -> None:
         if num_rows < 1 or max_turn_tokens < 1 or max_context < 2:
             raise ValueError(f"num_envs, max_turn_tokens must be >= 1 and max_context >= 2; got {num_rows}, "
@@ -72,7 +73,10 @@ class TurnTokenCore:
         ref, tokenizer = reference_model(model, tokenizer, None, self.device)  # a frozen copy (peft: adapter off)
         self.tokenizer, self.ref_model = tokenizer, ref
         self.num_rows, self.max_turn_tokens, self.max_context = num_rows, max_turn_tokens, max_context
-        self.kl_coef, self.env_suffix = float(kl_coef), str(env_suffix)
+        self.kl_coef, self.env_suffix, self.chat_template = float(kl_coef), str(env_suffix), bool(chat_template)
+        if self.chat_template and getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError("chat_template=True needs a tokenizer with a chat template (tokenizer.chat_template, a "
+                             "Jinja string); or pass chat_template=False for plain env texts.")
         self.eot_ids = end_of_turn_ids(tokenizer, end_of_turn)
         self.vocab_size = int(ref.get_output_embeddings().weight.shape[0])
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eot_ids[0])
@@ -91,9 +95,12 @@ class TurnTokenCore:
         self._ref_hidden: torch.Tensor | None = None  # (N, D) reference state at each transcript's end
 
     def encode(self, text: str) -> list[int]:
-        """The token ids of an env text followed by ``env_suffix`` (no special tokens added)."""
+        """The token ids of an env text (with ``chat_template``: as a user message plus the generation prompt)
+        followed by ``env_suffix`` (no special tokens added)."""
         if not isinstance(text, str):
             raise TypeError(f"a TurnEnv must return str texts, got {type(text).__name__}: {text!r}")
+        if self.chat_template:  # one user message + the generation prompt (the assistant header is env tokens)
+            text = render_prompts([{"text": text}], "text", self.tokenizer, chat_template=True)[0]
         return [int(i) for i in self.tokenizer(text + self.env_suffix, add_special_tokens=False)["input_ids"]]
 
     def _put(self, row: int, ids: list[int], agent: bool) -> None:

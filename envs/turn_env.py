@@ -88,7 +88,9 @@ class TurnTokenEnv(_Face, gym.Env):
     ``env_fn`` (a zero-argument factory of TurnEnvs), ``model`` (the frozen reference: a causal LM or a path),
     ``tokenizer``, ``max_turn_tokens`` (8), ``end_of_turn`` (a one-token string, id(s), or None = EOS),
     ``max_context`` (256), ``kl_coef`` (0.05), ``device`` ("auto"), ``env_suffix`` ("": text appended to every env
-    text before it is tokenized, e.g. ``"\\n"`` so that the agent's turn starts a new word). The vector env takes
+    text before it is tokenized, e.g. ``"\\n"`` so that the agent's turn starts a new word), ``chat_template``
+    (False; True: each env text is rendered as one user message with the tokenizer's chat template and its generation
+    prompt, which are env tokens; pass the template's end-of-turn token as ``end_of_turn``). The vector env takes
     ``num_envs`` besides.
     """
 

@@ -3,6 +3,8 @@ rewards on the turn's last token, the context limit, and the append-only KV cach
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -145,3 +147,19 @@ def test_bad_arguments_say_what_to_do() -> None:
         vec.reset(seed=0)
         vec.step(np.zeros(3, dtype=np.int64))
     assert isinstance(GuessDigit().reset(seed=0)[0], str)
+
+
+def test_chat_template_renders_every_env_turn_as_a_user_message() -> None:
+    tok = copy.deepcopy(tokenizer())
+    with pytest.raises(ValueError, match="chat template"):
+        TurnTokenEnv(**env_kwargs(chat_template=True))
+    tok.chat_template = ("{% for m in messages %}<{{ m.role }}>: {{ m.content }}{% endfor %}"
+                         "{% if add_generation_prompt %}<assistant>:{% endif %}")
+    env = TurnTokenEnv(**env_kwargs(tokenizer=tok, chat_template=True))
+    obs, _ = env.reset(seed=0)
+    eot = tok(EOT, add_special_tokens=False)["input_ids"][0]
+    obs, *_ = env.step(eot)  # an empty turn: the env answers with a hint, rendered the same way
+    text = env.render() if env.render_mode else env.core.texts()[0]
+    assert text.startswith("<user>: guess a digit") and text.count("<assistant>:") == 2
+    agent = obs["agent_mask"][obs["attention_mask"].astype(bool)]
+    assert agent.sum() == 1  # the template's tokens are the env's
