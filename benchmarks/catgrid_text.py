@@ -1,0 +1,129 @@
+"""CatGrid-Text-v0 learning: a tiny LM SFT'd on random legal transcripts, then RL, against the exact optimum.
+
+    python benchmarks/catgrid_text.py --seeds 0 1 2 --algos ppo
+
+Per seed: 1500 transcripts of uniformly random legal play (``envs.transcripts``, 12 turns at most) train a 2-layer
+GPT-2 from scratch with the project's SFT stage (``runners.sft``, its own 400-token BPE); then the algorithm trains
+it on ``CatGrid-Text-v0`` (5x5 map, γ = 1, no KL) and the greedy policy plays the first episode of 64 rows. The
+target is the undiscounted finite-horizon optimum V*(start) of the turn MDP (``optimal_start_return()``).
+Prints env steps (agent tokens), episodes, minutes and the greedy return / V*(start).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import envs  # noqa: F401  (registers CatGrid-Text-v0)
+from agents.agent import Agent, AgentConfig
+from agents.networks import build_network
+from agents.rollout import RolloutCollector
+from envs.catgrid_text import CATGRID_TEXT_DEFAULTS, CatGridTextVectorEnv
+from envs.catgrid_turns import CatGridTurnEnv, catgrid_move_policy
+from envs.transcripts import play_transcripts, transcript_text, write_transcripts
+from runners.sft import load_model_and_tokenizer, run_sft, tiny_config
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """SFT and RL budgets of one run (the slow test and the docs' figures use the defaults)."""
+
+    transcripts: int = 1500
+    sft_steps: int = 400
+    updates: int = 80
+    num_envs: int = 16
+    num_steps: int = 64
+    learning_rate: float = 5e-4
+    eval_rows: int = 64
+
+
+def sft_model(out: Path, seed: int, recipe: Recipe) -> tuple[Any, Any]:
+    """A tiny GPT-2 SFT'd from scratch on random legal CatGrid-Text transcripts -> (model, tokenizer)."""
+    turns = int(CATGRID_TEXT_DEFAULTS["max_turns"])
+    played = play_transcripts(lambda: CatGridTurnEnv(max_turns=turns), lambda e: catgrid_move_policy(e, 0.0),
+                              recipe.transcripts, seed=seed)
+    eot, env_end = CATGRID_TEXT_DEFAULTS["end_of_turn"], CATGRID_TEXT_DEFAULTS["env_suffix"]
+    path = write_transcripts(out / "transcripts.jsonl", [transcript_text(t, eot, env_end) for t in played])
+    cfg = tiny_config(data=str(path), output_dir=str(out / "sft"), log_dir=str(out / "runs"), vocab_size=400,
+                      tokenizer_reviews=recipe.transcripts, max_train_reviews=None, n_layer=2, n_head=2, n_embd=64,
+                      block_size=128, batch_size=16, max_steps=recipe.sft_steps, warmup_steps=20, learning_rate=3e-3,
+                      eval_reviews=50, eval_every=10_000, num_samples=0, device="cpu", num_threads=1, seed=seed)
+    run_sft(cfg)
+    return load_model_and_tokenizer(str(out / "sft"))
+
+
+def greedy_return(net: Any, lm: Any, tok: Any, rows: int, seed: int) -> np.ndarray:
+    """(rows,) returns of the greedy policy's first episode in each of ``rows`` rows."""
+    env = CatGridTextVectorEnv(rows, model=lm, tokenizer=tok, kl_coef=0.0, device="cpu")
+    obs, _ = env.reset(seed=seed)
+    ret, done, start = np.zeros(rows), np.zeros(rows, dtype=bool), np.ones(rows, dtype=bool)
+    net.reset_state()
+    while not done.all():
+        with torch.no_grad():
+            logits, _ = net.act(obs, start)
+        obs, reward, term, trunc, _ = env.step(logits.argmax(-1).cpu().numpy())
+        ret += np.where(done, 0.0, reward)
+        done |= term | trunc
+        start[:] = False
+    net.reset_state()
+    return ret
+
+
+def train(lm: Any, tok: Any, algo: str, seed: int, recipe: Recipe) -> dict[str, Any]:
+    """RL on CatGrid-Text-v0 from the SFT model; the greedy return against V*(start)."""
+    group = 4 if algo in ("grpo", "rloo") else 1
+    venv = gym.wrappers.vector.RecordEpisodeStatistics(
+        CatGridTextVectorEnv(recipe.num_envs, model=lm, tokenizer=tok, kl_coef=0.0, device="cpu"))
+    v_star = float(venv.unwrapped.optimal_start_return())  # type: ignore[attr-defined]
+    net = build_network(venv.single_observation_space, venv.single_action_space, lm=lm)
+    config = AgentConfig(algo=algo, gamma=1.0, gae_lambda=0.95, learning_rate=recipe.learning_rate,  # type: ignore
+                         update_epochs=4 if algo in ("ppo", "grpo") else 1, num_minibatches=4, ent_coef=0.0,
+                         anneal_lr=False)
+    agent = Agent(net, config, total_updates=recipe.updates)
+    torch.manual_seed(seed)
+    collector = RolloutCollector(venv, agent, recipe.num_steps, seed=seed, group_size=group)
+    start, episodes, first = time.perf_counter(), 0, None
+    for _ in range(recipe.updates):
+        rollout, log = collector.collect()
+        agent.update(rollout)
+        episodes += len(log.returns)
+        if first is None and log.returns:
+            first = float(np.mean(log.returns))
+    minutes = (time.perf_counter() - start) / 60
+    ret = greedy_return(net, lm, tok, recipe.eval_rows, 10_000 + seed)
+    return {"algo": algo, "seed": seed, "env_steps": collector.global_step, "episodes": episodes,
+            "minutes": minutes, "first_return": first, "greedy": float(ret.mean()),
+            "greedy_se": float(ret.std() / np.sqrt(ret.size)), "v_star": v_star, "ratio": float(ret.mean()) / v_star}
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    seeds: tuple[int, ...] = (0,)
+    algos: tuple[str, ...] = ("ppo",)
+    out: str = "artifacts/catgrid-text"
+    updates: int = 80
+
+
+def main() -> None:
+    import tyro
+
+    args = tyro.cli(Args)
+    torch.set_num_threads(1)
+    recipe = Recipe(updates=args.updates)
+    print(f"{'algo':>6} {'seed':>4} {'env steps':>9} {'episodes':>8} {'RL min':>6} {'greedy':>7} {'/V*':>6}")
+    for seed in args.seeds:
+        lm, tok = sft_model(Path(args.out) / f"seed{seed}", seed, recipe)
+        for algo in args.algos:
+            r = train(lm, tok, algo, seed, recipe)
+            print(f"{algo:>6} {seed:>4} {r['env_steps']:>9} {r['episodes']:>8} {r['minutes']:6.1f} "
+                  f"{r['greedy']:7.1f} {r['ratio']:6.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
