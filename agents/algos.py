@@ -11,6 +11,7 @@ ppo        GAE         yes        trained        whiten          token_mean     
 reinforce  G_0 / G_t   no         if baseline    scale by std    constant        episodes
 rloo       leave-1-out no         no             scale by std    constant        groups
 grpo       group norm  yes        no             none            token_mean      groups
+rebn       ReBN G_t    no         no             none            constant        episodes
 =========  ==========  =========  =============  ==============  ==============  =================
 
 "clipped" algorithms use PPO's clipped surrogate on ``ρ = exp(log π_θ - log π_old)``, several epochs
@@ -37,7 +38,7 @@ from agents import estimators
 if TYPE_CHECKING:
     from agents.config import AgentConfig, Rollout
 
-AlgoName = Literal["ppo", "reinforce", "rloo", "grpo"]
+AlgoName = Literal["ppo", "reinforce", "rloo", "grpo", "rebn"]
 LossAggregation = Literal["token_mean", "sequence_mean", "constant"]
 """The algorithms, spelled once; every config (agent, runners) reuses this type."""
 ALGO_NAMES: tuple[str, ...] = typing.get_args(AlgoName)
@@ -79,5 +80,7 @@ ALGOS: dict[str, AlgoSpec] = {
                      loss_aggregation="constant", monte_carlo=True, group_based=True),
     "grpo": AlgoSpec(estimators.grpo_advantages, clipped=True, trains_value=lambda c: False, normalize="none",
                      loss_aggregation="token_mean", monte_carlo=True, group_based=True, scale_rewards=True),
+    "rebn": AlgoSpec(estimators.rebn_advantages, clipped=False, trains_value=lambda c: False, normalize="none",
+                     loss_aggregation="constant", monte_carlo=True, group_based=False),
 }
 assert tuple(ALGOS) == ALGO_NAMES, "every AlgoName has exactly one registry row"

@@ -13,6 +13,8 @@ steps that enter the loss and the statistics it wants logged. The registry
 - :func:`rloo_advantages` / :func:`grpo_advantages` (group baselines, see :mod:`agents.group`):
   each episode's advantage from the other episodes of its fixed-size group, on all its steps, once
   the whole group has finished (:func:`group_advantages`).
+- :func:`rebn_advantages` (ReBN, GEM's REINFORCE with return batch normalisation): the reward-to-go ``G_t``
+  whitened over the learned steps of the whole batch, on the steps of complete episodes.
 """
 
 from __future__ import annotations
@@ -24,9 +26,16 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from agents import group
+from agents import group, parallel
 from agents.batch import flatten, unflatten
-from agents.returns import complete_episode_mask, episode_returns, gae, rewards_to_go, started_in_rollout
+from agents.returns import (
+    batch_normalize,
+    complete_episode_mask,
+    episode_returns,
+    gae,
+    rewards_to_go,
+    started_in_rollout,
+)
 
 if TYPE_CHECKING:
     from agents.config import AgentConfig, Rollout
@@ -60,6 +69,17 @@ def monte_carlo_advantages(ro: Rollout, c: AgentConfig) -> Advantages:
     )
     adv = ret - ro.values[:-1] if c.reinforce_baseline else ret
     return Advantages(adv, ret, mask)
+
+
+def rebn_advantages(ro: Rollout, c: AgentConfig) -> Advantages:
+    """ReBN: ``Ψ_t = (G_t - mean_B G) / (std_B G + 1e-8)``, the reward-to-go normalised over the learned steps of
+    the whole batch (every rank's), on the steps of complete episodes; no critic. With dense per-turn rewards the
+    normalised reward-to-go is a baseline-free, scale-free weight (GEM's ReBN); ``norm_adv`` does not apply."""
+    ret = rewards_to_go(ro.rewards, ro.terminated, ro.truncated, c.gamma)  # (T, N)
+    mask = ro.valid & complete_episode_mask(ro.terminated, ro.truncated, ro.episode_start, need_start=False)
+    sel = ret[mask].double()  # (M,)
+    sums = parallel.global_sum(sel.numel(), sel.sum(), sel.square().sum(), device=ret.device)  # (3,)
+    return Advantages(batch_normalize(ret, mask, sums=sums), ret, mask)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ Math (γ discount, λ GAE parameter):
 - full-episode return: every step of an episode gets ``G_0`` of its episode;
 - TD error: ``δ_t = r_t + γ V(s_{t+1}) (1 - terminated_t) - V(s_t)``;
 - GAE: ``Â_t = δ_t + γ λ (1 - done_t) Â_{t+1}`` with ``done = terminated | truncated``;
-- the value target is ``Â_t + V(s_t)`` (an estimate of ``Q(s_t, a_t)``, so ``A = Q - V``).
+- the value target is ``Â_t + V(s_t)`` (an estimate of ``Q(s_t, a_t)``, so ``A = Q - V``);
+- return batch normalisation (ReBN): ``(G_t - mean_B G) / (std_B G + ε)`` over the batch's learned steps.
 """
 
 from __future__ import annotations
@@ -163,3 +164,26 @@ def gae(
         last = delta[t] + gamma * gae_lambda * not_done[t] * last
         adv[t] = last
     return adv, adv + values[:-1]
+
+
+def batch_normalize(x: Tensor, mask: Tensor, eps: float = 1e-8, sums: Tensor | None = None) -> Tensor:
+    """ReBN's return batch normalisation: ``(x - mean) / (std + eps)`` on the steps of ``mask``, 0 elsewhere.
+
+    Args:
+        x: (T, N) returns (e.g. rewards-to-go ``G_t``).
+        mask: (T, N) bool, the steps the statistics cover (the learned ones).
+        eps: added to the std.
+        sums: (3,) ``(n, Σx, Σx²)`` over the whole batch (all ranks of a distributed update); default those of
+            ``x[mask]``. The std has Bessel's correction (``n - 1``); with ``n < 2`` only the mean is subtracted.
+
+    Returns:
+        (T, N) normalised returns, 0 outside ``mask``.
+    """
+    _check_time_major(x, mask.to(x.dtype))
+    sel = x[mask].double()  # (M,)
+    n, s, ss = (torch.stack([sel.new_tensor(float(sel.numel())), sel.sum(), sel.square().sum()])
+                if sums is None else sums.double())
+    mean = s / n.clamp(min=1.0)
+    var = ((ss - n * mean**2).clamp(min=0.0) / (n - 1.0)) if n > 1 else None
+    out = sel - mean if var is None else (sel - mean) / (var.sqrt() + eps)
+    return torch.zeros_like(x).masked_scatter(mask, out.to(x.dtype))

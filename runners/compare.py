@@ -38,7 +38,8 @@ class CompareConfig:
     """Train each algorithm over several seeds into one directory (TensorBoard overlays them) and plot them."""
 
     env: str = "CatGrid-v0"
-    algos: list[str] = field(default_factory=lambda: list(ALGO_NAMES))
+    algos: list[str] = field(default_factory=lambda: ["ppo", "reinforce", "rloo", "grpo"])
+    """the algorithms to compare (any of the registry's, e.g. ``rebn``); default the four classic ones"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     log_dir: str = "runs"
     name: str | None = None

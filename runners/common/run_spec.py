@@ -227,7 +227,7 @@ def preset(env: str, algo: str = "ppo") -> TrainConfig:
     if algo not in ALGOS:
         raise ValueError(f"unknown algo {algo!r}: choose one of {', '.join(ALGOS)}")
     if env == "CatGrid-v0":
-        if algo in ("reinforce", "rloo"):  # one gradient step per rollout: both need the longer budget
+        if algo in ("reinforce", "rloo", "rebn"):  # one gradient step per rollout: they need the longer budget
             return TrainConfig(env=env, algo=algo, total_timesteps=600_000, num_envs=16, num_steps=256,
                                group_size=4 if algo == "rloo" else 1,
                                agent=AgentConfig(algo=algo, learning_rate=1e-3, num_minibatches=1,

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_algo_name_has_one_row_and_the_configs_reuse_the_names():
-    assert tuple(algos.ALGOS) == algos.ALGO_NAMES == ("ppo", "reinforce", "rloo", "grpo")
+    assert tuple(algos.ALGOS) == algos.ALGO_NAMES == ("ppo", "reinforce", "rloo", "grpo", "rebn")
     assert AgentConfig(algo="grpo").clipped and AgentConfig(algo="rloo").group_based
     assert not AgentConfig(algo="ppo").monte_carlo and AgentConfig(algo="reinforce").monte_carlo
     with pytest.raises(ValueError, match="algo must be one of"):

@@ -79,3 +79,20 @@ def test_monte_carlo_mask_keeps_complete_episodes_only():
     # but G_t only needs its end; reset steps never count
     assert est.mask.int().tolist() == [[1, 1, 1, 1], [1, 1, 1, 1], [0, 1, 1, 0], [1, 0, 1, 0], [1, 0, 1, 0]]
     assert est.stats == {}
+
+
+def test_rebn_normalises_reward_to_go_over_the_batch_by_hand():
+    """hand_rollout plus a reward 1 at t0 of E, γ = 1: G_t of the 14 learned steps (complete episodes, reset steps
+    out) is A: 1 1 | B: 3 3 | C: 2 2 2 | E: 6 5 5 5 5 | (row 3's episode begun earlier) 7 7; D and F unfinished."""
+    ro = hand_rollout()
+    ro.rewards[0, 2] = 1.0  # a dense reward: G_t differs from G_0 inside E
+    est = _agent("rebn").advantages(ro)
+    learned = [[1, 1, 1, 1], [1, 1, 1, 1], [0, 1, 1, 0], [1, 0, 1, 0], [1, 0, 1, 0]]
+    assert est.mask.int().tolist() == learned
+    mean, std = 54 / 14, ((266 - 54**2 / 14) / 13) ** 0.5  # Σ G = 54, Σ G² = 266 over n = 14, Bessel's n - 1
+    g = [1, 2, 6, 7, 1, 2, 5, 7, 2, 5, 3, 5, 3, 5]  # row-major order of the mask
+    assert est.adv[est.mask].tolist() == pytest.approx([(x - mean) / (std + 1e-8) for x in g])
+    assert est.adv[~est.mask].abs().sum() == 0 and est.targets[0, 2] == 6 and est.targets[0, 3] == 7
+    # no critic and no second normalisation: norm_adv and the value baseline change nothing
+    assert torch.equal(_agent("rebn", norm_adv=False, reinforce_baseline=False).advantages(ro).adv, est.adv)
+    assert not _agent("rebn").spec.trains_value(_agent("rebn").config)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from agents import losses
-from agents.returns import complete_episode_mask, episode_returns, gae, rewards_to_go
+from agents.returns import batch_normalize, complete_episode_mask, episode_returns, gae, rewards_to_go
 
 
 def col(*xs, dtype=torch.float32):
@@ -131,3 +131,16 @@ def test_approx_kl_and_explained_variance():
     y = torch.tensor([1.0, 2.0, 3.0])
     assert losses.explained_variance(y, y) == pytest.approx(1.0)
     assert np.isnan(losses.explained_variance(y, torch.ones(3)))
+
+
+def test_batch_normalize_by_hand():
+    x = torch.tensor([[1.0, 100.0], [3.0, 5.0]])  # (T, N)
+    mask = torch.tensor([[True, False], [True, True]])  # 100 is outside the batch: no effect on the statistics
+    # mean 3, std (Bessel) √((4 + 0 + 4) / 2) = 2
+    assert batch_normalize(x, mask, eps=0.0).flatten().tolist() == pytest.approx([-1.0, 0.0, 0.0, 1.0])
+    # statistics of a bigger (distributed) batch: n = 4, Σx = 8, Σx² = 24 -> mean 2, std √((24 - 16) / 3)
+    s = (8 / 3) ** 0.5
+    got = batch_normalize(x, mask, eps=0.0, sums=torch.tensor([4.0, 8.0, 24.0]))
+    assert got.flatten().tolist() == pytest.approx([-1 / s, 0.0, 1 / s, 3 / s])
+    one = batch_normalize(x, torch.tensor([[False, False], [True, False]]))  # one step: only centred
+    assert one.tolist() == [[0.0, 0.0], [0.0, 0.0]]
