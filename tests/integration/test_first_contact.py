@@ -36,11 +36,12 @@ def test_interop_and_video_extras_are_in_dev_with_lower_bounds_only():
     another torch over the one installed first."""
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     dev = {Requirement(r).name for r in extras["dev"]}
-    for extra in ("interop", "video"):
+    for extra in ("interop", "video", "multiturn"):
         for r in map(Requirement, extras[extra]):
             assert r.name in dev and {s.operator for s in r.specifier} == {">="}, (extra, str(r))
     assert {"stable-baselines3", "sb3-contrib", "torchrl"} <= {Requirement(r).name for r in extras["interop"]}
     assert "moviepy" in {Requirement(r).name for r in extras["video"]}
+    assert "gem-llm" in {Requirement(r).name for r in extras["multiturn"]}
 
 
 def test_shadowing_envs_package_gives_a_clear_error(tmp_path):
