@@ -75,7 +75,7 @@ def greedy_return(net: Any, lm: Any, tok: Any, rows: int, seed: int) -> np.ndarr
     return ret
 
 
-def train(lm: Any, tok: Any, algo: str, seed: int, recipe: Recipe) -> dict[str, Any]:
+def train(lm: Any, tok: Any, algo: str, seed: int, recipe: Recipe, progress: bool = False) -> dict[str, Any]:
     """RL on CatGrid-Text-v0 from the SFT model; the greedy return against V*(start)."""
     group = 4 if algo in ("grpo", "rloo") else 1
     venv = gym.wrappers.vector.RecordEpisodeStatistics(
@@ -89,10 +89,13 @@ def train(lm: Any, tok: Any, algo: str, seed: int, recipe: Recipe) -> dict[str, 
     torch.manual_seed(seed)
     collector = RolloutCollector(venv, agent, recipe.num_steps, seed=seed, group_size=group)
     start, episodes, first = time.perf_counter(), 0, None
-    for _ in range(recipe.updates):
+    for update in range(recipe.updates):
         rollout, log = collector.collect()
         agent.update(rollout)
         episodes += len(log.returns)
+        if progress and log.returns:
+            print(f"  update {update}: {collector.global_step} steps, mean return {np.mean(log.returns):.1f} "
+                  f"({len(log.returns)} episodes, {np.mean(log.lengths):.1f} tokens)", flush=True)
         if first is None and log.returns:
             first = float(np.mean(log.returns))
     minutes = (time.perf_counter() - start) / 60
@@ -108,6 +111,7 @@ class Args:
     algos: tuple[str, ...] = ("ppo",)
     out: str = "artifacts/catgrid-text"
     updates: int = 80
+    progress: bool = False
 
 
 def main() -> None:
@@ -120,7 +124,7 @@ def main() -> None:
     for seed in args.seeds:
         lm, tok = sft_model(Path(args.out) / f"seed{seed}", seed, recipe)
         for algo in args.algos:
-            r = train(lm, tok, algo, seed, recipe)
+            r = train(lm, tok, algo, seed, recipe, progress=args.progress)
             print(f"{algo:>6} {seed:>4} {r['env_steps']:>9} {r['episodes']:>8} {r['minutes']:6.1f} "
                   f"{r['greedy']:7.1f} {r['ratio']:6.3f}", flush=True)
 

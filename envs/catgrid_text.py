@@ -16,11 +16,12 @@ from envs.turn_env import TurnTokenEnv, TurnTokenVectorEnv
 __all__ = ["CATGRID_TEXT_DEFAULTS", "CatGridTextEnv", "CatGridTextVectorEnv"]
 
 _TURN_KEYS = ("desc", "map_name", "slip", "terminal", "max_turns", "invalid_penalty")
-CATGRID_TEXT_DEFAULTS: dict[str, Any] = {"end_of_turn": "\n", "env_suffix": "\n>", "max_turn_tokens": 4,
+CATGRID_TEXT_DEFAULTS: dict[str, Any] = {"end_of_turn": ";", "env_suffix": ">", "max_turn_tokens": 4,
                                          "max_context": 256, "max_turns": 12}
-"""Token-level defaults: each env text ends with a newline and ``>`` (the agent's prompt), the agent answers a move
-word and a newline (at most 4 tokens), and a 12-turn episode fits in 256 tokens (the transcript layout of
-:func:`envs.transcripts.transcript_text` with ``end_of_turn="\\n", env_end="\\n>"``)."""
+"""Token-level defaults: each env text ends with ``>`` (the agent's prompt), the agent answers a move word and ``;``
+(at most 4 tokens), and a 12-turn episode fits in 256 tokens: the transcript layout of
+:func:`envs.transcripts.transcript_text` with ``end_of_turn=";", env_end=">"``, which has no whitespace at the turn
+boundaries, so the SFT stage (which collapses whitespace, :func:`envs.imdb.clean_review`) trains on it unchanged."""
 
 
 def _split(kwargs: dict[str, Any]) -> tuple[functools.partial, dict[str, Any]]:
@@ -35,7 +36,7 @@ class CatGridTextEnv(TurnTokenEnv):
     :class:`envs.catgrid_turns.CatGridTurnEnv` (whose docstring gives the texts, moves, rewards and the no-move
     penalty).
 
-    Each env turn is ``"at x,y up U down D left L right R\\n>"``; the agent's turn is a move word ended by ``"\\n"``
+    Each env turn is ``"at x,y up U down D left L right R>"``; the agent's turn is a move word ended by ``";"``
     (or cut at ``max_turn_tokens=4`` tokens) and is scored by the cat's move: broom -1, bathtub -10 (ends), meat
     +100 (ends), a turn naming no move ``invalid_penalty`` (-1, the cat stays). Episodes are truncated after
     ``max_turns=12`` turns (CatGrid's time limit here; its exact undiscounted optimum under that limit is

@@ -57,7 +57,7 @@ def env_kwargs(**kw: Any) -> dict[str, Any]:
 def catgrid_texts() -> tuple[str, ...]:
     """Transcripts of random legal CatGrid-Text play (12 turns at most), laid out as the token env lays them."""
     played = play_transcripts(lambda: CatGridTurnEnv(max_turns=12), lambda e: catgrid_move_policy(e), 60, seed=0)
-    return tuple(transcript_text(t, "\n", "\n>") for t in played)
+    return tuple(transcript_text(t, ";", ">") for t in played)
 
 
 @functools.lru_cache(maxsize=1)

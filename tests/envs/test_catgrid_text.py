@@ -12,6 +12,7 @@ from turn_helpers import catgrid_lm
 import envs  # noqa: F401
 from envs.catgrid_text import CatGridTextEnv, CatGridTextVectorEnv
 from envs.catgrid_turns import CatGridTurnEnv
+from envs.imdb import clean_review
 from envs.transcripts import Transcript, transcript_text
 
 
@@ -26,12 +27,12 @@ def test_registered_check_env_clean_and_optimum() -> None:
     vec = gym.make_vec("CatGrid-Text-v0", num_envs=2, vectorization_mode="vector_entry_point", **_kw())
     assert isinstance(vec, CatGridTextVectorEnv)
     assert vec.optimal_start_return() == pytest.approx(CatGridTurnEnv(max_turns=12).optimal_start_return())
-    assert isinstance(gym.make("MultiTurn-v0", env_fn=CatGridTurnEnv, **_kw(end_of_turn="\n")).unwrapped,
+    assert isinstance(gym.make("MultiTurn-v0", env_fn=CatGridTurnEnv, **_kw(end_of_turn=";")).unwrapped,
                       gym.Env)
 
 
 def test_token_transcript_is_the_sft_transcript() -> None:
-    """Played word by word, the env's token context equals the tokenization of transcript_text (the SFT layout),
+    """Played word by word, the env's token context equals the tokenization of transcript_text (the SFT layout, unchanged by the SFT loader),
     the rewards are the turn env's (seeded alike), and a turn naming no move costs invalid_penalty."""
     lm, tok = catgrid_lm()
     env = CatGridTextEnv(**_kw())
@@ -42,7 +43,7 @@ def test_token_transcript_is_the_sft_transcript() -> None:
     done = False
     while not done:
         word = str(rng.choice(["up", "down", "left", "right", "x"]))
-        ids = tok(word + "\n", add_special_tokens=False)["input_ids"]
+        ids = tok(word + ";", add_special_tokens=False)["input_ids"]
         total = 0.0
         for i in ids:
             obs, r, term, trunc, info = env.step(i)
@@ -56,5 +57,7 @@ def test_token_transcript_is_the_sft_transcript() -> None:
     t = Transcript(tuple(texts), tuple(words), tuple(rewards), bool(term), bool(trunc))
     k = int(obs["attention_mask"].sum())
     context = obs["input_ids"][-k:].tolist()  # the final observation holds the last action too
-    assert context == tok(transcript_text(t, "\n", "\n>"), add_special_tokens=False)["input_ids"]
+    text = transcript_text(t, ";", ">")
+    assert context == tok(text, add_special_tokens=False)["input_ids"]
+    assert clean_review(text) == text  # the SFT stage reads the transcript unchanged (it collapses whitespace)
     assert -1.0 in [r for r, w in zip(rewards, words) if w == "x"]

@@ -355,5 +355,5 @@ def test_multiturn_snippet_runs(tmp_path, one_thread):
     model_dir = save_pretrained_atomic(*catgrid_lm(), tmp_path / "sft")
     scope: dict = {}
     exec(block_with("python", "CatGrid-Text-v0").replace("artifacts/catgrid-text/sft", str(model_dir)), scope)
-    assert scope["env"].core.texts()[0] == "at 0,0 up # down . left # right .\n>"
+    assert scope["env"].core.texts()[0] == "at 0,0 up # down . left # right .>"
     assert scope["env"].optimal_start_return() > 90
