@@ -2,7 +2,8 @@
 
     python benchmarks/catgrid_text.py --seeds 0 1 2 --algos ppo
 
-Per seed: 1500 transcripts of uniformly random legal play (``envs.transcripts``, 12 turns at most) train a 2-layer
+Per seed: 1500 transcripts of random legal play (``envs.transcripts``, 12 turns at most; each move with probability
+``optimal_prob`` = 0.5 the discounted optimum's, else a uniformly random move word) train a 2-layer
 GPT-2 from scratch with the project's SFT stage (``runners.sft``, its own 400-token BPE); then the algorithm trains
 it on ``CatGrid-Text-v0`` (5x5 map, γ = 1, no KL) and the greedy policy plays the first episode of 64 rows. The
 target is the undiscounted finite-horizon optimum V*(start) of the turn MDP (``optimal_start_return()``).
@@ -35,19 +36,22 @@ class Recipe:
     """SFT and RL budgets of one run (the slow test and the docs' figures use the defaults)."""
 
     transcripts: int = 1500
+    optimal_prob: float = 0.5
+    """the transcripts' player: each move with this probability the discounted optimum's, else a random move word"""
     sft_steps: int = 400
     updates: int = 80
     num_envs: int = 16
     num_steps: int = 64
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-4
+    ent_coef: float = 0.01
     eval_rows: int = 64
 
 
 def sft_model(out: Path, seed: int, recipe: Recipe) -> tuple[Any, Any]:
     """A tiny GPT-2 SFT'd from scratch on random legal CatGrid-Text transcripts -> (model, tokenizer)."""
     turns = int(CATGRID_TEXT_DEFAULTS["max_turns"])
-    played = play_transcripts(lambda: CatGridTurnEnv(max_turns=turns), lambda e: catgrid_move_policy(e, 0.0),
-                              recipe.transcripts, seed=seed)
+    played = play_transcripts(lambda: CatGridTurnEnv(max_turns=turns),
+                              lambda e: catgrid_move_policy(e, recipe.optimal_prob), recipe.transcripts, seed=seed)
     eot, env_end = CATGRID_TEXT_DEFAULTS["end_of_turn"], CATGRID_TEXT_DEFAULTS["env_suffix"]
     path = write_transcripts(out / "transcripts.jsonl", [transcript_text(t, eot, env_end) for t in played])
     cfg = tiny_config(data=str(path), output_dir=str(out / "sft"), log_dir=str(out / "runs"), vocab_size=400,
@@ -83,7 +87,7 @@ def train(lm: Any, tok: Any, algo: str, seed: int, recipe: Recipe, progress: boo
     v_star = float(venv.unwrapped.optimal_start_return())  # type: ignore[attr-defined]
     net = build_network(venv.single_observation_space, venv.single_action_space, lm=lm)
     config = AgentConfig(algo=algo, gamma=1.0, gae_lambda=0.95, learning_rate=recipe.learning_rate,  # type: ignore
-                         update_epochs=4 if algo in ("ppo", "grpo") else 1, num_minibatches=4, ent_coef=0.0,
+                         update_epochs=4 if algo in ("ppo", "grpo") else 1, num_minibatches=4, ent_coef=recipe.ent_coef,
                          anneal_lr=False)
     agent = Agent(net, config, total_updates=recipe.updates)
     torch.manual_seed(seed)

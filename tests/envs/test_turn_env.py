@@ -141,10 +141,11 @@ def test_bad_arguments_say_what_to_do() -> None:
         TurnTokenEnv(**env_kwargs(end_of_turn="guess a digit"))
     with pytest.raises(ValueError, match="max_context"):
         TurnTokenEnv(**env_kwargs(max_context=1))
+    vec = TurnTokenVectorEnv(2, **env_kwargs())
+    with pytest.raises(RuntimeError, match="reset"):
+        vec.step(np.zeros(2, dtype=np.int64))
+    vec.reset(seed=0)
     with pytest.raises(ValueError, match="shape"):
-        TurnTokenVectorEnv(2, **env_kwargs()).reset(seed=0) and None
-        vec = TurnTokenVectorEnv(2, **env_kwargs())
-        vec.reset(seed=0)
         vec.step(np.zeros(3, dtype=np.int64))
     assert isinstance(GuessDigit().reset(seed=0)[0], str)
 
