@@ -42,8 +42,8 @@ class Recipe:
     updates: int = 80
     num_envs: int = 16
     num_steps: int = 64
-    learning_rate: float = 1e-4
-    ent_coef: float = 0.01
+    learning_rate: float = 5e-4
+    ent_coef: float = 0.0
     eval_rows: int = 64
 
 
