@@ -44,6 +44,7 @@ class Recipe:
     num_steps: int = 64
     learning_rate: float = 5e-4
     ent_coef: float = 0.0
+    kl_coef: float = 0.0
     eval_rows: int = 64
 
 
@@ -83,7 +84,7 @@ def train(lm: Any, tok: Any, algo: str, seed: int, recipe: Recipe, progress: boo
     """RL on CatGrid-Text-v0 from the SFT model; the greedy return against V*(start)."""
     group = 4 if algo in ("grpo", "rloo") else 1
     venv = gym.wrappers.vector.RecordEpisodeStatistics(
-        CatGridTextVectorEnv(recipe.num_envs, model=lm, tokenizer=tok, kl_coef=0.0, device="cpu"))
+        CatGridTextVectorEnv(recipe.num_envs, model=lm, tokenizer=tok, kl_coef=recipe.kl_coef, device="cpu"))
     v_star = float(venv.unwrapped.optimal_start_return())  # type: ignore[attr-defined]
     net = build_network(venv.single_observation_space, venv.single_action_space, lm=lm)
     config = AgentConfig(algo=algo, gamma=1.0, gae_lambda=0.95, learning_rate=recipe.learning_rate,  # type: ignore
