@@ -33,7 +33,7 @@ from runners.sft import load_model_and_tokenizer, run_sft, tiny_config
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """SFT and RL budgets of one run (the slow test and the docs' figures use the defaults)."""
+    """SFT and RL budgets of one run (docs/multiturn.md's figures use the defaults)."""
 
     transcripts: int = 1500
     optimal_prob: float = 0.5
