@@ -78,8 +78,10 @@ def test_micro_batches_give_the_same_update(rollouts, algo, kw) -> None:
         assert sum(rows) == sum(rows0)
         moved = max(float((params0[n] - net.state_dict()[n]).abs().max()) for n in params0 if n in net.state_dict())
         assert moved > 1e-4  # the update did something
-        for name, p in params0.items():
-            torch.testing.assert_close(params[name], p, atol=1e-6, rtol=0, msg=name)
+        for name, p in params0.items():  # Adam (eps 1e-5) turns a float32 rounding difference δ of a gradient
+            # near 0 into an update difference of up to lr/eps·δ = 100·δ: 1e-5 covers that, a wrong weighting moves
+            # parameters by ~lr = 1e-3
+            torch.testing.assert_close(params[name], p, atol=1e-5, rtol=0, msg=name)
         for key in ("policy_loss", "entropy", "approx_kl", "clipfrac", "kl_loss", "value_loss"):
             if key in stats0:
                 assert stats[key] == pytest.approx(stats0[key], abs=1e-6, rel=1e-5), key
