@@ -241,13 +241,6 @@ MUTATIONS = [
     Mutation("turn_ref_skips_env_tokens", "the reference's KV cache is not fed the env's turn",
              "envs/turn_core.py", "False, False, True, False, new + ids", "False, False, True, False, new",
              ["tests/envs/test_turn_env.py"]),
-    Mutation("rebn_episode_return", "ReBN normalises the whole-episode return G_0 instead of the reward-to-go G_t",
-             "agents/estimators.py", "ret = rewards_to_go(ro.rewards, ro.terminated, ro.truncated, c.gamma)  # (T, N)",
-             "ret = episode_returns(ro.rewards, ro.terminated, ro.truncated, ro.episode_start, c.gamma)  # (T, N)",
-             ["tests/agents/test_estimators.py"]),
-    Mutation("rebn_stats_over_masked_steps", "ReBN's batch mean and std include reset steps and unfinished episodes",
-             "agents/estimators.py", "sel = ret[mask].double()  # (M,)", "sel = ret.flatten().double()  # (M,)",
-             ["tests/agents/test_estimators.py"]),
 ]
 
 
