@@ -25,7 +25,7 @@ from runners.sft import load_model_and_tokenizer, run_sft, tiny_config
 
 pytest.importorskip("gem")
 
-EOT, PROMPT = "\n", "\n>"  # the agent's turn ends with a newline; each env text ends with the agent's prompt
+EOT, PROMPT = ";", ">"  # no whitespace at turn boundaries: the SFT stage's loader collapses whitespace
 UPDATES, NUM_ENVS, NUM_STEPS, EVAL_ROLLOUTS = 20, 32, 48, 6
 
 
