@@ -12,6 +12,7 @@ Prints env steps (agent tokens), episodes, minutes and the greedy return / V*(st
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from pathlib import Path
@@ -129,7 +130,7 @@ def main() -> None:
     for seed in args.seeds:
         lm, tok = sft_model(Path(args.out) / f"seed{seed}", seed, recipe)
         for algo in args.algos:
-            r = train(lm, tok, algo, seed, recipe, progress=args.progress)
+            r = train(copy.deepcopy(lm), tok, algo, seed, recipe, progress=args.progress)  # each from the SFT model
             print(f"{algo:>6} {seed:>4} {r['env_steps']:>9} {r['episodes']:>8} {r['minutes']:6.1f} "
                   f"{r['greedy']:7.1f} {r['ratio']:6.3f}", flush=True)
 
