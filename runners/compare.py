@@ -39,7 +39,7 @@ class CompareConfig:
 
     env: str = "CatGrid-v0"
     algos: list[str] = field(default_factory=lambda: ["ppo", "reinforce", "rloo", "grpo"])
-    """the algorithms to compare (any of the registry's, e.g. ``rebn``); default the four classic ones"""
+    """the algorithms to compare (any of the registry's, e.g. rebn); default the four classic ones"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     log_dir: str = "runs"
     name: str | None = None

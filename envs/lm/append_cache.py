@@ -20,36 +20,27 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import PreTrainedModel
-from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.cache_utils import Cache
 
-from envs.lm.kv_cache import check_autocast_dtype, forward_left_padded, fuse_gelu
+from envs.lm.kv_cache import BufferLayer, check_autocast_dtype, forward_left_padded, fuse_gelu
 from envs.lm.loading import adapter_off, unwrap
 from envs.lm.logits import LogitsHead, check_logits_path, layer_masks
 
 __all__ = ["AppendCache", "AppendLM", "right_padded"]
 
 
-class _AppendLayer(CacheLayerMixin):
+class _AppendLayer(BufferLayer):
     """K/V of one attention layer in (N, H, W, Dh) buffers; a forward writes columns ``cols`` (R, w) of rows
     ``rows`` (R,) and attends to those rows' whole buffers (the mask hides what lies past each query)."""
 
-    def __init__(self, cache: AppendCache) -> None:
-        super().__init__()
-        self.cache = cache
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        n, w = self.cache.num_rows, self.cache.capacity
-        self.keys = key_states.new_zeros(n, key_states.shape[1], w, key_states.shape[-1])
-        self.values = value_states.new_zeros(n, value_states.shape[1], w, value_states.shape[-1])
-        self.is_initialized = True
+    cache: AppendCache
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        keys, values = self.keys, self.values
-        assert keys is not None and values is not None
+        keys, values = self._buffers()
         rows, cols = self.cache.rows, self.cache.cols
         if rows is None or cols is None:
             raise RuntimeError("internal: AppendCache is used outside AppendLM.extend.")
@@ -58,24 +49,6 @@ class _AppendLayer(CacheLayerMixin):
         if self.cache.all_rows:
             return keys, values
         return keys[rows], values[rows]  # (R, H, W, Dh)
-
-    def grow(self, capacity: int) -> None:
-        if not self.is_initialized:
-            return
-        for name in ("keys", "values"):
-            old = getattr(self, name)
-            new = old.new_zeros(*old.shape[:2], capacity, old.shape[-1])
-            new[:, :, : old.shape[2]] = old
-            setattr(self, name, new)
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.cache.capacity, 0
-
-    def get_seq_length(self) -> int:
-        return self.cache.capacity
-
-    def get_max_length(self) -> int:
-        return self.cache.capacity
 
 
 class AppendCache(Cache):
@@ -92,7 +65,7 @@ class AppendCache(Cache):
     def grow(self, capacity: int) -> None:
         for layer in self.layers:
             if isinstance(layer, _AppendLayer):
-                layer.grow(capacity)
+                layer.widen(capacity)
         self.capacity = capacity
 
 

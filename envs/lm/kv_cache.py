@@ -64,20 +64,55 @@ def forward_left_padded(
     return out.last_hidden_state
 
 
-class _RingLayer(CacheLayerMixin):
-    """K/V of one attention layer in preallocated (N, H, W, Dh) buffers, written where its :class:`RingCache`
-    points: a decode writes one column of every row and attends to the whole buffer; a prefill writes its rows'
-    columns and attends to its own fresh states only (a restarting row never sees its old episode)."""
+class BufferLayer(CacheLayerMixin):
+    """K/V of one attention layer in preallocated (N, H, W, Dh) buffers sized by its cache's ``num_rows`` and
+    ``capacity`` (the ring cache's layers here, the multi-turn append cache's in :mod:`envs.lm.append_cache`)."""
 
-    def __init__(self, ring: RingCache) -> None:
+    cache: Any  # the owning cache: num_rows, capacity and where the next forward writes
+
+    def __init__(self, cache: Any) -> None:
         super().__init__()
-        self.ring = ring
+        self.cache = cache
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        n, w = self.ring.num_rows, self.ring.capacity
+        n, w = self.cache.num_rows, self.cache.capacity
         self.keys = key_states.new_zeros(n, key_states.shape[1], w, key_states.shape[-1])
         self.values = value_states.new_zeros(n, value_states.shape[1], w, value_states.shape[-1])
         self.is_initialized = True
+
+    def _buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (N, H, W, Dh) K and V buffers (allocated by :meth:`lazy_initialization`)."""
+        if self.keys is None or self.values is None:
+            raise RuntimeError("internal: a cache layer's buffers are read before they were allocated.")
+        return self.keys, self.values
+
+    def widen(self, capacity: int, oldest: int = 0) -> None:
+        """Unroll the buffers so that column ``oldest`` comes first (a ring), then widen them to ``capacity``."""
+        if not self.is_initialized:
+            return
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            old = torch.roll(old, -oldest, dims=2) if oldest else old
+            new = old.new_zeros(*old.shape[:2], capacity, old.shape[-1])
+            new[:, :, : old.shape[2]] = old
+            setattr(self, name, new)
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.cache.capacity, 0
+
+    def get_seq_length(self) -> int:
+        return self.cache.capacity
+
+    def get_max_length(self) -> int:
+        return self.cache.capacity
+
+
+class _RingLayer(BufferLayer):
+    """A ring cache's layer, written where its :class:`RingCache` points: a decode writes one column of every
+    row and attends to the whole buffer; a prefill writes its rows' columns and attends to its own fresh states
+    only (a restarting row never sees its old episode)."""
+
+    cache: RingCache
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
@@ -85,7 +120,7 @@ class _RingLayer(CacheLayerMixin):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         keys, values = self._buffers()
-        ring = self.ring
+        ring = self.cache
         if ring.rows is None:  # decode: one new column for every row
             col = ring.col
             keys[:, :, col : col + 1] = key_states
@@ -102,31 +137,6 @@ class _RingLayer(CacheLayerMixin):
         else:
             raise TypeError(f"RingCache rows/cols must be both slices or both tensors: {ring.rows!r}, {ring.cols!r}")
         return key_states, value_states
-
-    def _buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (N, H, W, Dh) K and V buffers (allocated by :meth:`lazy_initialization`)."""
-        if self.keys is None or self.values is None:
-            raise RuntimeError("internal: the ring layer's buffers are read before they were allocated.")
-        return self.keys, self.values
-
-    def grow(self, capacity: int, oldest: int) -> None:
-        """Unroll the ring so that column ``oldest`` comes first, then widen it to ``capacity`` columns."""
-        if not self.is_initialized:
-            return
-        for name in ("keys", "values"):
-            old = torch.roll(getattr(self, name), -oldest, dims=2)
-            new = old.new_zeros(*old.shape[:2], capacity, old.shape[-1])
-            new[:, :, : old.shape[2]] = old
-            setattr(self, name, new)
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.ring.capacity, 0
-
-    def get_seq_length(self) -> int:
-        return self.ring.capacity
-
-    def get_max_length(self) -> int:
-        return self.ring.capacity
 
 
 class RingCache(Cache):
@@ -147,7 +157,7 @@ class RingCache(Cache):
 
     def grow(self, capacity: int) -> None:
         for layer in self.layers:
-            cast(_RingLayer, layer).grow(capacity, self.col)  # every layer is a _RingLayer (see __init__)
+            cast(_RingLayer, layer).widen(capacity, self.col)  # every layer is a _RingLayer (see __init__)
         self.col, self.capacity = self.capacity, capacity
 
 
