@@ -17,38 +17,14 @@ RLHF_GYM = True
 if ``python -c "import envs; print(envs.__file__, getattr(envs, 'RLHF_GYM', False))"`` prints ``False``, another
 project's ``envs`` package shadows this one (run from outside that project or put rlhf-gym first on sys.path)."""
 
-if "CatGrid-v0" not in registry:
-    register(
-        id="CatGrid-v0",
-        entry_point="envs.catgrid:CatGridEnv",
-        vector_entry_point="envs.catgrid_vector:CatGridVectorEnv",
-        max_episode_steps=50,
-    )
-
-if "TextGen-IMDB-v0" not in registry:
-    register(
-        id="TextGen-IMDB-v0",
-        entry_point="envs.textgen:TextGenEnv",
-        vector_entry_point="envs.textgen_vector:TextGenVectorEnv",
-    )
-
-if "TextGen-v0" not in registry:
-    register(
-        id="TextGen-v0",
-        entry_point="envs.textgen_general:TextGenGeneralEnv",
-        vector_entry_point="envs.textgen_general:TextGenGeneralVectorEnv",
-    )
-
-if "CatGrid-Text-v0" not in registry:
-    register(
-        id="CatGrid-Text-v0",
-        entry_point="envs.catgrid_text:CatGridTextEnv",
-        vector_entry_point="envs.catgrid_text:CatGridTextVectorEnv",
-    )
-
-if "MultiTurn-v0" not in registry:
-    register(
-        id="MultiTurn-v0",
-        entry_point="envs.turn_env:TurnTokenEnv",
-        vector_entry_point="envs.turn_env:TurnTokenVectorEnv",
-    )
+# id, entry point, vector entry point (native vectorization for gym.make_vec), time limit
+_ENVS = [
+    ("CatGrid-v0", "envs.catgrid:CatGridEnv", "envs.catgrid_vector:CatGridVectorEnv", 50),
+    ("TextGen-IMDB-v0", "envs.textgen:TextGenEnv", "envs.textgen_vector:TextGenVectorEnv", None),
+    ("TextGen-v0", "envs.textgen_general:TextGenGeneralEnv", "envs.textgen_general:TextGenGeneralVectorEnv", None),
+    ("CatGrid-Text-v0", "envs.catgrid_text:CatGridTextEnv", "envs.catgrid_text:CatGridTextVectorEnv", None),
+    ("MultiTurn-v0", "envs.turn_env:TurnTokenEnv", "envs.turn_env:TurnTokenVectorEnv", None),
+]
+for _id, _entry, _vector_entry, _max_steps in _ENVS:
+    if _id not in registry:
+        register(id=_id, entry_point=_entry, vector_entry_point=_vector_entry, max_episode_steps=_max_steps)
