@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from agents import parallel
+from agents.history_obs import HistoryObs
 from agents.networks import Obs, StepBatch
 
 if TYPE_CHECKING:
@@ -33,8 +34,10 @@ def unflatten(x: Tensor, T: int, N: int) -> Tensor:
     return x.view(N, T).transpose(0, 1)
 
 
-def flatten_obs(obs: Obs) -> Obs:
-    """:func:`flatten` of a tensor or of each tensor of a dict observation."""
+def flatten_obs(obs: Obs | HistoryObs) -> Obs | HistoryObs:
+    """:func:`flatten` of a tensor, of each tensor of a dict observation, or of a :class:`HistoryObs`'s slots."""
+    if isinstance(obs, HistoryObs):
+        return obs.flatten()
     if isinstance(obs, dict):
         return {k: flatten(v) for k, v in obs.items()}
     return flatten(obs)
@@ -60,14 +63,17 @@ def chunk_ids(episode_start: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.cumsum(new.reshape(-1)) - 1
 
 
-def make_batch(obs: Obs, actions: Tensor, chunk: Tensor, idx: Tensor) -> StepBatch:
-    """Gather steps ``idx`` (whole chunks, column-major order) into a :class:`StepBatch`."""
+def make_batch(obs: Obs | HistoryObs, actions: Tensor, chunk: Tensor, idx: Tensor) -> StepBatch:
+    """Gather steps ``idx`` (whole chunks, column-major order) into a :class:`StepBatch` (from a
+    :class:`HistoryObs`: only the chunks' last observations, ``StepBatch.last_obs``)."""
     c = chunk[idx]  # (B,) global chunk ids, non-decreasing
     _, local = torch.unique_consecutive(c, return_inverse=True)  # (B,) in [0, C)
     is_last = torch.ones_like(c, dtype=torch.bool)
     is_last[:-1] = c[1:] != c[:-1]
     chunk_last = torch.nonzero(is_last).squeeze(1)  # (C,)
     steps_to_end = chunk_last[local] - torch.arange(c.numel(), device=c.device)  # (B,)
+    if isinstance(obs, HistoryObs):
+        return StepBatch(None, actions[idx], local, steps_to_end, chunk_last, obs.at(idx[chunk_last]))
     return StepBatch(index_obs(obs, idx), actions[idx], local, steps_to_end, chunk_last)
 
 
@@ -75,7 +81,7 @@ def make_batch(obs: Obs, actions: Tensor, chunk: Tensor, idx: Tensor) -> StepBat
 class FlatBatch:
     """Every step of a rollout, column-major ``(S,)``, with the estimator's advantages and mask."""
 
-    obs: Obs  # (S, ...)
+    obs: Obs | HistoryObs  # (S, ...), or the chunks' last contexts (history networks)
     actions: Tensor  # (S,) long
     old_logprob: Tensor  # (S,) log π_old
     old_values: Tensor  # (S,) V_old

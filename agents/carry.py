@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from agents.history_obs import HistoryObs
 from agents.masking import ActionMasks
 
 if TYPE_CHECKING:
@@ -36,11 +37,28 @@ def _time_map(fn: Any, *xs: Any) -> Any:
         return None
     if any(x is None for x in xs):
         raise ValueError("cannot carry a Rollout field that only some of the rollouts have; use one collector")
+    if any(isinstance(x, HistoryObs) for x in xs):  # one context per chunk (agents.history_obs)
+        if not all(isinstance(x, HistoryObs) for x in xs):
+            raise ValueError("cannot carry steps between rollouts that store their observations differently")
+        return fn(*xs)
     if isinstance(xs[0], dict):
         return {k: _time_map(fn, *(x[k] for x in xs)) for k in xs[0]}
     if not isinstance(xs[0], torch.Tensor):
         return xs[-1]
     return fn(*xs)
+
+
+def _rows(x: Tensor | HistoryObs, start: int, stop: int) -> Tensor | HistoryObs:
+    """Rows ``start:stop`` of a time-major field (copied, so the rest of the rollout can be freed)."""
+    return x.time_slice(start, stop) if isinstance(x, HistoryObs) else x[start:stop].clone()
+
+
+def _cat(a: Tensor | HistoryObs, b: Tensor | HistoryObs) -> Tensor | HistoryObs:
+    """Two time-major fields one after the other."""
+    if isinstance(a, HistoryObs) and isinstance(b, HistoryObs):
+        return HistoryObs.cat(a, b)
+    assert isinstance(a, Tensor) and isinstance(b, Tensor)
+    return torch.cat([a, b])
 
 
 def _slice_masks(m: ActionMasks | None, start: int, stop: int) -> ActionMasks | None:
@@ -84,7 +102,7 @@ def unfinished_tail(ro: Rollout, pending: Tensor | None = None) -> Rollout | Non
     if C == 0:
         return None
     keep = keep[T - C:]
-    tail = {f.name: _time_map(lambda x: x[T - C:T].clone(), getattr(ro, f.name))
+    tail = {f.name: _time_map(lambda x: _rows(x, T - C, T), getattr(ro, f.name))
             for f in fields(ro) if f.name != "action_masks"}
     tail["action_masks"] = _slice_masks(ro.action_masks, T - C, T)
     for name in ("valid", "episode_start", "terminated", "truncated"):
@@ -106,7 +124,7 @@ def prepend(carry: Rollout | None, ro: Rollout) -> Rollout:
     running = carry.valid[-1] & ~(carry.terminated[-1] | carry.truncated[-1])  # (N,)
     if bool((running & ~continues).any()):
         return ro
-    out = {f.name: _time_map(lambda a, b: torch.cat([a, b]), getattr(carry, f.name), getattr(ro, f.name))
+    out = {f.name: _time_map(_cat, getattr(carry, f.name), getattr(ro, f.name))
            for f in fields(ro) if f.name != "action_masks"}
     out["action_masks"] = _cat_masks(carry.action_masks, ro.action_masks, tuple(carry.valid.shape),
                                      tuple(ro.valid.shape))

@@ -12,6 +12,7 @@ import tyro
 from torch import Tensor
 
 from agents.algos import ALGOS, AlgoName, LossAggregation
+from agents.history_obs import HistoryObs
 from agents.masking import ActionMasks
 from agents.networks import Obs
 from agents.validate import check_fields
@@ -150,7 +151,7 @@ class Rollout:
     ``rewards`` are the rewards the agent learns from (already shaped/scaled by the runner).
     """
 
-    obs: Obs  # (T, N, ...)
+    obs: Obs | HistoryObs  # (T, N, ...); history networks: one context per chunk (agents.history_obs)
     actions: Tensor  # (T, N) long
     logprobs: Tensor  # (T, N)
     values: Tensor  # (T + 1, N)

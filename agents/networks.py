@@ -46,18 +46,30 @@ class StepBatch:
     """A minibatch of ``B`` steps grouped into ``C`` chunks (see the module docstring).
 
     Attributes:
-        obs: observations (B, ...) (dict of tensors for Dict spaces), on the device.
+        obs: observations (B, ...) (dict of tensors for Dict spaces), on the device; None when only the
+            chunks' last observations are stored (``last_obs``, a network with ``history_observation``).
         actions: (B,) long.
         chunk: (B,) long, chunk index of each step in ``[0, C)``.
         steps_to_end: (B,) long, how many steps of its chunk follow the step.
         chunk_last: (C,) long, batch index of each chunk's last step.
+        last_obs: the observation at each chunk's last step (C, ...), or None (then read from ``obs``).
     """
 
-    obs: Obs
+    obs: Obs | None
     actions: Tensor
     chunk: Tensor
     steps_to_end: Tensor
     chunk_last: Tensor
+    last_obs: Obs | None = None
+
+    def chunk_obs(self) -> Obs:
+        """(C, ...) the observation at each chunk's last step (what a history network evaluates)."""
+        if self.last_obs is not None:
+            return self.last_obs
+        assert self.obs is not None, "a StepBatch holds obs or last_obs"
+        if isinstance(self.obs, dict):
+            return {k: v[self.chunk_last] for k, v in self.obs.items()}
+        return self.obs[self.chunk_last]
 
 
 def obs_to_tensor(obs: EnvObs | Obs, device: torch.device) -> Obs:
@@ -112,6 +124,11 @@ class PolicyValueNet(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    history_observation: bool = False
+    """True: an observation holds every earlier one of its episode (a token context) and ``evaluate`` reads only
+    each chunk's last (``StepBatch.chunk_obs()``), so rollouts store one context per chunk
+    (:mod:`agents.history_obs`); False: ``evaluate`` reads every step's own observation (``StepBatch.obs``)."""
 
     obs_ndim: int = 1
     """ndim of ONE observation (of ``input_ids`` for dict observations); one more means a batch."""
@@ -198,6 +215,7 @@ class CausalLMPolicy(PolicyValueNet):
     :func:`disable_dropout`).
     """
 
+    history_observation = True  # evaluate reads each chunk's last context only
     lm: PreTrainedModel
     peft: Any  # the PeftModel of a LoRA policy (its adapter layers live in lm), else None
     _decoder: IncrementalLM | None
@@ -256,9 +274,8 @@ class CausalLMPolicy(PolicyValueNet):
             self._decoder.reset()
 
     def evaluate(self, batch: StepBatch) -> tuple[Tensor, Tensor]:
-        obs = cast(dict[str, Tensor], batch.obs)
-        ids = obs["input_ids"][batch.chunk_last]  # (C, L)
-        mask = obs["attention_mask"][batch.chunk_last]  # (C, L)
+        obs = cast(dict[str, Tensor], batch.chunk_obs())
+        ids, mask = obs["input_ids"], obs["attention_mask"]  # (C, L)
         width = int(mask.sum(1).max())  # columns holding a real token of some chunk (the rest is padding)
         ids, mask = ids[:, -width:], mask[:, -width:]  # (C, W)
         # The chunk's last observation already holds every state of the chunk (its prefixes); the last action

@@ -47,8 +47,8 @@ from agents.agent import Agent, Rollout
 from agents.bootstrap import last_step_output
 from agents.env_access import get_kl_coef, set_env_attr
 from agents.group_ids import BlockGroups
+from agents.history_obs import ChunkEndObs, FullObs, chunk_ends
 from agents.masking import ActionMasks, mask_from_info
-from agents.networks import obs_to_tensor
 from agents.ref_tokens import OnePassReference, Placement, RefTokens, uses_one_pass_reference
 from agents.validate import group_size_fits
 
@@ -102,11 +102,11 @@ class _Buffers:
     valid: np.ndarray
     groups: np.ndarray
     ref_logprobs: np.ndarray | None
-    obs: list[Any] = field(default_factory=list)
+    obs: FullObs | ChunkEndObs  # every step's observation, or only the chunk ends' (agents.history_obs)
     masks: list[torch.Tensor | None] = field(default_factory=list)
 
     @classmethod
-    def empty(cls, T: int, N: int, dev: torch.device, with_ref: bool) -> _Buffers:
+    def empty(cls, T: int, N: int, dev: torch.device, with_ref: bool, history: bool) -> _Buffers:
         return cls(
             actions=torch.zeros((T, N), dtype=torch.long, device=dev), logprobs=torch.zeros((T, N), device=dev),
             values=torch.zeros((T + 1, N), device=dev), rewards=np.zeros((T, N)),
@@ -114,15 +114,14 @@ class _Buffers:
             starts=np.zeros((T, N), dtype=bool), valid=np.zeros((T, N), dtype=bool),
             groups=np.zeros((T, N), dtype=np.int64),
             ref_logprobs=np.zeros((T, N), dtype=np.float32) if with_ref else None,
+            obs=(ChunkEndObs if history else FullObs)(T, N, dev),
         )
 
     def rollout(self, N: int, kl_coef: float, group_size: int) -> Rollout:
         dev = self.actions.device
         as_t = lambda a: torch.as_tensor(a, device=dev)
-        stack, first = torch.stack, self.obs[0]
-        obs = {k: stack([o[k] for o in self.obs]) for k in first} if isinstance(first, dict) else stack(self.obs)
         return Rollout(
-            obs=obs, actions=self.actions, logprobs=self.logprobs, values=self.values,
+            obs=self.obs.build(), actions=self.actions, logprobs=self.logprobs, values=self.values,
             rewards=as_t(self.rewards.astype(np.float32)),
             terminated=as_t(self.terminated), truncated=as_t(self.truncated), episode_start=as_t(self.starts),
             valid=as_t(self.valid), action_masks=_stack_masks(self.masks, N), group=as_t(self.groups),
@@ -136,8 +135,8 @@ class RolloutCollector(OnePassReference):
 
     ``envs`` should be wrapped in ``gymnasium.wrappers.vector.RecordEpisodeStatistics`` for
     episode returns/lengths. ``reward_scale`` multiplies the (shaped) learning reward only. ``evaluation=True``:
-    rollouts no update learns from, so a group-based agent may collect with ``group_size=1``.
-    """
+    rollouts no update learns from, so a group-based agent may collect with ``group_size=1``. ``full_obs=True``:
+    every step's observation even for a ``history_observation`` network (else one per chunk)."""
 
     def __init__(
         self,
@@ -149,6 +148,7 @@ class RolloutCollector(OnePassReference):
         group_size: int = 1,
         kl_coef: float | None = None,
         evaluation: bool = False,
+        full_obs: bool = False,
     ) -> None:
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
@@ -162,7 +162,7 @@ class RolloutCollector(OnePassReference):
                              "vector env without autoreset_mode= (SAME_STEP / DISABLED are for other libraries)")
         self.envs, self.agent, self.num_steps, self.reward_scale = envs, agent, num_steps, reward_scale
         self.num_envs, self.device = envs.num_envs, agent.device
-        self.global_step = 0
+        self.global_step, self._history = 0, agent.net.history_observation and not full_obs  # one context per chunk
         self.obs, info = envs.reset(seed=seed)
         self.mask = mask_from_info(info, self.num_envs, self.device)  # allowed actions at self.obs, or None
         self.group_size = group_size
@@ -259,7 +259,7 @@ class RolloutCollector(OnePassReference):
         """``num_steps`` steps of every env: the rollout to learn from and the episodes that ended in it."""
         T, N, dev = self.num_steps, self.num_envs, self.device
         self.refresh()
-        buf = _Buffers.empty(T, N, dev, with_ref=self._kl_coef is not None and self.agent.config.kl_mode == "loss")
+        buf = _Buffers.empty(T, N, dev, self.kl_coef is not None and self.agent.config.kl_mode == "loss", self._history)
         log = EpisodeLog()
         for t in range(T):
             step_mask = self.mask  # the allowed actions of the distribution sampled from (top-k/top-p included)
@@ -270,7 +270,6 @@ class RolloutCollector(OnePassReference):
                 logits, value = self._pending_output()
                 action, logprob, step_mask = self.agent.sample_action(logits, self.mask)
             buf.masks.append(step_mask)
-            buf.obs.append(obs_to_tensor(self.obs, dev))
             buf.actions[t], buf.logprobs[t], buf.values[t] = action, logprob, value
             buf.starts[t], buf.valid[t], buf.groups[t] = self.episode_start, self.valid, self.group
             next_obs, reward, term, trunc, info = self.envs.step(action.cpu().numpy())
@@ -284,6 +283,7 @@ class RolloutCollector(OnePassReference):
             self._next_groups(done & self.valid, ~self.valid)
             self.episode_start = ~self.valid  # the obs after a reset step starts an episode
             self.valid = ~done
+            buf.obs.add(t, self.obs, chunk_ends(buf.valid[t], self.valid, self.episode_start, last=t == T - 1))
             self.obs = next_obs
             self.mask = mask_from_info(info, N, dev)
             self.pending = self._next_output(next_obs, trunc, last=t == T - 1)

@@ -73,9 +73,8 @@ class TurnLMPolicy(CausalLMPolicy):
         return logits.float(), values.float()
 
     def evaluate(self, batch: StepBatch) -> tuple[Tensor, Tensor]:
-        obs = cast(dict[str, Tensor], batch.obs)
-        ids, mask = obs["input_ids"][batch.chunk_last], obs["attention_mask"][batch.chunk_last]  # (C, L)
-        agent = obs["agent_mask"][batch.chunk_last].bool()  # (C, L)
+        obs = cast(dict[str, Tensor], batch.chunk_obs())
+        ids, mask, agent = obs["input_ids"], obs["attention_mask"], obs["agent_mask"].bool()  # (C, L)
         width = int(mask.sum(1).max())
         ids, mask, agent = ids[:, -width:], mask[:, -width:], agent[:, -width:]  # (C, W)
         with self._autocast():

@@ -241,6 +241,14 @@ MUTATIONS = [
     Mutation("turn_ref_skips_env_tokens", "the reference's KV cache is not fed the env's turn",
              "envs/turn_core.py", "False, False, True, False, new + ids", "False, False, True, False, new",
              ["tests/envs/test_turn_env.py"]),
+    Mutation("history_obs_stores_chunk_first", "LM rollouts store each chunk's first observation instead of its last",
+             "agents/history_obs.py", "self.parts.append({k: np.asarray(v)[rows] for k, v in obs.items()})",
+             "first, starts = getattr(self, 'first', None), getattr(self, 'ended', np.ones_like(ends))\n"
+             "        self.first = {k: np.where(starts[:, None], np.asarray(v), first[k]) if first else np.asarray(v).copy()\n"
+             "                      for k, v in obs.items()}\n"
+             "        self.ended = ends\n"
+             "        self.parts.append({k: v[rows] for k, v in self.first.items()})",
+             ["tests/agents/test_history_obs.py", "tests/agents/test_turn_policy.py"]),
 ]
 
 

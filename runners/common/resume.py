@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from agents.agent import Agent, Rollout
+from agents.history_obs import HistoryObs
 from agents.masking import ActionMasks
 from agents.rollout import RolloutCollector
 
@@ -84,6 +85,8 @@ def pack_carry(carry: Rollout | None) -> dict[str, Any] | None:
     d = {f.name: getattr(carry, f.name) for f in dataclasses.fields(carry)}
     if d["action_masks"] is not None:
         d["action_masks"] = {"table": d["action_masks"].table, "index": d["action_masks"].index}
+    if isinstance(d["obs"], HistoryObs):
+        d["obs"] = d["obs"].pack()
     return d
 
 
@@ -93,7 +96,7 @@ def unpack_carry(d: dict[str, Any] | None, device: torch.device) -> Rollout | No
     d = _to(dict(d), device)
     if d["action_masks"] is not None:
         d["action_masks"] = ActionMasks(d["action_masks"]["table"], d["action_masks"]["index"])
-    return Rollout(**d)
+    return Rollout(**d | {"obs": HistoryObs.unpack(d["obs"])})
 
 
 def capture(envs: gym.vector.VectorEnv, collector: RolloutCollector) -> dict[str, Any]:

@@ -71,11 +71,11 @@ def test_rollout_reference_reward_update_and_export_are_exact(family, tiny_token
             p.add_(0.02 * torch.randn_like(p))
     agent = Agent(CausalLMPolicy(policy), AgentConfig(gamma=1.0, update_epochs=1, num_minibatches=1))
     ro, log = RolloutCollector(venv, agent, 8, seed=0).collect()
-    ids, mask = ro.obs["input_ids"].numpy(), ro.obs["attention_mask"].numpy()
     found = episodes(ro)
     assert len(found) >= 3 and len(log.scores) >= len(found)
     for end, i, start in found:
-        tokens = ids[end, i][mask[end, i] == 1].tolist() + [int(ro.actions[end, i])]
+        last = ro.obs.step(end, i)  # an episode's last step: its context is stored
+        tokens = last["input_ids"][last["attention_mask"] == 1].tolist() + [int(ro.actions[end, i])]
         assert len(tokens) > 4  # longer than the sliding windows
         n = end - start + 1
         lp_pol, lp_ref = plain_logprobs(policy, tokens, n), plain_logprobs(model, tokens, n)

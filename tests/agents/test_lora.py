@@ -53,13 +53,16 @@ def test_reference_is_the_base_with_the_adapter_disabled(lora_run) -> None:
     core = venv.unwrapped.core
     assert core.ref_model is model  # the same weights, not a copy
     ro, log = collector.collect()  # after an update: the reference must still be the untouched base
-    ids, mask = ro.obs["input_ids"].numpy(), ro.obs["attention_mask"].numpy()
+    slot = ro.obs.slot.numpy()  # only each chunk's last context is stored; one token per step before it
     checked = 0
     for t in range(ro.actions.shape[0]):
         for i in range(ro.actions.shape[1]):
             if not ro.valid[t, i] or ro.episode_start[t, i]:
                 continue
-            tokens = torch.tensor([ids[t, i][mask[t, i] == 1].tolist()])
+            end = t + int(np.argmax(slot[t:, i] >= 0))  # the step that ends t's chunk
+            last = ro.obs.step(end, i)
+            real = last["input_ids"][last["attention_mask"] == 1]
+            tokens = real[: real.numel() - (end - t)][None]  # (1, L_t) the context of step t
             with torch.no_grad():
                 lp_base = torch.log_softmax(original(input_ids=tokens).logits[0, -1].double(), -1)
                 lp_pol = torch.log_softmax(model(input_ids=tokens).logits[0, -1].double(), -1)

@@ -42,14 +42,15 @@ def perturbed(model: torch.nn.Module, scale: float = 0.05, seed: int = 0) -> tor
     return out
 
 
-def make(tiny_lm, tiny_tokenizer, texts, num_envs=4, num_steps=15, kl_coef=BETA, config=None, scale=0.05, **kw):
+def make(tiny_lm, tiny_tokenizer, texts, num_envs=4, num_steps=15, kl_coef=BETA, config=None, scale=0.05,
+         full_obs=False, **kw):
     venv = gym.make_vec("TextGen-IMDB-v0", num_envs=num_envs, vectorization_mode="vector_entry_point",
                         model=copy.deepcopy(tiny_lm), tokenizer=tiny_tokenizer, reward_model=char_score,
                         dataset=texts, max_new_tokens=5, prompt_min_len=2, prompt_max_len=4, kl_coef=kl_coef,
                         device="cpu", **kw)
     venv = gym.wrappers.vector.RecordEpisodeStatistics(venv)
     agent = Agent(CausalLMPolicy(perturbed(tiny_lm, scale)), config or AgentConfig(gamma=1.0))
-    return venv, agent, RolloutCollector(venv, agent, num_steps, seed=0)
+    return venv, agent, RolloutCollector(venv, agent, num_steps, seed=0, full_obs=full_obs)
 
 
 def sequence_logprobs(model, tokens: list[int], n_actions: int, head=None) -> torch.Tensor:
@@ -66,7 +67,6 @@ def check_reward_decomposition(venv, agent, collector, tokenizer, beta: float) -
     """One rollout: per token r_t = -β(log π_θ - log π_ref) (+ score on the last token), by plain teacher-forced
     forwards of each finished episode; the logged KL and shaped return are exact."""
     ro, log = collector.collect()
-    ids, mask = ro.obs["input_ids"].numpy(), ro.obs["attention_mask"].numpy()
     T, N = ro.actions.shape
     episodes = []  # (end step, env, start step): completion order of the collector's log
     for i in range(N):
@@ -85,7 +85,8 @@ def check_reward_decomposition(venv, agent, collector, tokenizer, beta: float) -
     assert len(log.kls) == len(first_end)
     kl_of = dict(zip(first_end, log.kls))
     for end, i, start in episodes:
-        tokens = ids[end, i][mask[end, i] == 1].tolist() + [int(ro.actions[end, i])]
+        last = ro.obs.step(end, i)  # an episode's last step: its context is stored
+        tokens = last["input_ids"][last["attention_mask"] == 1].tolist() + [int(ro.actions[end, i])]
         n = end - start + 1
         assert tokens[-n:] == ro.actions[start:end + 1, i].tolist()
         lp_pol = sequence_logprobs(agent.net.lm, tokens, n, agent.net.policy_head)
@@ -335,7 +336,7 @@ def test_sampling_controls_rollout_and_update_logprobs_agree(tiny_lm, tiny_token
     torch.manual_seed(0)
     config = AgentConfig(gamma=1.0, learning_rate=0.0, update_epochs=1, num_minibatches=2, **controls)
     venv, agent, collector = make(tiny_lm, tiny_tokenizer, texts, num_envs=4, num_steps=12, config=config,
-                                  temperature=controls.get("temperature", 1.0))
+                                  temperature=controls.get("temperature", 1.0), full_obs=True)  # reads step 0
     assert venv.unwrapped.core.temperature == controls.get("temperature", 1.0)
     terms: list = []
     original = agent_module.minibatch_loss

@@ -46,6 +46,21 @@ def collected():
     return agent, ro, log
 
 
+@pytest.fixture(scope="module")
+def collected_full(collected):
+    """The same rollout, every step's context stored (``full_obs=True``; the default stores one per chunk)."""
+    agent = collected[0]
+    venv = gym.wrappers.vector.RecordEpisodeStatistics(TurnTokenVectorEnv(4, **env_kwargs(kl_coef=BETA)))
+    torch.manual_seed(0)
+    ro, _ = RolloutCollector(venv, agent, num_steps=40, seed=0, full_obs=True).collect()
+    assert torch.equal(ro.actions, collected[1].actions) and torch.equal(ro.logprobs, collected[1].logprobs)
+    history = collected[1].obs
+    t, n = torch.nonzero(history.slot >= 0, as_tuple=True)  # the chunk ends: stored as they are in the full stack
+    for key in ("input_ids", "attention_mask", "agent_mask"):
+        assert torch.equal(history.contexts[key][history.slot[t, n]], ro.obs[key][t, n])
+    return agent, ro
+
+
 def _plain(net: TurnLMPolicy, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """log-softmax (L, V) and values (L,) of one unpadded sequence, by a plain HF forward."""
     t = torch.tensor([ids])
@@ -54,8 +69,8 @@ def _plain(net: TurnLMPolicy, ids: list[int]) -> tuple[torch.Tensor, torch.Tenso
         return torch.log_softmax(net.lm.lm_head(h).double(), -1), net.value_head(h).squeeze(-1)
 
 
-def test_rollout_logprobs_and_values_equal_one_pass_over_each_transcript(collected) -> None:
-    agent, ro, _ = collected
+def test_rollout_logprobs_and_values_equal_one_pass_over_each_transcript(collected_full) -> None:
+    agent, ro = collected_full
     net, T, N = agent.net, *ro.actions.shape
     checked = 0
     for n in range(N):
@@ -116,8 +131,8 @@ def test_env_tokens_get_no_gradient(collected, monkeypatch) -> None:
     loss.backward()
     agent.net.zero_grad()
     grad = kept[0].grad.abs().sum(-1)  # (C, W)
-    mask = batch.obs["attention_mask"][batch.chunk_last]
-    agent_pos = batch.obs["agent_mask"][batch.chunk_last].bool()[:, -grad.shape[1] :]
+    mask = batch.chunk_obs()["attention_mask"]
+    agent_pos = batch.chunk_obs()["agent_mask"].bool()[:, -grad.shape[1] :]
     mask = mask[:, -grad.shape[1] :].bool()
     reads = torch.zeros_like(agent_pos)
     reads[:, :-1] = agent_pos[:, 1:]  # outputs that predict an agent token
@@ -134,9 +149,10 @@ def test_logged_kl_covers_exactly_the_agent_tokens(collected) -> None:
     ended = 0
     for n in range(ro.actions.shape[1]):
         for t in np.flatnonzero((ro.terminated[:, n] | ro.truncated[:, n]) & ro.valid[:, n]):
-            k = int(ro.obs["attention_mask"][t, n].sum())
-            ids = ro.obs["input_ids"][t, n, -k:].tolist() + [int(ro.actions[t, n])]
-            agent_mask = np.r_[ro.obs["agent_mask"][t, n, -k:].numpy(), 1].astype(bool)
+            obs = ro.obs.step(t, n)  # an episode's last step: its context is stored
+            k = int(obs["attention_mask"].sum())
+            ids = obs["input_ids"][-k:].tolist() + [int(ro.actions[t, n])]
+            agent_mask = np.r_[obs["agent_mask"][-k:].numpy(), 1].astype(bool)
             pos = np.flatnonzero(agent_mask)
             t_ids = torch.tensor([ids])
             with torch.no_grad():

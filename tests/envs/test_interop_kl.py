@@ -47,7 +47,8 @@ def collected(text_kw: dict, num_envs: int, num_steps: int = 14):
     torch.manual_seed(0)
     venv = gym.make_vec("TextGen-IMDB-v0", num_envs=num_envs, vectorization_mode="vector_entry_point", **text_kw)
     agent = Agent(CausalLMPolicy(perturbed(text_kw["model"], text_kw["tokenizer"].eos_token_id)), AgentConfig(gamma=1.0))
-    ro, _ = RolloutCollector(gym.wrappers.vector.RecordEpisodeStatistics(venv), agent, num_steps, seed=0).collect()
+    venv = gym.wrappers.vector.RecordEpisodeStatistics(venv)
+    ro, _ = RolloutCollector(venv, agent, num_steps, seed=0, full_obs=True).collect()  # replay reads every step
     assert ro.terminated.sum() >= 2 and (~ro.valid).sum() >= 1  # episodes ended and restarted inside the rollout
     return ro, agent.net.lm
 
