@@ -196,3 +196,19 @@ def test_text_stop_and_resume_is_bit_identical(text_setup, tmp_path, one_thread)
         a, b = scalars(tmp_path / "split", tag), scalars(tmp_path / "straight", tag)
         assert a == b and len(a) == 4, tag
     assert np.isfinite([v for _, v in scalars(tmp_path / "split", "objective/kl_coef")]).all()
+
+
+def test_text_grpo_resume_with_carried_contexts_is_bit_identical(text_setup, tmp_path, one_thread):
+    """GRPO on text carries the steps of unfinished groups, their observations as one context per chunk
+    (agents.history_obs): the checkpoint holds them and the resumed run equals the straight one."""
+    from runners.common.checkpoint import load_resume_state
+
+    overrides, config = text_setup
+    grpo = lambda tmp, name, **kw: dataclasses.replace(config(tmp, name, **kw), algo="grpo", group_size=2,  # noqa: E731
+                                                        agent=dataclasses.replace(config(tmp, name).agent, algo="grpo"))
+    train.train(grpo(tmp_path, "straight"), env_overrides=overrides)
+    train.train(grpo(tmp_path, "split", stop_at_update=2), env_overrides=overrides)
+    carry = load_resume_state(tmp_path / "split")["agent_carry"]
+    assert carry is not None and "history_slot" in carry["obs"]  # a carry of stored chunk-end contexts
+    train.train(grpo(tmp_path, "split", resume=str(tmp_path / "split")), env_overrides=overrides)
+    assert_same_weights(tmp_path / "split", tmp_path / "straight")
