@@ -13,7 +13,7 @@ import torch
 import envs  # noqa: F401
 from agents.agent import Agent, AgentConfig
 from agents.batch import chunk_ids
-from agents.history_obs import HistoryObs, obs_nbytes
+from agents.history_obs import HistoryObs, chunk_ends, obs_nbytes
 from agents.networks import CausalLMPolicy
 from agents.rollout import RolloutCollector
 from envs.imdb import load_imdb
@@ -85,3 +85,34 @@ def test_one_context_per_chunk_and_the_same_update_as_the_full_stack(text_kw, ti
     for (name, p), q in zip(hist_agent.net.named_parameters(), full_agent.net.parameters()):
         assert torch.equal(p, q), name  # bit-identical update
     assert any(not torch.equal(p, q) for p, q in zip(hist_agent.net.lm.parameters(), tiny_lm.parameters()))
+
+
+def test_chunk_ends_are_the_last_steps_of_chunk_ids() -> None:
+    """The collector's per-step rule (known after each step) marks exactly the chunks' last steps."""
+    rng = np.random.default_rng(0)
+    T, N = 12, 5
+    done = rng.random((T, N)) < 0.3
+    valid, start = np.ones((T, N), dtype=bool), np.zeros((T, N), dtype=bool)
+    start[0] = True
+    for t in range(1, T):  # NEXT_STEP autoreset: the step after an end is a reset step, the one after it a start
+        valid[t], start[t] = ~(done[t - 1] & valid[t - 1]), ~valid[t - 1]
+    got = np.stack([chunk_ends(valid[t], valid[t + 1] if t + 1 < T else valid[t], start[t + 1] if t + 1 < T
+                               else start[t], last=t == T - 1) for t in range(T)])  # (T, N)
+    chunk = chunk_ids(start, valid)
+    want = np.r_[chunk[1:] != chunk[:-1], True].reshape(N, T).T
+    assert (~valid).sum() >= 5 and np.array_equal(got, want)
+
+
+def test_time_slice_and_cat_by_hand() -> None:
+    # 3 steps x 2 rows; stored: (0, 1) -> context 0, (2, 0) -> 1, (2, 1) -> 2
+    ctx = {"input_ids": torch.tensor([[0, 5], [6, 7], [8, 9]])}
+    ho = HistoryObs(ctx, torch.tensor([[-1, 0], [-1, -1], [1, 2]]))
+    tail = ho.time_slice(1, 3)  # only the last row's contexts are kept, renumbered
+    assert tail.slot.tolist() == [[-1, -1], [0, 1]] and tail.contexts["input_ids"].tolist() == [[6, 7], [8, 9]]
+    both = HistoryObs.cat(tail, ho)
+    assert both.slot.tolist() == [[-1, -1], [0, 1], [-1, 2], [-1, -1], [3, 4]]
+    flat = both.flatten()  # column-major: row 0's 5 steps, then row 1's
+    assert flat.at(torch.tensor([1, 7]))["input_ids"].tolist() == [[6, 7], [0, 5]]
+    assert both.step(2, 1)["input_ids"].tolist() == [0, 5]
+    with pytest.raises(RuntimeError, match="does not end its chunk"):
+        flat.at(torch.tensor([0]))
