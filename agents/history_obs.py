@@ -135,7 +135,7 @@ class FullObs:
 
 
 class ChunkEndObs:
-    """The contexts of the steps that end a chunk only (:class:`HistoryObs`), copied to the device once each."""
+    """Only the contexts of the steps that end a chunk (:class:`HistoryObs`), copied to the device once per rollout."""
 
     def __init__(self, T: int, N: int, device: torch.device) -> None:
         self.device = device
