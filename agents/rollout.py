@@ -79,13 +79,13 @@ class EpisodeLog:
     prompts: list[str] = field(default_factory=list)
     responses: list[str] = field(default_factory=list)
     shaped_returns: list[float] = field(default_factory=list)
+    """KL-shaped envs only: Σ_t (score - β(log π_θ - log π_ref)) per episode, what the agent maximises."""
     score_rows: list[int] = field(default_factory=list)
     """env row of each entry of ``scores`` (and of ``prompts``/``responses``/``kls``, which end together)"""
     response_tokens: list[int] = field(default_factory=list)
     """text envs: tokens generated in each scored episode (EOS included), from ``info["new_tokens"]``"""
     reward_parts: dict[str, list[float]] = field(default_factory=dict)
     """TextGen-v0: each reward function's scores of the episodes it applies to (``info["reward/<name>"]``)"""
-    """KL-shaped envs only: Σ_t (score - β(log π_θ - log π_ref)) per episode, what the agent maximises."""
 
 
 @dataclass
