@@ -42,8 +42,8 @@ class Recipe:
     optimal_prob: float = 0.0
     """the transcripts' player: each move with this probability the discounted optimum's, else a random move word"""
     sft_steps: int = 400
-    updates: int = 25
-    num_envs: int = 64
+    updates: int = 13
+    num_envs: int = 128
     num_steps: int = 64
     learning_rate: float = 1e-4
     ent_coef: float = 0.0
@@ -119,13 +119,13 @@ def train(lm: Any, tok: Any, algo: str, seed: int, recipe: Recipe, progress: boo
         CatGridTextVectorEnv(recipe.num_envs, model=lm, tokenizer=tok, kl_coef=recipe.kl_coef, device="cpu"))
     venv = gym.wrappers.vector.RecordEpisodeStatistics(counter)
     v_star = float(venv.unwrapped.optimal_start_return())  # type: ignore[attr-defined]
+    torch.manual_seed(seed)  # before the value head's initialisation: same seed, same run
     net = build_network(venv.single_observation_space, venv.single_action_space, lm=lm)
     epochs = 4 if algo in ("ppo", "grpo") else 1
     config = AgentConfig(algo=algo, gamma=1.0, gae_lambda=recipe.gae_lambda,  # type: ignore[arg-type]
                          learning_rate=recipe.learning_rate, update_epochs=epochs, num_minibatches=4,
                          ent_coef=recipe.ent_coef, anneal_lr=False, reward_norm=recipe.reward_norm)  # type: ignore
     agent = Agent(net, config, total_updates=recipe.updates)
-    torch.manual_seed(seed)
     collector = RolloutCollector(venv, agent, recipe.num_steps, seed=seed, group_size=group)
     start, episodes, first = time.perf_counter(), 0, None
     for update in range(recipe.updates):

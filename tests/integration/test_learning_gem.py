@@ -53,6 +53,7 @@ def test_ppo_on_gem_guess_the_number_beats_the_sft_start(tmp_path, one_thread) -
     venv = gym.wrappers.vector.RecordEpisodeStatistics(TurnTokenVectorEnv(
         NUM_ENVS, env_fn=make_guess_the_number, model=lm, tokenizer=tok, max_turn_tokens=3, end_of_turn=EOT,
         env_suffix=PROMPT, max_context=96, kl_coef=0.0, device="cpu"))
+    torch.manual_seed(0)  # before the value head's initialisation: the same run every time
     net = build_network(venv.single_observation_space, venv.single_action_space, lm=lm)
     agent = Agent(net, AgentConfig(algo="ppo", gamma=1.0, learning_rate=1e-3, update_epochs=4, num_minibatches=4,
                                    ent_coef=0.0))
