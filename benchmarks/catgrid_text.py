@@ -18,7 +18,7 @@ import copy
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -48,7 +48,7 @@ class Recipe:
     learning_rate: float = 1e-4
     ent_coef: float = 0.0
     kl_coef: float = 0.0
-    reward_norm: str = "scale"
+    reward_norm: Literal["off", "scale", "center"] = "scale"
     """the agent's running reward normalisation (``off``, ``scale``, ``center``): without it the value loss of
     returns near 100 swamps the shared trunk's policy gradient"""
     gae_lambda: float = 0.95
@@ -66,8 +66,7 @@ def sft_model(out: Path, seed: int, recipe: Recipe) -> tuple[Any, Any]:
     path = write_transcripts(out / "transcripts.jsonl", [transcript_text(t, eot, env_end) for t in played])
     cfg = tiny_config(data=str(path), output_dir=str(out / "sft"), log_dir=str(out / "runs"), vocab_size=400,
                       tokenizer_reviews=recipe.transcripts, max_train_reviews=None, n_layer=2, n_head=2, n_embd=64,
-                      block_size=128, batch_size=16, max_steps=recipe.sft_steps, warmup_steps=20,
-                      learning_rate=3e-3,
+                      block_size=128, batch_size=16, max_steps=recipe.sft_steps, warmup_steps=20, learning_rate=3e-3,
                       eval_reviews=50, eval_every=10_000, num_samples=0, device="cpu", num_threads=1, seed=seed)
     run_sft(cfg)
     return load_model_and_tokenizer(str(out / "sft"))
@@ -124,7 +123,7 @@ def train(lm: Any, tok: Any, algo: str, seed: int, recipe: Recipe, progress: boo
     epochs = 4 if algo in ("ppo", "grpo") else 1
     config = AgentConfig(algo=algo, gamma=1.0, gae_lambda=recipe.gae_lambda,  # type: ignore[arg-type]
                          learning_rate=recipe.learning_rate, update_epochs=epochs, num_minibatches=4,
-                         ent_coef=recipe.ent_coef, anneal_lr=False, reward_norm=recipe.reward_norm)  # type: ignore
+                         ent_coef=recipe.ent_coef, anneal_lr=False, reward_norm=recipe.reward_norm)
     agent = Agent(net, config, total_updates=recipe.updates)
     collector = RolloutCollector(venv, agent, recipe.num_steps, seed=seed, group_size=group)
     start, episodes, first = time.perf_counter(), 0, None
@@ -140,7 +139,6 @@ def train(lm: Any, tok: Any, algo: str, seed: int, recipe: Recipe, progress: boo
         if progress and eval_every and (update + 1) % eval_every == 0:
             ret = greedy_return(net, lm, tok, recipe.eval_rows, 10_000 + seed)
             print(f"  greedy after {update + 1} updates: {ret.mean():.1f} ({ret.mean() / v_star:.3f} V*)", flush=True)
-            collector.refresh()
     minutes = (time.perf_counter() - start) / 60
     ret = greedy_return(net, lm, tok, recipe.eval_rows, 10_000 + seed)
     return {"algo": algo, "seed": seed, "env_steps": collector.global_step, "episodes": episodes,
